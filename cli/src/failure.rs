@@ -1,0 +1,45 @@
+//! How `lockctl` fails: one line on stderr saying what happened and what to do, and a
+//! documented exit status.
+
+use update_lock::Error;
+
+pub const EXIT_USAGE: i32 = 64;
+pub const EXIT_OTHER: i32 = 1;
+
+/// A failure to report.
+#[derive(Debug)]
+pub enum Failure {
+    /// An error from the core library.
+    Lock(Error),
+    /// Something else, with its exit status.
+    Other { code: i32, message: String },
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Lock(e)
+    }
+}
+
+impl Failure {
+    pub fn other(code: i32, message: impl Into<String>) -> Failure {
+        Failure::Other {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Print the one-line message and return the exit status.
+    pub fn report(self) -> i32 {
+        match self {
+            Failure::Lock(e) => {
+                eprintln!("lockctl: error[{}]: {e}", e.code());
+                e.code().exit_status()
+            }
+            Failure::Other { code, message } => {
+                eprintln!("lockctl: {message}");
+                code
+            }
+        }
+    }
+}

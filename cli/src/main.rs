@@ -1,0 +1,59 @@
+//! `lockctl`: update locks for shell scripts and container entrypoints.
+
+mod args;
+mod failure;
+mod hold;
+mod run;
+mod signals;
+mod status_cmd;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command, HandoverAction};
+use crate::failure::Failure;
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() {
+                failure::EXIT_USAGE
+            } else {
+                0
+            });
+        }
+    };
+    let code = match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(f) => f.report(),
+    };
+    std::process::exit(code);
+}
+
+fn dispatch(command: Command) -> Result<i32, Failure> {
+    match command {
+        Command::Run { lock, command } => run::run(&lock.options(), &command),
+        Command::Acquire { lock } => hold::acquire(&lock.options()),
+        Command::Release { paths } => hold::release(&paths.options()),
+        Command::Status {
+            paths,
+            handover_paths,
+            json,
+        } => status_cmd::status(
+            &paths.options(),
+            &args::handover_options(&handover_paths, false),
+            json,
+        ),
+        Command::Handover {
+            action: HandoverAction::Complete { paths, no_legacy },
+        } => {
+            let written =
+                update_lock::handover_complete(&args::handover_options(&paths, no_legacy))?;
+            for p in written {
+                println!("hand-over signalled: {}", p.display());
+            }
+            Ok(0)
+        }
+    }
+}

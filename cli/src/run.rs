@@ -1,0 +1,107 @@
+//! `lockctl run -- CMD`: take the lock, run the command, forward signals, release, and exit
+//! with the command's status. Works as a container entrypoint (PID 1 reaps zombies).
+
+use std::ffi::OsString;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::Command;
+
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use update_lock::{CancelToken, Error, LockOptions, UpdateLock, WaitControl};
+
+use crate::failure::{Failure, EXIT_OTHER};
+use crate::signals::Forwarder;
+
+pub fn run(opts: &LockOptions, command: &[OsString]) -> Result<i32, Failure> {
+    let cancel = CancelToken::new()
+        .map_err(|e| Failure::other(EXIT_OTHER, format!("cannot create an eventfd: {e}")))?;
+    let fwd = Forwarder::start(cancel.clone())
+        .map_err(|e| Failure::other(EXIT_OTHER, format!("cannot set up signal forwarding: {e}")))?;
+    let mut lock = match UpdateLock::acquire_with(opts, WaitControl::new().cancel_on(cancel)) {
+        Ok(lock) => lock,
+        Err(Error::Cancelled { path, .. }) => {
+            let sig = fwd.early_signal();
+            let e = Error::Cancelled {
+                path,
+                by: sig.map(|s| s.as_str().to_string()),
+            };
+            eprintln!("lockctl: error[{}]: {e}", e.code());
+            return Ok(128 + sig.map(|s| s as i32).unwrap_or(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for r in lock.reclaimed() {
+        eprintln!(
+            "lockctl: took over {} from a dead holder ({})",
+            r.path.display(),
+            r.previous.summary()
+        );
+    }
+    if let Some(sig) = fwd.early_signal() {
+        // Interrupted right after the lock was taken: do not start the command.
+        release(&mut lock);
+        return Ok(128 + sig as i32);
+    }
+
+    let (program, rest) = command
+        .split_first()
+        .ok_or_else(|| Failure::other(64, "no command given"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(rest);
+    // SAFETY: the hook only calls pthread_sigmask, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            crate::signals::unblock_all();
+            Ok(())
+        })
+    };
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            release(&mut lock);
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            return Err(Failure::other(
+                code,
+                format!(
+                    "cannot run {}: {e}; check the command name and that it is executable (the lock was released)",
+                    program.to_string_lossy()
+                ),
+            ));
+        }
+    };
+    let pid = Pid::from_raw(child.id() as i32);
+    fwd.set_child(pid);
+    let status = wait_for(pid, child);
+    release(&mut lock);
+    Ok(status)
+}
+
+/// Wait for our command. As PID 1 (a container entrypoint) also reap every orphan that the
+/// kernel re-parents to us, so no zombie is left.
+fn wait_for(pid: Pid, mut child: std::process::Child) -> i32 {
+    if std::process::id() != 1 {
+        return match child.wait() {
+            Ok(st) => st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)),
+            Err(_) => EXIT_OTHER,
+        };
+    }
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(p, code)) if p == pid => return code,
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == pid => return 128 + sig as i32,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return EXIT_OTHER,
+        }
+    }
+}
+
+fn release(lock: &mut UpdateLock) {
+    if let Err(e) = lock.release() {
+        eprintln!("lockctl: warning[{}]: {e}", e.code());
+    }
+}

@@ -1,0 +1,65 @@
+//! `lockctl status`: every lock path as the Supervisor and the host OS reboot see it.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use update_lock::{status as core_status, HandoverOptions, LockOptions, LockState};
+
+use crate::failure::{Failure, EXIT_OTHER};
+
+pub fn status(locks: &LockOptions, handover: &HandoverOptions, json: bool) -> Result<i32, Failure> {
+    let report = core_status(locks, handover);
+    if json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Failure::other(EXIT_OTHER, format!("cannot encode the report: {e}")))?;
+        print_all(&format!("{text}\n"));
+        return Ok(0);
+    }
+    let mut out = String::new();
+    for l in &report.locks {
+        let state = match l.state {
+            LockState::Free => "free",
+            LockState::HeldBySupervisor => "HELD by the Supervisor",
+            LockState::HeldByApp => "HELD by an app",
+            LockState::Stale => "STALE (holder died)",
+            LockState::Foreign => "FOREIGN (not ours)",
+        };
+        let _ = writeln!(out, "{}: {state}", l.path.display());
+        let _ = writeln!(
+            out,
+            "  application updates: {}   host OS reboot: {}",
+            if l.blocks_app_updates {
+                "blocked"
+            } else {
+                "allowed"
+            },
+            if l.blocks_host_reboot {
+                "blocked"
+            } else {
+                "allowed"
+            }
+        );
+        if l.state != LockState::Free || l.error.is_some() {
+            let _ = writeln!(out, "  {}", l.message);
+        }
+    }
+    for h in &report.handover {
+        let _ = writeln!(
+            out,
+            "hand-over signal {}: {}",
+            h.path.display(),
+            if h.pending {
+                "pending (not yet seen by the Supervisor)"
+            } else {
+                "none"
+            }
+        );
+    }
+    print_all(&out);
+    Ok(0)
+}
+
+/// Print, ignoring a closed pipe (`lockctl status | head`).
+fn print_all(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}

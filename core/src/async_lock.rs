@@ -1,0 +1,69 @@
+//! The async API (feature `tokio`): the same acquisition, waiting on the inotify descriptor
+//! through the tokio reactor, so the runtime is never blocked. Dropping the future cancels
+//! the wait and leaves nothing taken.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Instant;
+
+use tokio::io::unix::AsyncFd;
+
+use crate::error::Result;
+use crate::lock::{Acquirer, UpdateLock};
+use crate::options::LockOptions;
+use crate::wait::FALLBACK_CHECK;
+
+/// The watcher's descriptor, borrowed for the reactor (it is closed by the watcher).
+struct Borrowed(RawFd);
+
+impl AsRawFd for Borrowed {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+impl UpdateLock {
+    /// Take the lock without blocking the tokio runtime; waits as long as `opts` says.
+    /// Cancel by dropping the future (e.g. with `tokio::time::timeout` or `select!`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), update_lock::Error> {
+    /// use update_lock::{LockOptions, UpdateLock};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let opts = LockOptions::new().paths([dir.path().join("updates.lock")]);
+    /// let lock = UpdateLock::acquire_async(&opts).await?;
+    /// assert!(lock.is_held());
+    /// # Ok(()) }
+    /// ```
+    pub async fn acquire_async(opts: &LockOptions) -> Result<UpdateLock> {
+        let mut acq = Acquirer::new(opts)?;
+        let mut reactor: Option<AsyncFd<Borrowed>> = None;
+        loop {
+            if let Some(lock) = acq.step()? {
+                return Ok(lock);
+            }
+            if reactor.is_none() {
+                if let Some(w) = &acq.watcher {
+                    // SAFETY: the descriptor belongs to `acq.watcher`, which is set once and
+                    // outlives `reactor` (declared later, so dropped first).
+                    reactor = unsafe { AsyncFd::register(Borrowed(w.fd().as_raw_fd())) }.ok();
+                }
+            }
+            let mut slice = FALLBACK_CHECK;
+            if let Some(d) = acq.deadline {
+                slice = slice.min(d.saturating_duration_since(Instant::now()));
+            }
+            match &reactor {
+                Some(r) => {
+                    if let Ok(Ok(mut guard)) = tokio::time::timeout(slice, r.readable()).await {
+                        if let Some(w) = &acq.watcher {
+                            w.drain();
+                        }
+                        guard.clear_ready();
+                    }
+                }
+                None => tokio::time::sleep(slice).await,
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! One lock path held by us: how it is created (atomically, with the flock already held
+//! and the record already written), reclaimed from a dead holder, checked and released.
+
+use std::ffi::CStr;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, OFlag, AT_FDCWD};
+use nix::sys::stat::{fstat, Mode};
+use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
+
+use crate::dir::os_err;
+use crate::error::{Error, Result};
+use crate::holder::SUPERVISOR_UID;
+use crate::inspect::{stat_at, FileId};
+
+/// Mode of app lock files: readable by all so `lockctl status` of any user can show the holder.
+const LOCK_MODE: u32 = 0o644;
+
+/// A lock path we hold: the directory, the name, and the open, flocked file.
+#[derive(Debug)]
+pub(crate) struct HeldPath {
+    pub path: PathBuf,
+    pub dir: std::sync::Arc<OwnedFd>,
+    pub name: std::ffi::CString,
+    pub file: OwnedFd,
+    pub id: FileId,
+}
+
+/// What one create attempt gave.
+pub(crate) enum Created {
+    Held(HeldPath),
+    /// The name is taken (EEXIST).
+    Exists,
+}
+
+/// Create `dir/name` holding `record`, with flock(LOCK_EX) held, so that the name never
+/// appears without its record and flock (an unnamed O_TMPFILE inode, flocked and written,
+/// then linked in; linkat fails with EEXIST and never follows a symlink at the target).
+/// Falls back to `O_CREAT|O_EXCL|O_NOFOLLOW` + flock + write on file systems without
+/// O_TMPFILE (there a crash between create and write leaves an empty file, reported as
+/// foreign and never reclaimed automatically).
+pub(crate) fn create(
+    dir: &std::sync::Arc<OwnedFd>,
+    name: &CStr,
+    full: &Path,
+    record: &[u8],
+) -> Result<Created> {
+    let tmp_flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+    match openat(
+        dir.as_fd(),
+        c".",
+        tmp_flags,
+        Mode::from_bits_truncate(LOCK_MODE),
+    ) {
+        Ok(fd) => {
+            prepare(&fd, full, record)?;
+            let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            match linkat(
+                AT_FDCWD,
+                proc_path.as_str(),
+                dir.as_fd(),
+                name,
+                AtFlags::AT_SYMLINK_FOLLOW,
+            ) {
+                Ok(()) => finish(dir, name, full, fd),
+                Err(Errno::EEXIST) => Ok(Created::Exists),
+                // No /proc (or it refuses the link): use the portable way.
+                Err(Errno::ENOENT) if !Path::new("/proc/self/fd").exists() => {
+                    create_excl(dir, name, full, record)
+                }
+                Err(e) => Err(create_err(full, e)),
+            }
+        }
+        Err(Errno::EOPNOTSUPP) | Err(Errno::EISDIR) | Err(Errno::EINVAL) => {
+            create_excl(dir, name, full, record)
+        }
+        Err(e) => Err(create_err(full, e)),
+    }
+}
+
+fn create_excl(
+    dir: &std::sync::Arc<OwnedFd>,
+    name: &CStr,
+    full: &Path,
+    record: &[u8],
+) -> Result<Created> {
+    let flags =
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDWR;
+    let fd = match openat(
+        dir.as_fd(),
+        name,
+        flags,
+        Mode::from_bits_truncate(LOCK_MODE),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::EEXIST) => return Ok(Created::Exists),
+        Err(e) => return Err(create_err(full, e)),
+    };
+    let held = finish(dir, name, full, fd)?;
+    if let Created::Held(h) = &held {
+        if let Err(e) = prepare(&h.file, full, record) {
+            let _ = unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir);
+            return Err(e);
+        }
+    }
+    Ok(held)
+}
+
+/// Take the flock (blocking: only a reboot probe or a classifier can hold a brand-new file,
+/// and only for an instant), refuse uid 65534 ownership, and write the record.
+fn prepare(fd: &OwnedFd, full: &Path, record: &[u8]) -> Result<()> {
+    loop {
+        // SAFETY: flock on a valid descriptor we own.
+        match Errno::result(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) }) {
+            Ok(_) => break,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(os_err(full, "take flock on the new lock file", e)),
+        }
+    }
+    let st = fstat(fd).map_err(|e| os_err(full, "inspect the new lock file", e))?;
+    if st.st_uid == SUPERVISOR_UID {
+        // E.g. a user namespace without a uid mapping: files show up as 65534.
+        return Err(Error::SupervisorUid {
+            path: Some(full.to_path_buf()),
+        });
+    }
+    let mut f = std::fs::File::from(
+        fd.try_clone()
+            .map_err(|e| Error::from_os(full, "duplicate the lock descriptor", e, String::new))?,
+    );
+    f.write_all(record)
+        .map_err(|e| Error::from_os(full, "write the holder record", e, String::new))
+}
+
+fn finish(dir: &std::sync::Arc<OwnedFd>, name: &CStr, full: &Path, fd: OwnedFd) -> Result<Created> {
+    let st = match fstat(&fd) {
+        Ok(st) => st,
+        Err(e) => {
+            let _ = unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir);
+            return Err(os_err(full, "inspect the new lock file", e));
+        }
+    };
+    Ok(Created::Held(HeldPath {
+        path: full.to_path_buf(),
+        dir: dir.clone(),
+        name: name.to_owned(),
+        file: fd,
+        id: FileId::from(&st),
+    }))
+}
+
+fn create_err(full: &Path, e: Errno) -> Error {
+    let dir = full.parent().unwrap_or(Path::new("."));
+    Error::from_os(
+        full,
+        "create the lock file",
+        std::io::Error::from(e),
+        || {
+            format!(
+            "the directory {} is not writable for uid {}: run as a user that may write there, or make it mode 1777 as the Supervisor does on a device",
+            dir.display(),
+            nix::unistd::geteuid()
+        )
+        },
+    )
+}
+
+/// Delete a stale lock whose flock `probe` holds, only if the path still names that same
+/// inode. `true` when we deleted it. Two reclaimers can never both delete: the second gets
+/// the flock only after the first closed it, and by then the name is gone or names a new file.
+pub(crate) fn reclaim_stale(
+    dir: &OwnedFd,
+    name: &CStr,
+    full: &Path,
+    probe: OwnedFd,
+    id: FileId,
+) -> Result<bool> {
+    let still = stat_at(dir.as_fd(), name, full)?;
+    let deleted = match still {
+        Some(st) if FileId::from(&st) == id => {
+            match unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) => true,
+                Err(Errno::ENOENT) => false,
+                Err(e) => return Err(os_err(full, "delete the stale lock file", e)),
+            }
+        }
+        _ => false,
+    };
+    drop(probe);
+    Ok(deleted)
+}
+
+/// Whether the path still names our inode, and what is there otherwise.
+pub(crate) fn still_ours(h: &HeldPath) -> std::result::Result<(), String> {
+    match stat_at(h.dir.as_fd(), &h.name, &h.path) {
+        Ok(Some(st)) if FileId::from(&st) == h.id => Ok(()),
+        Ok(Some(st)) if st.st_uid == SUPERVISOR_UID => Err(format!(
+            "{} now belongs to the Supervisor (owner uid 65534)",
+            h.path.display()
+        )),
+        Ok(Some(st)) => Err(format!(
+            "{} was replaced by another file (owner uid {})",
+            h.path.display(),
+            st.st_uid
+        )),
+        Ok(None) => Err(format!("{} was deleted", h.path.display())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Release: delete the name if it is still ours, then close (dropping the flock).
+/// Someone else's file is never touched; `Err` describes what is there instead.
+pub(crate) fn release(h: HeldPath) -> std::result::Result<(), String> {
+    let verdict = still_ours(&h);
+    if verdict.is_ok() {
+        if let Err(e) = unlinkat(h.dir.as_fd(), h.name.as_c_str(), UnlinkatFlags::NoRemoveDir) {
+            if e != Errno::ENOENT {
+                return Err(format!("could not delete {}: {e}", h.path.display()));
+            }
+        }
+    }
+    drop(h.file);
+    verdict
+}

@@ -1,0 +1,325 @@
+//! Who holds a lock path: the holder record we write, and the classification of whatever
+//! occupies a lock path (Supervisor, live app, dead holder, or a foreign file).
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::identity;
+use crate::timefmt;
+
+/// The uid the Supervisor runs `lockfile` as; files it owns are the Supervisor's locks.
+pub const SUPERVISOR_UID: u32 = 65534;
+
+/// The first line of every holder record; the version follows.
+pub const RECORD_MAGIC: &str = "update-lock holder v";
+
+/// The record version this library writes.
+pub const RECORD_VERSION: u32 = 1;
+
+/// The holder record written into every app lock file we create.
+///
+/// It is informational: liveness is decided by flock, never by the pid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct HolderRecord {
+    /// Record format version.
+    pub version: u32,
+    /// Process id of the holder, in its own PID namespace.
+    pub pid: i32,
+    /// Inode of the holder's PID namespace (`/proc/<pid>/ns/pid`).
+    pub pid_ns: Option<u64>,
+    /// Kernel boot id when the lock was taken.
+    pub boot_id: Option<String>,
+    /// Holder's start time in clock ticks since boot (tells a reused pid apart).
+    pub start_time: Option<u64>,
+    /// Effective uid of the holder.
+    pub uid: u32,
+    /// Host (container) name of the holder.
+    pub hostname: String,
+    /// Program name of the holder.
+    pub program: String,
+    /// When the lock was taken, milliseconds since the Unix epoch.
+    pub acquired_at_ms: Option<u64>,
+    /// The holder is in the caller's PID namespace (so `pid` means something here).
+    pub same_pid_namespace: bool,
+    /// The holder is the calling process itself (another handle in this process).
+    pub same_process: bool,
+}
+
+impl HolderRecord {
+    /// A record describing the calling process, taking the lock now.
+    pub(crate) fn for_current_process(program: Option<&str>) -> HolderRecord {
+        let id = identity::current();
+        HolderRecord {
+            version: RECORD_VERSION,
+            pid: id.pid,
+            pid_ns: id.pid_ns,
+            boot_id: id.boot_id,
+            start_time: id.start_time,
+            uid: nix::unistd::geteuid().as_raw(),
+            hostname: id.hostname,
+            program: program.map(str::to_string).unwrap_or(id.program),
+            acquired_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as u64),
+            same_pid_namespace: true,
+            same_process: true,
+        }
+    }
+
+    /// Serialise as the versioned text record (a magic line, then `key=value` lines).
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut s = format!("{RECORD_MAGIC}{}\n", self.version);
+        let mut kv = |k: &str, v: &str| {
+            let clean: String = v
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            s.push_str(k);
+            s.push('=');
+            s.push_str(&clean);
+            s.push('\n');
+        };
+        kv("pid", &self.pid.to_string());
+        kv("pid_ns", &opt(self.pid_ns));
+        kv("boot_id", self.boot_id.as_deref().unwrap_or(""));
+        kv("start_time", &opt(self.start_time));
+        kv("uid", &self.uid.to_string());
+        kv("hostname", &self.hostname);
+        kv("program", &self.program);
+        kv(
+            "acquired_at",
+            &self
+                .acquired_at_ms
+                .map(timefmt::format_unix_ms)
+                .unwrap_or_default(),
+        );
+        s.into_bytes()
+    }
+
+    /// Parse a record. `None` when the content does not start with our magic line.
+    /// Unknown keys (from newer versions) are ignored; missing ones stay empty.
+    pub(crate) fn parse(content: &[u8]) -> Option<HolderRecord> {
+        let text = std::str::from_utf8(content).ok()?;
+        let mut lines = text.lines();
+        let version = lines
+            .next()?
+            .strip_prefix(RECORD_MAGIC)?
+            .trim()
+            .parse()
+            .ok()?;
+        let me = identity::current();
+        let mut r = HolderRecord {
+            version,
+            pid: 0,
+            pid_ns: None,
+            boot_id: None,
+            start_time: None,
+            uid: u32::MAX,
+            hostname: String::new(),
+            program: String::new(),
+            acquired_at_ms: None,
+            same_pid_namespace: false,
+            same_process: false,
+        };
+        for line in lines {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            match k {
+                "pid" => r.pid = v.parse().unwrap_or(0),
+                "pid_ns" => r.pid_ns = v.parse().ok(),
+                "boot_id" => r.boot_id = Some(v.to_string()).filter(|s| !s.is_empty()),
+                "start_time" => r.start_time = v.parse().ok(),
+                "uid" => r.uid = v.parse().unwrap_or(u32::MAX),
+                "hostname" => r.hostname = v.to_string(),
+                "program" => r.program = v.to_string(),
+                "acquired_at" => r.acquired_at_ms = timefmt::parse_unix_ms(v),
+                _ => {}
+            }
+        }
+        r.same_pid_namespace = r.pid_ns.is_some() && r.pid_ns == me.pid_ns;
+        r.same_process = r.same_pid_namespace && r.pid == me.pid && r.start_time == me.start_time;
+        Some(r)
+    }
+
+    /// Whether the holder process is still running, as far as this process can see: only
+    /// meaningful when [`same_pid_namespace`](Self::same_pid_namespace) is true (false
+    /// otherwise). Liveness of the *lock* is decided by flock, not by this.
+    pub fn is_running(&self) -> bool {
+        self.same_pid_namespace && identity::is_running(self.pid, self.start_time)
+    }
+
+    /// `acquired_at` as RFC 3339 UTC, when known.
+    pub fn acquired_at(&self) -> Option<String> {
+        self.acquired_at_ms.map(timefmt::format_unix_ms)
+    }
+
+    /// One-line human description: pid, program, host, since when.
+    pub fn summary(&self) -> String {
+        let mut s = format!("pid {}", self.pid);
+        if !self.same_pid_namespace {
+            s.push_str(" in another container (pid namespace)");
+        }
+        if !self.program.is_empty() {
+            s.push_str(&format!(", program '{}'", self.program));
+        }
+        if !self.hostname.is_empty() {
+            s.push_str(&format!(", host '{}'", self.hostname));
+        }
+        s.push_str(&format!(", uid {}", self.uid));
+        if let Some(at) = self.acquired_at() {
+            s.push_str(&format!(", since {at}"));
+        }
+        s
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+/// What kind of thing occupies a lock path that update-lock did not create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum ForeignKind {
+    /// An empty regular file (`touch`, `flock(1)`, or a crash inside another tool).
+    EmptyFile,
+    /// Content `0`: procmail `lockfile` run by a uid other than the Supervisor's.
+    LockfileFormat,
+    /// A regular file with content we do not recognise (or cannot read).
+    UnknownContent,
+    /// A directory.
+    Directory,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A character or block device.
+    Device,
+}
+
+impl ForeignKind {
+    fn describe(&self) -> &'static str {
+        match self {
+            ForeignKind::EmptyFile => "an empty file (as made by `touch` or `flock(1)`)",
+            ForeignKind::LockfileFormat => "a procmail `lockfile` lock (content `0`)",
+            ForeignKind::UnknownContent => "a file with unrecognised content",
+            ForeignKind::Directory => "a directory",
+            ForeignKind::Symlink => "a symbolic link",
+            ForeignKind::Fifo => "a named pipe (fifo)",
+            ForeignKind::Socket => "a Unix socket",
+            ForeignKind::Device => "a device node",
+        }
+    }
+}
+
+/// Who occupies a lock path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// The balena Supervisor (a regular file owned by uid 65534): an update or reboot is in
+    /// progress; wait for it.
+    Supervisor,
+    /// A live app: our holder record, and its flock is held.
+    App(HolderRecord),
+    /// A dead holder: our holder record, but nobody holds its flock.
+    Stale(HolderRecord),
+    /// Something update-lock did not create.
+    Foreign {
+        /// What it is.
+        kind: ForeignKind,
+        /// Owner uid of the path itself (not followed).
+        owner_uid: u32,
+        /// Someone holds flock(2) on it (only for regular files).
+        flock_held: bool,
+        /// Where a symlink points, for [`ForeignKind::Symlink`].
+        symlink_target: Option<PathBuf>,
+    },
+}
+
+impl Holder {
+    /// The state name used in `lockctl status --json`: `held-by-supervisor`,
+    /// `held-by-app`, `stale` or `foreign`.
+    pub fn state_name(&self) -> &'static str {
+        match self {
+            Holder::Supervisor => "held-by-supervisor",
+            Holder::App(_) => "held-by-app",
+            Holder::Stale(_) => "stale",
+            Holder::Foreign { .. } => "foreign",
+        }
+    }
+
+    /// The holder record, for app and stale holders.
+    pub fn record(&self) -> Option<&HolderRecord> {
+        match self {
+            Holder::App(r) | Holder::Stale(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Who holds it, as a phrase ("held by the balena Supervisor ...").
+    pub fn describe(&self) -> String {
+        match self {
+            Holder::Supervisor => {
+                "held by the balena Supervisor (file owned by uid 65534): an update or reboot is in progress".into()
+            }
+            Holder::App(r) if r.same_process => {
+                format!("held by this same process through another lock handle ({})", r.summary())
+            }
+            Holder::App(r) => format!("held by another app ({})", r.summary()),
+            Holder::Stale(r) => format!(
+                "left behind by a dead holder ({}; nobody holds its flock any more)",
+                r.summary()
+            ),
+            Holder::Foreign {
+                kind,
+                owner_uid,
+                flock_held,
+                symlink_target,
+            } => {
+                let mut s = format!(
+                    "occupied by {} owned by uid {owner_uid}, not created by update-lock",
+                    kind.describe()
+                );
+                if let Some(t) = symlink_target {
+                    s.push_str(&format!(" (pointing to {})", t.display()));
+                }
+                if *flock_held {
+                    s.push_str("; someone holds flock on it");
+                }
+                s.push_str("; the Supervisor treats any existing path as a held lock");
+                s
+            }
+        }
+    }
+
+    /// What the user should do next about this holder on `path`.
+    pub fn next_step(&self, path: &Path) -> String {
+        let p = path.display();
+        match self {
+            Holder::Supervisor => "wait for the update to settle (acquire with a timeout) and try again".into(),
+            Holder::App(r) if r.same_process => {
+                "release the other handle first; a process cannot hold the lock twice".into()
+            }
+            Holder::App(_) => {
+                "wait for it (acquire with a timeout), or stop that program; `lockctl status` shows the holder".into()
+            }
+            Holder::Stale(_) => format!(
+                "acquire with stale reclaim turned on (the default) to take it over, or delete it by hand (rm {p})"
+            ),
+            Holder::Foreign { kind: ForeignKind::Directory, .. } => {
+                format!("if nothing uses it, remove it (rmdir {p})")
+            }
+            Holder::Foreign { flock_held: true, .. } => {
+                "wait for the program holding its flock to finish, then delete the file if it stays behind".into()
+            }
+            Holder::Foreign { .. } => format!(
+                "if no program uses it, delete it (rm {p}); update-lock never deletes files it cannot prove are its own"
+            ),
+        }
+    }
+}

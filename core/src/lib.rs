@@ -1,0 +1,65 @@
+//! # update-lock
+//!
+//! Update locks and hand-over signals for apps on balena devices, correct for both readers
+//! of the lock:
+//!
+//! * the **Supervisor** (application updates) treats the lock as held when the lock file
+//!   *exists*;
+//! * the **host OS update reboot** (`safe_reboot`) treats it as held when someone holds
+//!   *flock(2)* on `updates.lock`.
+//!
+//! An [`UpdateLock`] does both on every lock path (by default
+//! `$BALENA_APP_LOCK_PATH` and the legacy `/tmp/resin/resin-updates.lock`), all-or-nothing:
+//! the file appears atomically with its holder record and its flock already held, is never
+//! owned by uid 65534 (the Supervisor would take it for its own and delete it), and a lock
+//! left by a crashed holder is recognised (nobody holds its flock) and taken over safely.
+//!
+//! ```
+//! use std::time::Duration;
+//! use update_lock::{LockOptions, UpdateLock};
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("updates.lock");
+//! let opts = LockOptions::new()
+//!     .paths([&path]) // on a device: leave out, the Supervisor's paths are the default
+//!     .timeout(Some(Duration::from_secs(30)));
+//! {
+//!     let _lock = UpdateLock::acquire(&opts)?;
+//!     // critical section: no application update, no host OS reboot in here
+//! } // released here
+//! # Ok::<(), update_lock::Error>(())
+//! ```
+//!
+//! Errors carry a stable [`ErrorCode`]; every binding exposes the same codes.
+#![deny(missing_docs)]
+
+mod dir;
+mod error;
+mod handover;
+mod held;
+mod holder;
+mod identity;
+mod inspect;
+mod lock;
+mod options;
+mod paths;
+mod status;
+mod supervisor;
+mod timefmt;
+mod wait;
+
+#[cfg(feature = "tokio")]
+mod async_lock;
+
+pub use error::{Error, ErrorCode, Result};
+pub use handover::{handover_complete, HandoverOptions};
+pub use holder::{ForeignKind, Holder, HolderRecord, RECORD_MAGIC, RECORD_VERSION, SUPERVISOR_UID};
+pub use lock::{Reclaimed, UpdateLock};
+pub use options::{LockOptions, Role};
+pub use paths::{
+    default_handover_paths, default_lock_paths, primary_handover_path, primary_lock_path,
+    DATA_HANDOVER_PATH, DEFAULT_HANDOVER_PATH, DEFAULT_LOCK_PATH, LEGACY_HANDOVER_PATH,
+    LEGACY_LOCK_PATH,
+};
+pub use status::{status, HandoverStatus, LockState, PathStatus, StatusReport, STATUS_SCHEMA};
+pub use wait::{CancelToken, WaitControl};

@@ -1,0 +1,383 @@
+//! The update lock: all-or-nothing across the lock paths, waiting without polling, stale
+//! reclaim, release that never touches a file that is not ours.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::dir::open_lock_dir;
+use crate::error::{Error, Result};
+use crate::held::{self, Created, HeldPath};
+use crate::holder::{Holder, HolderRecord, SUPERVISOR_UID};
+use crate::inspect::{inspect, FileId, Seen};
+use crate::options::{LockOptions, Role};
+use crate::paths::{split, SplitPath};
+use crate::supervisor;
+use crate::wait::{self, WaitControl, Watcher};
+
+/// A lock path taken over from a dead holder.
+#[derive(Debug, Clone)]
+pub struct Reclaimed {
+    /// The path that was reclaimed.
+    pub path: PathBuf,
+    /// The record the dead holder left.
+    pub previous: HolderRecord,
+}
+
+/// A held update lock. Dropping it releases it (errors are ignored then; call
+/// [`release`](UpdateLock::release) to see them).
+///
+/// While held, every path exists (so the Supervisor defers application updates) and we hold
+/// flock on each (so the host OS update reboot waits).
+///
+/// ```
+/// use update_lock::{LockOptions, UpdateLock};
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("updates.lock");
+/// let opts = LockOptions::new().paths([&path]);
+///
+/// let mut lock = UpdateLock::acquire(&opts).unwrap();
+/// assert!(path.exists());
+/// lock.check().unwrap(); // still ours: nobody overrode it
+/// lock.release().unwrap();
+/// assert!(!path.exists());
+/// ```
+#[derive(Debug)]
+pub struct UpdateLock {
+    held: Vec<HeldPath>,
+    paths: Vec<PathBuf>,
+    owner_pid: u32,
+    reclaimed: Vec<Reclaimed>,
+}
+
+impl UpdateLock {
+    /// Take the lock, waiting as long as `opts` says.
+    pub fn acquire(opts: &LockOptions) -> Result<UpdateLock> {
+        Self::acquire_with(opts, WaitControl::new())
+    }
+
+    /// Take the lock without waiting, whatever timeout `opts` has.
+    ///
+    /// ```
+    /// use update_lock::{ErrorCode, LockOptions, UpdateLock};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let opts = LockOptions::new().paths([dir.path().join("updates.lock")]);
+    /// let first = UpdateLock::try_acquire(&opts).unwrap();
+    /// let err = UpdateLock::try_acquire(&opts).unwrap_err();
+    /// assert_eq!(err.code(), ErrorCode::Held);
+    /// drop(first);
+    /// UpdateLock::try_acquire(&opts).unwrap();
+    /// ```
+    pub fn try_acquire(opts: &LockOptions) -> Result<UpdateLock> {
+        Self::acquire(&opts.clone().timeout(Some(Duration::ZERO)))
+    }
+
+    /// Take the lock; the wait can also be ended through `ctl` (a cancel token, or a check
+    /// called periodically).
+    pub fn acquire_with(opts: &LockOptions, mut ctl: WaitControl<'_>) -> Result<UpdateLock> {
+        let mut acq = Acquirer::new(opts)?;
+        loop {
+            if let Some(lock) = acq.step()? {
+                return Ok(lock);
+            }
+            wait::block(
+                acq.watcher.as_ref(),
+                acq.deadline,
+                &mut ctl,
+                acq.blocked_path(),
+            )?;
+        }
+    }
+
+    /// Whether this handle still holds the lock (false after release, and in a child
+    /// created by `fork()`, which never owns its parent's lock).
+    pub fn is_held(&self) -> bool {
+        !self.held.is_empty() && self.owner_pid == std::process::id()
+    }
+
+    /// The paths this lock covers, in locking order.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// Locks taken over from dead holders while acquiring.
+    pub fn reclaimed(&self) -> &[Reclaimed] {
+        &self.reclaimed
+    }
+
+    /// Whether we still hold every path: `Err(Lost)` when a path was deleted or replaced
+    /// (the Supervisor's override does that), `Err(NotHeld)` after release.
+    pub fn check(&self) -> Result<()> {
+        if !self.is_held() {
+            return Err(Error::NotHeld {
+                path: self.paths.first().cloned(),
+            });
+        }
+        let mut lost = Vec::new();
+        let mut detail = Vec::new();
+        for h in &self.held {
+            if let Err(d) = held::still_ours(h) {
+                lost.push(h.path.clone());
+                detail.push(d);
+            }
+        }
+        if lost.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Lost {
+                paths: lost,
+                detail: detail.join("; "),
+            })
+        }
+    }
+
+    /// Release every path: delete it if it is still ours, then drop the flock. Idempotent.
+    /// `Err(Lost)` when a path was no longer ours; that file is left alone and the other
+    /// paths are still released. In a forked child this only closes the inherited
+    /// descriptors: the parent keeps its lock.
+    pub fn release(&mut self) -> Result<()> {
+        let held = std::mem::take(&mut self.held);
+        if self.owner_pid != std::process::id() {
+            return Ok(());
+        }
+        let mut lost = Vec::new();
+        let mut detail = Vec::new();
+        for h in held.into_iter().rev() {
+            let path = h.path.clone();
+            if let Err(d) = held::release(h) {
+                lost.push(path);
+                detail.push(d);
+            }
+        }
+        if lost.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Lost {
+                paths: lost,
+                detail: detail.join("; "),
+            })
+        }
+    }
+}
+
+impl Drop for UpdateLock {
+    fn drop(&mut self) {
+        let _ = self.release();
+    }
+}
+
+/// A lock path with its opened directory.
+struct Target {
+    split: SplitPath,
+    dir: Arc<OwnedFd>,
+}
+
+/// The state of one acquisition, shared by the blocking and the async API.
+pub(crate) struct Acquirer {
+    targets: Vec<Target>,
+    paths: Vec<PathBuf>,
+    record: Vec<u8>,
+    role: Role,
+    reclaim: bool,
+    timeout: Option<Duration>,
+    started: Instant,
+    pub(crate) deadline: Option<Instant>,
+    blocked: Option<usize>,
+    reclaimed: Vec<Reclaimed>,
+    pub(crate) watcher: Option<Watcher>,
+}
+
+enum Take {
+    Held(HeldPath),
+    Blocked(Holder),
+}
+
+enum Attempt {
+    Taken(Vec<HeldPath>),
+    Conflict(usize, Holder),
+}
+
+impl Acquirer {
+    pub(crate) fn new(opts: &LockOptions) -> Result<Acquirer> {
+        let paths = opts.lock_paths();
+        let splits = paths.iter().map(|p| split(p)).collect::<Result<Vec<_>>>()?;
+        if opts.role == Role::App && nix::unistd::geteuid().as_raw() == SUPERVISOR_UID {
+            return Err(Error::SupervisorUid {
+                path: paths.first().cloned(),
+            });
+        }
+        let mut targets: Vec<Target> = Vec::with_capacity(splits.len());
+        let mut seen: Vec<(FileId, Vec<u8>)> = Vec::new();
+        for s in splits {
+            let dir = Arc::new(open_lock_dir(&s.dir, opts.create_dir)?);
+            let st = nix::sys::stat::fstat(&dir)
+                .map_err(|e| crate::dir::os_err(&s.dir, "inspect the lock directory", e))?;
+            // The same file reached by two names (on a device /tmp/balena and /tmp/resin
+            // are one directory) is locked once.
+            let key = (FileId::from(&st), s.name.as_bytes().to_vec());
+            if !seen.contains(&key) {
+                seen.push(key);
+                targets.push(Target { split: s, dir });
+            }
+        }
+        let kept = targets.iter().map(|t| t.split.full.clone()).collect();
+        let record = match opts.role {
+            Role::App => HolderRecord::for_current_process(opts.program.as_deref()).to_bytes(),
+            Role::Supervisor => b"0".to_vec(),
+        };
+        let started = Instant::now();
+        Ok(Acquirer {
+            targets,
+            paths: kept,
+            record,
+            role: opts.role,
+            reclaim: opts.reclaim_stale && opts.role == Role::App,
+            timeout: opts.timeout,
+            started,
+            deadline: opts.timeout.map(|t| started + t),
+            blocked: None,
+            reclaimed: Vec::new(),
+            watcher: None,
+        })
+    }
+
+    pub(crate) fn blocked_path(&self) -> &Path {
+        let i = self
+            .blocked
+            .unwrap_or(0)
+            .min(self.targets.len().saturating_sub(1));
+        self.targets
+            .get(i)
+            .map(|t| t.split.full.as_path())
+            .unwrap_or(Path::new(""))
+    }
+
+    /// One non-blocking round. `Ok(Some)` acquired; `Ok(None)` blocked, wait and call again;
+    /// `Err` a hard error, or the timeout ran out.
+    pub(crate) fn step(&mut self) -> Result<Option<UpdateLock>> {
+        loop {
+            let recheck = match self.blocked {
+                Some(k) => self.still_blocked(k)?.map(|h| (k, h)),
+                None => None,
+            };
+            let (index, holder) = match recheck {
+                Some(conflict) => conflict,
+                None => match self.attempt()? {
+                    Attempt::Taken(held) => return Ok(Some(self.into_lock(held))),
+                    Attempt::Conflict(i, h) => (i, h),
+                },
+            };
+            self.blocked = Some(index);
+            let path = self.targets[index].split.full.clone();
+            let now = Instant::now();
+            if self.timeout == Some(Duration::ZERO) {
+                return Err(Error::Held { path, holder });
+            }
+            if self.deadline.is_some_and(|d| now >= d) {
+                return Err(Error::Timeout {
+                    path,
+                    holder,
+                    waited: now - self.started,
+                });
+            }
+            if self.watcher.is_none() {
+                // Start watching, then look once more: a release between our look and the
+                // watch would otherwise go unnoticed until the fallback check.
+                self.watcher = Watcher::new(self.targets.iter().map(|t| &t.dir));
+                continue;
+            }
+            return Ok(None);
+        }
+    }
+
+    fn into_lock(&mut self, held: Vec<HeldPath>) -> UpdateLock {
+        UpdateLock {
+            held,
+            paths: self.paths.clone(),
+            owner_pid: std::process::id(),
+            reclaimed: std::mem::take(&mut self.reclaimed),
+        }
+    }
+
+    /// Look at the path that blocked us last time without creating anything (creating and
+    /// undoing earlier paths would wake every waiter, ourselves included). `Ok(None)` when
+    /// it is free (or was reclaimed) and a full attempt should be made.
+    fn still_blocked(&mut self, k: usize) -> Result<Option<Holder>> {
+        let t = &self.targets[k];
+        match inspect(t.dir.as_fd(), &t.split.name, &t.split.full)? {
+            Seen::Vacant => Ok(None),
+            Seen::Stale { .. } if self.reclaim => Ok(None),
+            Seen::Occupied(Holder::Supervisor) if self.role == Role::Supervisor => Ok(None),
+            seen => Ok(seen.into_holder()),
+        }
+    }
+
+    /// Try every path in order; on a conflict or error undo what was taken.
+    fn attempt(&mut self) -> Result<Attempt> {
+        let mut taken: Vec<HeldPath> = Vec::with_capacity(self.targets.len());
+        for i in 0..self.targets.len() {
+            match self.take_one(i) {
+                Ok(Take::Held(h)) => taken.push(h),
+                Ok(Take::Blocked(holder)) => {
+                    undo(taken);
+                    return Ok(Attempt::Conflict(i, holder));
+                }
+                Err(e) => {
+                    undo(taken);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Attempt::Taken(taken))
+    }
+
+    fn take_one(&mut self, i: usize) -> Result<Take> {
+        let t = &self.targets[i];
+        let (dir, name, full) = (&t.dir, t.split.name.as_c_str(), t.split.full.as_path());
+        let mut last = None;
+        for _ in 0..16 {
+            let created = match self.role {
+                Role::App => held::create(dir, name, full, &self.record)?,
+                Role::Supervisor => supervisor::create(dir, name, full)?,
+            };
+            if let Created::Held(h) = created {
+                return Ok(Take::Held(h));
+            }
+            match inspect(dir.as_fd(), name, full)? {
+                Seen::Vacant => continue,
+                Seen::Stale { record, probe, id } if self.reclaim => {
+                    if held::reclaim_stale(dir, name, full, probe, id)? {
+                        self.reclaimed.push(Reclaimed {
+                            path: full.to_path_buf(),
+                            previous: record,
+                        });
+                    }
+                    continue;
+                }
+                Seen::Occupied(Holder::Supervisor) if self.role == Role::Supervisor => {
+                    if let Some(h) = supervisor::adopt(dir, name, full)? {
+                        return Ok(Take::Held(h));
+                    }
+                    continue;
+                }
+                seen => {
+                    last = seen.into_holder();
+                    break;
+                }
+            }
+        }
+        Ok(Take::Blocked(last.unwrap_or(Holder::Foreign {
+            kind: crate::holder::ForeignKind::UnknownContent,
+            owner_uid: u32::MAX,
+            flock_held: true,
+            symlink_target: None,
+        })))
+    }
+}
+
+fn undo(taken: Vec<HeldPath>) {
+    for h in taken.into_iter().rev() {
+        let _ = held::release(h);
+    }
+}

@@ -1,0 +1,127 @@
+//! What to lock and how: paths, legacy name, timeout, stale reclaim, role.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::paths;
+
+/// Who the lock is taken as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// An application: `O_EXCL`-created file owned by the app's uid, holding flock and a
+    /// holder record. This is what apps use.
+    #[default]
+    App,
+    /// Exactly what the Supervisor's `lockfile -r 0` does, for tests and rehearsals: content
+    /// `0`, mode 0444, owner 65534, appearing atomically (temp file + link), no flock. An
+    /// existing file owned by 65534 is adopted (the Supervisor treats it as its own) and
+    /// deleted on release. Needs root or uid 65534. Never reclaims anything.
+    Supervisor,
+}
+
+/// Options for taking an update lock. Defaults: the Supervisor's paths from the environment
+/// plus the legacy name, wait forever, reclaim stale locks, role [`Role::App`].
+///
+/// ```
+/// use std::time::Duration;
+/// use update_lock::LockOptions;
+/// let opts = LockOptions::new()
+///     .paths(["/tmp/example-service/updates.lock"])
+///     .timeout(Some(Duration::from_secs(5)));
+/// assert_eq!(opts.lock_paths().len(), 1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct LockOptions {
+    pub(crate) paths: Option<Vec<PathBuf>>,
+    pub(crate) legacy: bool,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) reclaim_stale: bool,
+    pub(crate) program: Option<String>,
+    pub(crate) role: Role,
+    pub(crate) create_dir: bool,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        LockOptions {
+            paths: None,
+            legacy: true,
+            timeout: None,
+            reclaim_stale: true,
+            program: None,
+            role: Role::App,
+            create_dir: true,
+        }
+    }
+}
+
+impl LockOptions {
+    /// The defaults (see the type's documentation).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lock exactly these paths, in this order, instead of the defaults (`legacy` is then
+    /// ignored). An empty list means the defaults.
+    pub fn paths<I, P>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<PathBuf>,
+    {
+        let v: Vec<PathBuf> = paths.into_iter().map(Into::into).collect();
+        self.paths = if v.is_empty() { None } else { Some(v) };
+        self
+    }
+
+    /// With the default paths, also lock the legacy `/tmp/resin/resin-updates.lock`
+    /// (default true).
+    pub fn legacy(mut self, legacy: bool) -> Self {
+        self.legacy = legacy;
+        self
+    }
+
+    /// How long to wait: `None` forever (default), `Some(Duration::ZERO)` try once,
+    /// `Some(d)` up to `d` (monotonic clock).
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Take over locks left by dead holders (our record, nobody holds its flock). Default true.
+    pub fn reclaim_stale(mut self, reclaim: bool) -> Self {
+        self.reclaim_stale = reclaim;
+        self
+    }
+
+    /// Program name written in the holder record (default: this process's name). Bindings
+    /// pass the script name here, so `lockctl status` shows `worker.py`, not `python3`.
+    pub fn program(mut self, program: impl Into<String>) -> Self {
+        self.program = Some(program.into());
+        self
+    }
+
+    /// Take the lock as an app (default) or as the Supervisor would ([`Role`]).
+    pub fn role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// Create a missing lock directory with mode 1777, as the Supervisor does (default true).
+    pub fn create_dir(mut self, create: bool) -> Self {
+        self.create_dir = create;
+        self
+    }
+
+    /// The configured timeout.
+    pub fn get_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The lock paths these options name, in locking order.
+    pub fn lock_paths(&self) -> Vec<PathBuf> {
+        match &self.paths {
+            Some(p) => p.clone(),
+            None => paths::default_lock_paths(self.legacy),
+        }
+    }
+}

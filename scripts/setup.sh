@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install everything the tests and the demo need on a fresh Debian machine with Rust.
+# Idempotent: does nothing that is already there.
+set -euo pipefail
+
+need_apt=()
+command -v lockfile >/dev/null 2>&1 || need_apt+=(procmail)      # the Supervisor's `lockfile`
+command -v flock >/dev/null 2>&1 || need_apt+=(util-linux)        # `flock -nx`: the reboot probe
+command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need ${need_apt[*]} (apt-get) but not running as root" >&2
+    exit 1
+  fi
+  echo "setup: installing ${need_apt[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest" >&2
+  cargo install --locked cargo-nextest >/dev/null
+fi

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every test of every language, installing what the tests need first.
+# This is the command the README gives and the one .ci/run calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test: the suite tests as root, uid 1000 and uid 65534 (setpriv) and emulates containers (unshare): run it as root" >&2
+  exit 1
+fi
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "Rust tests (core + lockctl)"
+cargo nextest run --workspace --all-features --no-fail-fast
+
+step "doc tests"
+cargo test --workspace --all-features --doc
+
+step "shell examples"
+bash examples/shell/test.sh
+
+echo
+echo "all tests passed"
