@@ -34,7 +34,6 @@ pub enum Command {
         #[arg(
             required = true,
             trailing_var_arg = true,
-            allow_hyphen_values = true,
             value_name = "CMD"
         )]
         command: Vec<std::ffi::OsString>,

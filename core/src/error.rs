@@ -105,7 +105,7 @@ pub enum Error {
         /// The lock path that is held.
         path: PathBuf,
         /// Who holds it.
-        holder: Holder,
+        holder: Box<Holder>,
     },
     /// The lock stayed held for the whole timeout.
     #[error("timed out after {} waiting for {}: the update lock is {}; {}", fmt_secs(*.waited), .path.display(), .holder.describe(), .holder.next_step(.path))]
@@ -113,7 +113,7 @@ pub enum Error {
         /// The lock path that blocked last.
         path: PathBuf,
         /// Who held it when the timeout ran out.
-        holder: Holder,
+        holder: Box<Holder>,
         /// How long we waited.
         waited: Duration,
     },

@@ -2,9 +2,10 @@
 //! and the record already written), reclaimed from a dead holder, checked and released.
 
 use std::ffi::CStr;
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag, AT_FDCWD};
@@ -23,7 +24,7 @@ const LOCK_MODE: u32 = 0o644;
 #[derive(Debug)]
 pub(crate) struct HeldPath {
     pub path: PathBuf,
-    pub dir: std::sync::Arc<OwnedFd>,
+    pub dir: Arc<OwnedFd>,
     pub name: std::ffi::CString,
     pub file: OwnedFd,
     pub id: FileId,
@@ -43,50 +44,63 @@ pub(crate) enum Created {
 /// O_TMPFILE (there a crash between create and write leaves an empty file, reported as
 /// foreign and never reclaimed automatically).
 pub(crate) fn create(
-    dir: &std::sync::Arc<OwnedFd>,
+    dir: &Arc<OwnedFd>,
     name: &CStr,
     full: &Path,
     record: &[u8],
 ) -> Result<Created> {
     let tmp_flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
-    match openat(
+    let fd = match openat(
         dir.as_fd(),
         c".",
         tmp_flags,
         Mode::from_bits_truncate(LOCK_MODE),
     ) {
-        Ok(fd) => {
-            prepare(&fd, full, record)?;
-            let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-            match linkat(
-                AT_FDCWD,
-                proc_path.as_str(),
-                dir.as_fd(),
-                name,
-                AtFlags::AT_SYMLINK_FOLLOW,
-            ) {
-                Ok(()) => finish(dir, name, full, fd),
-                Err(Errno::EEXIST) => Ok(Created::Exists),
-                // No /proc (or it refuses the link): use the portable way.
-                Err(Errno::ENOENT) if !Path::new("/proc/self/fd").exists() => {
-                    create_excl(dir, name, full, record)
-                }
-                Err(e) => Err(create_err(full, e)),
-            }
-        }
+        Ok(fd) => fd,
         Err(Errno::EOPNOTSUPP) | Err(Errno::EISDIR) | Err(Errno::EINVAL) => {
+            return create_excl(dir, name, full, record)
+        }
+        Err(e) => return Err(create_err(full, e)),
+    };
+    let id = prepare(&fd, full, record)?;
+    match link_into_place(&fd, dir, name) {
+        Ok(()) => Ok(held(dir, name, full, fd, id)),
+        Err(Errno::EEXIST) => Ok(Created::Exists),
+        // No /proc to link through: use the portable way.
+        Err(Errno::ENOENT) if !Path::new("/proc/self/fd").exists() => {
             create_excl(dir, name, full, record)
         }
         Err(e) => Err(create_err(full, e)),
     }
 }
 
-fn create_excl(
-    dir: &std::sync::Arc<OwnedFd>,
-    name: &CStr,
-    full: &Path,
-    record: &[u8],
-) -> Result<Created> {
+/// 0: not tried yet, 1: `AT_EMPTY_PATH` works (CAP_DAC_READ_SEARCH), 2: link via /proc.
+static LINK_WAY: AtomicU8 = AtomicU8::new(0);
+
+/// Give the unnamed file `fd` the name `dir/name` (EEXIST if taken; never follows a link).
+fn link_into_place(fd: &OwnedFd, dir: &OwnedFd, name: &CStr) -> std::result::Result<(), Errno> {
+    if LINK_WAY.load(Ordering::Relaxed) != 2 {
+        match linkat(fd.as_fd(), c"", dir.as_fd(), name, AtFlags::AT_EMPTY_PATH) {
+            Ok(()) => {
+                LINK_WAY.store(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(Errno::EEXIST) => return Err(Errno::EEXIST),
+            // Without CAP_DAC_READ_SEARCH the kernel answers ENOENT: use /proc from now on.
+            Err(_) => LINK_WAY.store(2, Ordering::Relaxed),
+        }
+    }
+    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    linkat(
+        AT_FDCWD,
+        proc_path.as_str(),
+        dir.as_fd(),
+        name,
+        AtFlags::AT_SYMLINK_FOLLOW,
+    )
+}
+
+fn create_excl(dir: &Arc<OwnedFd>, name: &CStr, full: &Path, record: &[u8]) -> Result<Created> {
     let flags =
         OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDWR;
     let fd = match openat(
@@ -99,19 +113,19 @@ fn create_excl(
         Err(Errno::EEXIST) => return Ok(Created::Exists),
         Err(e) => return Err(create_err(full, e)),
     };
-    let held = finish(dir, name, full, fd)?;
-    if let Created::Held(h) = &held {
-        if let Err(e) = prepare(&h.file, full, record) {
+    match prepare(&fd, full, record) {
+        Ok(id) => Ok(held(dir, name, full, fd, id)),
+        Err(e) => {
+            // The name is ours (O_EXCL): take it back before reporting.
             let _ = unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir);
-            return Err(e);
+            Err(e)
         }
     }
-    Ok(held)
 }
 
 /// Take the flock (blocking: only a reboot probe or a classifier can hold a brand-new file,
 /// and only for an instant), refuse uid 65534 ownership, and write the record.
-fn prepare(fd: &OwnedFd, full: &Path, record: &[u8]) -> Result<()> {
+fn prepare(fd: &OwnedFd, full: &Path, record: &[u8]) -> Result<FileId> {
     loop {
         // SAFETY: flock on a valid descriptor we own.
         match Errno::result(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) }) {
@@ -127,29 +141,26 @@ fn prepare(fd: &OwnedFd, full: &Path, record: &[u8]) -> Result<()> {
             path: Some(full.to_path_buf()),
         });
     }
-    let mut f = std::fs::File::from(
-        fd.try_clone()
-            .map_err(|e| Error::from_os(full, "duplicate the lock descriptor", e, String::new))?,
-    );
-    f.write_all(record)
-        .map_err(|e| Error::from_os(full, "write the holder record", e, String::new))
+    let mut rest = record;
+    while !rest.is_empty() {
+        match nix::unistd::write(fd, rest) {
+            Ok(0) => return Err(os_err(full, "write the holder record", Errno::EIO)),
+            Ok(n) => rest = &rest[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(os_err(full, "write the holder record", e)),
+        }
+    }
+    Ok(FileId::from(&st))
 }
 
-fn finish(dir: &std::sync::Arc<OwnedFd>, name: &CStr, full: &Path, fd: OwnedFd) -> Result<Created> {
-    let st = match fstat(&fd) {
-        Ok(st) => st,
-        Err(e) => {
-            let _ = unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir);
-            return Err(os_err(full, "inspect the new lock file", e));
-        }
-    };
-    Ok(Created::Held(HeldPath {
+fn held(dir: &Arc<OwnedFd>, name: &CStr, full: &Path, fd: OwnedFd, id: FileId) -> Created {
+    Created::Held(HeldPath {
         path: full.to_path_buf(),
         dir: dir.clone(),
         name: name.to_owned(),
         file: fd,
-        id: FileId::from(&st),
-    }))
+        id,
+    })
 }
 
 fn create_err(full: &Path, e: Errno) -> Error {
@@ -184,13 +195,30 @@ pub(crate) fn reclaim_stale(
             match unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
                 Ok(()) => true,
                 Err(Errno::ENOENT) => false,
-                Err(e) => return Err(os_err(full, "delete the stale lock file", e)),
+                Err(e @ (Errno::EPERM | Errno::EACCES)) => {
+                return Err(Error::Permission {
+                    path: full.to_path_buf(),
+                    operation: "take over the stale lock file",
+                    hint: format!(
+                        "it was left by a dead holder running as uid {}, and in a sticky (1777) directory only that uid or root may delete it: run as that user or root, or delete it by hand",
+                        st_owner(dir, name).map(|u| u.to_string()).unwrap_or_else(|| "?".into())
+                    ),
+                    source: std::io::Error::from(e),
+                })
+            }
+            Err(e) => return Err(os_err(full, "delete the stale lock file", e)),
             }
         }
         _ => false,
     };
     drop(probe);
     Ok(deleted)
+}
+
+fn st_owner(dir: &OwnedFd, name: &CStr) -> Option<u32> {
+    nix::sys::stat::fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .ok()
+        .map(|st| st.st_uid)
 }
 
 /// Whether the path still names our inode, and what is there otherwise.

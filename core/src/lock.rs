@@ -186,6 +186,7 @@ pub(crate) struct Acquirer {
     blocked: Option<usize>,
     reclaimed: Vec<Reclaimed>,
     pub(crate) watcher: Option<Watcher>,
+    watch_started: bool,
 }
 
 enum Take {
@@ -210,7 +211,10 @@ impl Acquirer {
         let mut targets: Vec<Target> = Vec::with_capacity(splits.len());
         let mut seen: Vec<(FileId, Vec<u8>)> = Vec::new();
         for s in splits {
-            let dir = Arc::new(open_lock_dir(&s.dir, opts.create_dir)?);
+            let dir = match targets.iter().find(|t| t.split.dir == s.dir) {
+                Some(t) => t.dir.clone(),
+                None => Arc::new(open_lock_dir(&s.dir, opts.create_dir)?),
+            };
             let st = nix::sys::stat::fstat(&dir)
                 .map_err(|e| crate::dir::os_err(&s.dir, "inspect the lock directory", e))?;
             // The same file reached by two names (on a device /tmp/balena and /tmp/resin
@@ -239,6 +243,7 @@ impl Acquirer {
             blocked: None,
             reclaimed: Vec::new(),
             watcher: None,
+            watch_started: false,
         })
     }
 
@@ -264,7 +269,7 @@ impl Acquirer {
             let (index, holder) = match recheck {
                 Some(conflict) => conflict,
                 None => match self.attempt()? {
-                    Attempt::Taken(held) => return Ok(Some(self.into_lock(held))),
+                    Attempt::Taken(held) => return Ok(Some(self.make_lock(held))),
                     Attempt::Conflict(i, h) => (i, h),
                 },
             };
@@ -272,18 +277,23 @@ impl Acquirer {
             let path = self.targets[index].split.full.clone();
             let now = Instant::now();
             if self.timeout == Some(Duration::ZERO) {
-                return Err(Error::Held { path, holder });
+                return Err(Error::Held {
+                    path,
+                    holder: Box::new(holder),
+                });
             }
             if self.deadline.is_some_and(|d| now >= d) {
                 return Err(Error::Timeout {
                     path,
-                    holder,
+                    holder: Box::new(holder),
                     waited: now - self.started,
                 });
             }
-            if self.watcher.is_none() {
+            if !self.watch_started {
                 // Start watching, then look once more: a release between our look and the
-                // watch would otherwise go unnoticed until the fallback check.
+                // watch would otherwise go unnoticed until the fallback check. Without
+                // inotify (None) the fallback check alone wakes us.
+                self.watch_started = true;
                 self.watcher = Watcher::new(self.targets.iter().map(|t| &t.dir));
                 continue;
             }
@@ -291,7 +301,7 @@ impl Acquirer {
         }
     }
 
-    fn into_lock(&mut self, held: Vec<HeldPath>) -> UpdateLock {
+    fn make_lock(&mut self, held: Vec<HeldPath>) -> UpdateLock {
         UpdateLock {
             held,
             paths: self.paths.clone(),
