@@ -3,7 +3,8 @@
 //! symlink that sits in a world-writable directory.
 
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
@@ -11,6 +12,55 @@ use nix::sys::stat::{fchmod, fstat, lstat, Mode, SFlag};
 use nix::unistd::mkdir;
 
 use crate::error::{Error, Result};
+use crate::inspect::FileId;
+
+/// A lock directory opened earlier by this process, reused while the path still names it.
+struct CachedDir {
+    path: PathBuf,
+    fd: Arc<OwnedFd>,
+    id: FileId,
+}
+
+static CACHE: Mutex<Vec<CachedDir>> = Mutex::new(Vec::new());
+const CACHE_MAX: usize = 16;
+
+/// [`open_lock_dir`], reusing a descriptor this process opened before when the path (not
+/// followed) still names that same, still-linked directory. Saves an open/close pair per
+/// acquisition. Returns the descriptor and the directory's identity.
+pub(crate) fn lock_dir(dir: &Path, create: bool) -> Result<(Arc<OwnedFd>, FileId)> {
+    let now = lstat(dir)
+        .ok()
+        .filter(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR);
+    if let Some(st) = &now {
+        let cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache
+            .iter()
+            .find(|c| c.path == dir && c.id == FileId::from(st))
+        {
+            // A deleted directory has no links; its inode number may have been reused.
+            if fstat(c.fd.as_ref()).is_ok_and(|cst| cst.st_nlink > 0) {
+                return Ok((c.fd.clone(), c.id));
+            }
+        }
+    }
+    let fd = Arc::new(open_lock_dir(dir, create)?);
+    let st = fstat(fd.as_ref()).map_err(|e| os_err(dir, "inspect the lock directory", e))?;
+    let id = FileId::from(&st);
+    // Only cache a directory reached without a symlink (the fast path checks with lstat).
+    if lstat(dir).is_ok_and(|l| FileId::from(&l) == id) {
+        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|c| c.path != dir);
+        if cache.len() >= CACHE_MAX {
+            cache.remove(0);
+        }
+        cache.push(CachedDir {
+            path: dir.to_path_buf(),
+            fd: fd.clone(),
+            id,
+        });
+    }
+    Ok((fd, id))
+}
 
 /// Open `dir` for `*at()` calls. With `create`, a missing directory (whose parent exists)
 /// is created with mode 1777; a directory that already existed is never chmod-ed.

@@ -2,6 +2,7 @@
 //! occupies a lock path (Supervisor, live app, dead holder, or a foreign file).
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::identity;
@@ -66,6 +67,43 @@ impl HolderRecord {
             same_pid_namespace: true,
             same_process: true,
         }
+    }
+
+    /// The record bytes for the calling process taking a lock now. Everything but the time
+    /// is built once per process (and program name) and reused.
+    pub(crate) fn current_bytes(program: Option<&str>) -> Vec<u8> {
+        /// (pid, program, record bytes without `acquired_at`).
+        type Prefix = (u32, Option<String>, Vec<u8>);
+        static PREFIX: Mutex<Option<Prefix>> = Mutex::new(None);
+        let pid = std::process::id();
+        let mut bytes = {
+            let mut cache = PREFIX.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.as_ref() {
+                Some((p, prog, prefix)) if *p == pid && prog.as_deref() == program => {
+                    prefix.clone()
+                }
+                _ => {
+                    let mut r = HolderRecord::for_current_process(program);
+                    r.acquired_at_ms = None;
+                    let mut prefix = r.to_bytes();
+                    let tail = b"acquired_at=\n";
+                    if prefix.ends_with(tail) {
+                        prefix.truncate(prefix.len() - tail.len());
+                    }
+                    *cache = Some((pid, program.map(str::to_string), prefix.clone()));
+                    prefix
+                }
+            }
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        bytes.reserve(40);
+        bytes.extend_from_slice(b"acquired_at=");
+        bytes.extend_from_slice(timefmt::format_unix_ms(now).as_bytes());
+        bytes.push(b'\n');
+        bytes
     }
 
     /// Serialise as the versioned text record (a magic line, then `key=value` lines).

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::dir::open_lock_dir;
+use crate::dir::lock_dir;
 use crate::error::{Error, Result};
 use crate::held::{self, Created, HeldPath};
 use crate::holder::{Holder, HolderRecord, SUPERVISOR_UID};
@@ -211,15 +211,10 @@ impl Acquirer {
         let mut targets: Vec<Target> = Vec::with_capacity(splits.len());
         let mut seen: Vec<(FileId, Vec<u8>)> = Vec::new();
         for s in splits {
-            let dir = match targets.iter().find(|t| t.split.dir == s.dir) {
-                Some(t) => t.dir.clone(),
-                None => Arc::new(open_lock_dir(&s.dir, opts.create_dir)?),
-            };
-            let st = nix::sys::stat::fstat(&dir)
-                .map_err(|e| crate::dir::os_err(&s.dir, "inspect the lock directory", e))?;
+            let (dir, dir_id) = lock_dir(&s.dir, opts.create_dir)?;
             // The same file reached by two names (on a device /tmp/balena and /tmp/resin
             // are one directory) is locked once.
-            let key = (FileId::from(&st), s.name.as_bytes().to_vec());
+            let key = (dir_id, s.name.as_bytes().to_vec());
             if !seen.contains(&key) {
                 seen.push(key);
                 targets.push(Target { split: s, dir });
@@ -227,7 +222,7 @@ impl Acquirer {
         }
         let kept = targets.iter().map(|t| t.split.full.clone()).collect();
         let record = match opts.role {
-            Role::App => HolderRecord::for_current_process(opts.program.as_deref()).to_bytes(),
+            Role::App => HolderRecord::current_bytes(opts.program.as_deref()),
             Role::Supervisor => b"0".to_vec(),
         };
         let started = Instant::now();

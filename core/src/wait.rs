@@ -2,14 +2,15 @@
 //! lock file is deleted or renamed, or when a holder's descriptor closes (a holder dying).
 //! A slow fallback check covers anything inotify cannot see.
 
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 use crate::error::{Error, Result};
 
@@ -18,14 +19,31 @@ use crate::error::{Error, Result};
 pub(crate) const FALLBACK_CHECK: Duration = Duration::from_millis(250);
 
 /// inotify on the lock directories.
+///
+/// Closing an inotify descriptor makes the kernel wait for a grace period (several
+/// milliseconds), which would land on the waiter right after it got the lock. So instances
+/// are kept in a small per-process pool: a finished watcher removes its watches (fast) and
+/// goes back to the pool instead of being closed.
 pub(crate) struct Watcher {
-    inotify: Inotify,
+    /// Always present; only taken out in `drop` to go back to the pool.
+    inotify: ManuallyDrop<Inotify>,
+    watches: Vec<WatchDescriptor>,
 }
+
+/// Idle inotify instances of this process (tagged with the pid that made them, so a forked
+/// child never shares its parent's event queue).
+static POOL: Mutex<Vec<(u32, Inotify)>> = Mutex::new(Vec::new());
+const POOL_MAX: usize = 4;
 
 impl Watcher {
     /// Watch every directory in `dirs` (deduplicated by the kernel: one inode, one watch).
     pub(crate) fn new<'a>(dirs: impl IntoIterator<Item = &'a Arc<OwnedFd>>) -> Option<Watcher> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+        let inotify = pooled()
+            .or_else(|| Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok())?;
+        let mut w = Watcher {
+            inotify: ManuallyDrop::new(inotify),
+            watches: Vec::new(),
+        };
         let mask = AddWatchFlags::IN_DELETE
             | AddWatchFlags::IN_MOVED_FROM
             | AddWatchFlags::IN_MOVED_TO
@@ -37,22 +55,53 @@ impl Watcher {
         for d in dirs {
             // Watch the directory we opened (not the name, which could be swapped).
             let path = format!("/proc/self/fd/{}", d.as_raw_fd());
-            inotify.add_watch(path.as_str(), mask).ok()?;
+            let wd = w.inotify.add_watch(path.as_str(), mask).ok()?;
+            w.watches.push(wd);
         }
-        Some(Watcher { inotify })
+        Some(w)
     }
 
     /// Forget queued events (after we looked at the directories anyway).
     pub(crate) fn drain(&self) {
-        while let Ok(ev) = self.inotify.read_events() {
-            if ev.is_empty() {
-                break;
-            }
-        }
+        drain(&self.inotify);
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.inotify.as_fd()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        // SAFETY: `inotify` is never used again after this.
+        let inotify = unsafe { ManuallyDrop::take(&mut self.inotify) };
+        for wd in self.watches.drain(..) {
+            let _ = inotify.rm_watch(wd);
+        }
+        drain(&inotify);
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push((std::process::id(), inotify));
+        }
+    }
+}
+
+fn pooled() -> Option<Inotify> {
+    let me = std::process::id();
+    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    // Instances inherited from a parent process are dropped (their close is cheap: the
+    // parent still holds them).
+    pool.retain(|(pid, _)| *pid == me);
+    let (_, inotify) = pool.pop()?;
+    drain(&inotify);
+    Some(inotify)
+}
+
+fn drain(inotify: &Inotify) {
+    while let Ok(ev) = inotify.read_events() {
+        if ev.is_empty() {
+            break;
+        }
     }
 }
 
