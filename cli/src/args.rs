@@ -31,11 +31,7 @@ pub enum Command {
         #[command(flatten)]
         lock: LockArgs,
         /// The command and its arguments.
-        #[arg(
-            required = true,
-            trailing_var_arg = true,
-            value_name = "CMD"
-        )]
+        #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
     },
     /// Take the lock and keep it held in the background until `lockctl release`.

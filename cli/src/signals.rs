@@ -56,7 +56,7 @@ impl Forwarder {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match st.child {
             Some(pid) => {
-                let _ = (pid, sig);
+                let _ = kill(pid, sig);
             }
             None => {
                 st.first_signal.get_or_insert(sig);
@@ -78,7 +78,7 @@ impl Forwarder {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.child = Some(pid);
         if let Some(sig) = st.first_signal.take() {
-            let _ = (pid, sig);
+            let _ = kill(pid, sig);
         }
     }
 }

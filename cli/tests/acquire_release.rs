@@ -1,0 +1,189 @@
+//! `lockctl acquire` / `lockctl release`: a lock that outlives the calling shell, stdio
+//! detached, and what happens when the holder is killed.
+
+mod common;
+
+use common::*;
+
+/// `sh -c 'lockctl acquire ARGS'`: the lock is taken from a shell that then exits.
+fn acquire_in_shell(args: &str) -> (i32, String, String) {
+    let script = format!("\"$0\" acquire {args}");
+    let (st, out, err) = output(command("sh").args(["-c", &script, LOCKCTL]));
+    (code(st), out, err)
+}
+
+fn release_in_shell(args: &str) -> (i32, String, String) {
+    let script = format!("\"$0\" release {args}");
+    let (st, out, err) = output(command("sh").args(["-c", &script, LOCKCTL]));
+    (code(st), out, err)
+}
+
+fn quoted(p: &std::path::Path) -> String {
+    format!("'{}'", p.display())
+}
+
+#[test]
+fn lock_outlives_the_shell_until_release() {
+    let dir = service_dir();
+    let (main, legacy) = (at(&dir, "updates.lock"), at(&dir, "resin-updates.lock"));
+    let args = format!("--path {} --path {}", quoted(&main), quoted(&legacy));
+    let _guard = HolderGuard(main.clone());
+    let (c, out, err) = acquire_in_shell(&args);
+    assert_eq!(c, 0, "acquire: {err}");
+    assert_eq!(out, "");
+    let holder = record_pid(&main);
+    assert_eq!(record_pid(&legacy), holder, "one holder for both paths");
+    // The shell that ran `acquire` is gone; the lock is still held for both readers.
+    assert_held(&main);
+    assert_held(&legacy);
+    let st = status_json(&[&main, &legacy], &[]);
+    assert_eq!(st["locks"][0]["state"], "held-by-app");
+    assert_eq!(st["locks"][0]["holder"]["program"], "lockctl acquire");
+    assert_eq!(st["blocks_host_reboot"], true);
+
+    // A second acquire (without waiting) is refused and does not disturb the first.
+    let (c, _, err) = acquire_in_shell(&format!("--no-wait {args}"));
+    assert_eq!(c, 73, "{err}");
+    assert!(err.contains(&format!("pid {holder}")), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
+    assert_eq!(record_pid(&main), holder);
+
+    let holder_fd = pidfd(holder).expect("holder running");
+    let (c, _, err) = release_in_shell(&args);
+    assert_eq!(c, 0, "release: {err}");
+    assert!(err.contains("released"), "{err}");
+    wait_pidfd(&holder_fd, "the holder after release");
+    assert_free(&main);
+    assert_free(&legacy);
+    assert!(entries(dir.path()).is_empty());
+
+    // Releasing again is fine and says so.
+    let (c, _, err) = release_in_shell(&args);
+    assert_eq!(c, 0, "{err}");
+    assert!(err.contains("nothing to release"), "{err}");
+}
+
+#[test]
+fn acquire_output_can_be_captured_without_hanging() {
+    let dir = service_dir();
+    let path = at(&dir, "updates.lock");
+    // `$(...)` only returns when every writer of the pipe has closed it: the holder must
+    // have detached its stdio. (A hang fails the test after a deadline.)
+    let script = format!(
+        "x=$(\"$0\" acquire --path {} 2>&1); echo \"rc=$? out=[$x]\"",
+        quoted(&path)
+    );
+    let _guard = HolderGuard(path.clone());
+    let mut p = Proc::spawn(command("sh").args(["-c", &script, LOCKCTL]));
+    p.close_stdin();
+    assert_eq!(p.line(), "rc=0 out=[]");
+    assert_eq!(code(p.wait()), 0);
+    assert_eq!(p.rest_of_stdout(), "", "stdout closed");
+    assert_held(&path);
+
+    // Same through a pipe on stderr alone.
+    let (c, _, err) = release_in_shell(&format!("--path {}", quoted(&path)));
+    assert_eq!(c, 0, "{err}");
+    let mut p = Proc::spawn(lockctl().args(["acquire", "--path"]).arg(&path));
+    assert_eq!(code(p.wait()), 0);
+    assert_eq!(p.rest_of_stdout(), "", "holder kept stdout open");
+    assert_eq!(p.stderr(), "", "holder kept stderr open");
+    let (c, _, err) = release_in_shell(&format!("--path {}", quoted(&path)));
+    assert_eq!(c, 0, "{err}");
+    assert_free(&path);
+}
+
+#[test]
+fn killed_holder_is_stale_and_release_clears_it() {
+    let dir = service_dir();
+    let path = at(&dir, "updates.lock");
+    let args = format!("--path {}", quoted(&path));
+    let _guard = HolderGuard(path.clone());
+    let (c, _, err) = acquire_in_shell(&args);
+    assert_eq!(c, 0, "{err}");
+    let holder = record_pid(&path);
+    kill_and_wait(holder, "the holder");
+
+    let st = status_json(&[&path], &[]);
+    let l = &st["locks"][0];
+    assert_eq!(l["state"], "stale", "{st}");
+    assert_eq!(l["blocks_app_updates"], true);
+    assert_eq!(l["blocks_host_reboot"], false);
+    assert_eq!(l["flock_held"], false);
+    assert_eq!(l["holder"]["pid"], holder);
+    assert_eq!(st["blocks_app_updates"], true);
+    assert_eq!(st["blocks_host_reboot"], false);
+    // As the readers see it: the file still holds off updates, the reboot may go ahead.
+    assert_eq!(supervisor_probe(&path), 73);
+    assert_eq!(reboot_probe(&path), 0);
+
+    let (c, _, err) = release_in_shell(&args);
+    assert_eq!(c, 0, "{err}");
+    assert!(err.contains("released"), "{err}");
+    assert_free(&path);
+    assert!(entries(dir.path()).is_empty());
+}
+
+#[test]
+fn killed_holder_is_reclaimed_by_run() {
+    let dir = service_dir();
+    let path = at(&dir, "updates.lock");
+    let _guard = HolderGuard(path.clone());
+    let (c, _, err) = acquire_in_shell(&format!("--path {}", quoted(&path)));
+    assert_eq!(c, 0, "{err}");
+    let holder = record_pid(&path);
+    kill_and_wait(holder, "the holder");
+
+    // With reclaim turned off the stale lock blocks.
+    let (st, _, err) = output(
+        lockctl()
+            .args(["run", "--no-wait", "--no-reclaim", "--path"])
+            .arg(&path)
+            .args(["--", "true"]),
+    );
+    assert_eq!(code(st), 73, "{err}");
+    assert!(err.contains("dead holder"), "{err}");
+
+    let mut p = Proc::spawn(
+        lockctl()
+            .args(["run", "--no-wait", "--path"])
+            .arg(&path)
+            .args(["--", "sh", "-c", "echo ready; read x"]),
+    );
+    p.expect_line("ready");
+    assert_eq!(record_pid(&path), p.pid(), "the new holder's record");
+    assert_held(&path);
+    p.send("go");
+    assert_eq!(code(p.wait()), 0);
+    let err = p.stderr();
+    assert!(err.contains("took over"), "{err}");
+    assert!(err.contains(&format!("pid {holder}")), "{err}");
+    assert_free(&path);
+}
+
+#[test]
+fn release_refuses_locks_it_did_not_take() {
+    let dir = service_dir();
+    let path = at(&dir, "updates.lock");
+    let mut p = Proc::spawn(lockctl().args(["run", "--path"]).arg(&path).args([
+        "--",
+        "sh",
+        "-c",
+        "echo ready; read x",
+    ]));
+    p.expect_line("ready");
+    let (c, _, err) = release_in_shell(&format!("--path {}", quoted(&path)));
+    assert_eq!(c, 73, "{err}");
+    assert!(err.contains("not released"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
+    assert_held(&path);
+    assert!(!p.exited());
+    p.send("go");
+    assert_eq!(code(p.wait()), 0);
+
+    // A foreign file is never deleted by release.
+    std::fs::write(&path, "").unwrap();
+    let (c, _, err) = release_in_shell(&format!("--path {}", quoted(&path)));
+    assert_eq!(c, 73, "{err}");
+    assert!(path.exists(), "release deleted a foreign file");
+}
