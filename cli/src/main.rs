@@ -40,11 +40,19 @@ fn dispatch(command: Command) -> Result<i32, Failure> {
             paths,
             handover_paths,
             json,
-        } => status_cmd::status(
-            &paths.options(),
-            &args::handover_options(&handover_paths, false),
-            json,
-        ),
+        } => {
+            // With explicit lock paths, show the hand-over signal beside the first one (as
+            // on a device) unless signal paths are given too.
+            let handover = match (handover_paths.is_empty(), paths.paths.first()) {
+                (true, Some(first)) => vec![first.with_file_name("handover-complete")],
+                _ => handover_paths,
+            };
+            status_cmd::status(
+                &paths.options(),
+                &args::handover_options(&handover, false),
+                json,
+            )
+        }
         Command::Handover {
             action: HandoverAction::Complete { paths, no_legacy },
         } => {

@@ -103,17 +103,35 @@ fn write_signal(path: &std::path::Path) -> Result<()> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let tmp = CString::new(format!(".handover.{}.{now:x}.tmp", std::process::id()))
-        .map_err(|_| Error::invalid(path, "temporary name"))?;
+    // Temp names are unique per call within a process (pid + counter); the old and the new
+    // container of a service share this directory and may both be pid 1, so a name taken
+    // by the other one is simply skipped (O_EXCL tells us).
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let flags =
         OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_WRONLY;
-    let fd = openat(
-        dir.as_fd(),
-        tmp.as_c_str(),
-        flags,
-        Mode::from_bits_truncate(0o644),
-    )
-    .map_err(|e| os_err(path, "create the hand-over signal", e))?;
+    let mut attempt = 0;
+    let (tmp, fd) = loop {
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let tmp = CString::new(format!(
+            ".handover.{}.{now:x}.{nanos:x}.{seq}.tmp",
+            std::process::id()
+        ))
+        .map_err(|_| Error::invalid(path, "temporary name"))?;
+        match openat(
+            dir.as_fd(),
+            tmp.as_c_str(),
+            flags,
+            Mode::from_bits_truncate(0o644),
+        ) {
+            Ok(fd) => break (tmp, fd),
+            Err(Errno::EEXIST) if attempt < 16 => attempt += 1,
+            Err(e) => return Err(os_err(path, "create the hand-over signal", e)),
+        }
+    };
     let body = format!(
         "update-lock handover v1\npid={}\nat={}\n",
         std::process::id(),

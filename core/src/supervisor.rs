@@ -112,6 +112,9 @@ fn temp_name(name: &CStr) -> CString {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let base: String = name.to_string_lossy().chars().take(64).collect();
-    let s = format!(".{}.{}.{nanos:x}.lk", base, std::process::id());
+    // Unique per call, also between threads of one process.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let s = format!(".{}.{}.{nanos:x}.{seq}.lk", base, std::process::id());
     CString::new(s).unwrap_or_else(|_| CString::from(c".update-lock.tmp"))
 }
