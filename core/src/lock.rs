@@ -114,22 +114,11 @@ impl UpdateLock {
                 path: self.paths.first().cloned(),
             });
         }
-        let mut lost = Vec::new();
-        let mut detail = Vec::new();
-        for h in &self.held {
-            if let Err(d) = held::still_ours(h) {
-                lost.push(h.path.clone());
-                detail.push(d);
-            }
-        }
-        if lost.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Lost {
-                paths: lost,
-                detail: detail.join("; "),
-            })
-        }
+        lost_paths(
+            self.held
+                .iter()
+                .map(|h| (h.path.clone(), held::still_ours(h))),
+        )
     }
 
     /// Release every path: delete it if it is still ours, then drop the flock. Idempotent.
@@ -141,23 +130,11 @@ impl UpdateLock {
         if self.owner_pid != std::process::id() {
             return Ok(());
         }
-        let mut lost = Vec::new();
-        let mut detail = Vec::new();
-        for h in held.into_iter().rev() {
-            let path = h.path.clone();
-            if let Err(d) = held::release(h) {
-                lost.push(path);
-                detail.push(d);
-            }
-        }
-        if lost.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Lost {
-                paths: lost,
-                detail: detail.join("; "),
-            })
-        }
+        lost_paths(
+            held.into_iter()
+                .rev()
+                .map(|h| (h.path.clone(), held::release(h))),
+        )
     }
 }
 
@@ -165,6 +142,26 @@ impl Drop for UpdateLock {
     fn drop(&mut self) {
         let _ = self.release();
     }
+}
+
+/// `Err(Lost)` naming every path whose verdict is an error, else `Ok`.
+fn lost_paths(
+    verdicts: impl Iterator<Item = (PathBuf, std::result::Result<(), String>)>,
+) -> Result<()> {
+    let (mut paths, mut detail) = (Vec::new(), Vec::new());
+    for (path, verdict) in verdicts {
+        if let Err(d) = verdict {
+            paths.push(path);
+            detail.push(d);
+        }
+    }
+    if paths.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Lost {
+        paths,
+        detail: detail.join("; "),
+    })
 }
 
 /// A lock path with its opened directory.

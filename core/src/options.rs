@@ -68,8 +68,7 @@ impl LockOptions {
         I: IntoIterator<Item = P>,
         P: Into<PathBuf>,
     {
-        let v: Vec<PathBuf> = paths.into_iter().map(Into::into).collect();
-        self.paths = if v.is_empty() { None } else { Some(v) };
+        self.paths = paths::path_list(paths);
         self
     }
 

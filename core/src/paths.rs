@@ -66,6 +66,20 @@ pub fn default_handover_paths(legacy: bool) -> Vec<PathBuf> {
     v
 }
 
+/// A caller's path list: `None` (use the defaults) when empty.
+pub(crate) fn path_list<I, P>(paths: I) -> Option<Vec<PathBuf>>
+where
+    I: IntoIterator<Item = P>,
+    P: Into<PathBuf>,
+{
+    let v: Vec<PathBuf> = paths.into_iter().map(Into::into).collect();
+    if v.is_empty() {
+        None
+    } else {
+        Some(v)
+    }
+}
+
 fn env_path(vars: &[&str]) -> Option<PathBuf> {
     vars.iter()
         .filter_map(std::env::var_os)
