@@ -35,7 +35,7 @@ FOUNDATION_REPORT=$tmp cargo bench -p update-lock --bench foundation
   echo "| Kernel | $(uname -srm) |"
   echo "| Load average at the end | $(cut -d' ' -f1-3 /proc/loadavg) |"
   echo "| rustc | $(rustc --version) |"
-  echo "| Temp dir | ${TMPDIR:-/tmp} ($(stat -f -c %T "${TMPDIR:-/tmp}")) |"
+  echo "| Temp dir | ${TMPDIR:-/tmp} ($(findmnt -n -o FSTYPE -T "${TMPDIR:-/tmp}" 2>/dev/null || stat -f -c %T "${TMPDIR:-/tmp}")) |"
   echo "| flock(1) | $(flock --version 2>&1 | head -1) |"
   echo "| lockctl | $LOCKCTL ($(file -b "$LOCKCTL" | grep -o 'not stripped\|stripped')) |"
   echo

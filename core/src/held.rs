@@ -253,3 +253,90 @@ pub(crate) fn release(h: HeldPath) -> std::result::Result<(), String> {
     drop(h.file);
     verdict
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::{inspect, Seen};
+    use std::os::unix::fs::MetadataExt;
+
+    fn dir_fd(dir: &Path) -> Arc<OwnedFd> {
+        let fd = nix::fcntl::open(
+            dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        Arc::new(fd)
+    }
+
+    /// A dead holder's lock: our record, nobody holds its flock.
+    fn stale_lock(dir: &Arc<OwnedFd>, path: &Path) {
+        let record = crate::HolderRecord::current_bytes(Some("dead holder"));
+        let name = std::ffi::CString::new("updates.lock").unwrap();
+        match create(dir, &name, path, &record).unwrap() {
+            Created::Held(h) => drop(h.file), // the flock dies with the descriptor
+            Created::Exists => panic!("name taken"),
+        }
+    }
+
+    /// The reclaimer got the dead holder's flock, but meanwhile the name was given to
+    /// another file (another reclaimer won and took the lock anew): it must not delete it.
+    #[test]
+    fn reclaim_never_deletes_a_file_that_replaced_the_stale_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("updates.lock");
+        let dir = dir_fd(tmp.path());
+        let name = std::ffi::CString::new("updates.lock").unwrap();
+        stale_lock(&dir, &path);
+        let Seen::Stale { probe, id, .. } = inspect(dir.as_fd(), &name, &path).unwrap() else {
+            panic!("expected a stale lock");
+        };
+        // Someone else deletes the stale file and takes the lock: a new, live file.
+        std::fs::remove_file(&path).unwrap();
+        let record = crate::HolderRecord::current_bytes(Some("winner"));
+        let Created::Held(winner) = create(&dir, &name, &path, &record).unwrap() else {
+            panic!("name taken");
+        };
+        assert!(!reclaim_stale(&dir, &name, &path, probe, id).unwrap());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().ino(),
+            winner.id.ino,
+            "the winner's lock was deleted"
+        );
+        release(winner).unwrap();
+    }
+
+    #[test]
+    fn reclaim_deletes_the_stale_file_it_probed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("updates.lock");
+        let dir = dir_fd(tmp.path());
+        let name = std::ffi::CString::new("updates.lock").unwrap();
+        stale_lock(&dir, &path);
+        let Seen::Stale { probe, id, .. } = inspect(dir.as_fd(), &name, &path).unwrap() else {
+            panic!("expected a stale lock");
+        };
+        assert!(reclaim_stale(&dir, &name, &path, probe, id).unwrap());
+        assert!(!path.exists());
+    }
+
+    /// Release leaves alone a file that replaced ours (the Supervisor's override deleted
+    /// ours and something new stands at the name).
+    #[test]
+    fn release_never_deletes_a_replacement() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("updates.lock");
+        let dir = dir_fd(tmp.path());
+        let name = std::ffi::CString::new("updates.lock").unwrap();
+        let record = crate::HolderRecord::current_bytes(None);
+        let Created::Held(h) = create(&dir, &name, &path, &record).unwrap() else {
+            panic!("name taken");
+        };
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"0").unwrap();
+        let err = release(h).unwrap_err();
+        assert!(err.contains("replaced by another file"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"0");
+    }
+}
