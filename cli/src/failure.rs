@@ -6,6 +6,18 @@ use update_lock::Error;
 pub const EXIT_USAGE: i32 = 64;
 pub const EXIT_OTHER: i32 = 1;
 
+/// Report a command-line syntax error on one line and return [`EXIT_USAGE`].
+pub fn usage(e: &clap::Error) -> i32 {
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid command line")
+        .trim_start_matches("error: ");
+    eprintln!("lockctl: error[usage]: {first}; see `lockctl --help` (or `lockctl COMMAND --help`)");
+    EXIT_USAGE
+}
+
 /// A failure to report.
 #[derive(Debug)]
 pub enum Failure {

@@ -15,14 +15,17 @@ use crate::failure::Failure;
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
+        // --help, --version: print and succeed.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            std::process::exit(if e.use_stderr() {
-                failure::EXIT_USAGE
-            } else {
-                0
-            });
+            std::process::exit(0);
         }
+        // No command at all: the help is the most useful answer (still a usage error).
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            std::process::exit(failure::EXIT_USAGE);
+        }
+        Err(e) => std::process::exit(failure::usage(&e)),
     };
     let code = match dispatch(cli.command) {
         Ok(code) => code,

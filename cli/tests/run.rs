@@ -300,6 +300,12 @@ fn unknown_flags_and_missing_arguments_are_usage_errors() {
         let (st, out, err) = output(lockctl().args(&args));
         assert_eq!(code(st), 64, "{args:?}: out {out:?} err {err:?}");
         assert!(!err.trim().is_empty(), "{args:?}: no message");
+        // One line saying what is wrong, except when no command is given at all (then the
+        // help is shown).
+        if !args.is_empty() && args != ["handover"] {
+            assert_eq!(err.trim().lines().count(), 1, "{args:?}: not one line: {err}");
+            assert!(err.starts_with("lockctl: error[usage]: "), "{err}");
+        }
         assert!(entries(dir.path()).is_empty(), "{args:?} created something");
     }
     let (st, out, _) = output(lockctl().arg("--help"));

@@ -174,7 +174,7 @@ struct Target {
 pub(crate) struct Acquirer {
     targets: Vec<Target>,
     paths: Vec<PathBuf>,
-    record: Vec<u8>,
+    program: Option<String>,
     role: Role,
     reclaim: bool,
     timeout: Option<Duration>,
@@ -218,15 +218,11 @@ impl Acquirer {
             }
         }
         let kept = targets.iter().map(|t| t.split.full.clone()).collect();
-        let record = match opts.role {
-            Role::App => HolderRecord::current_bytes(opts.program.as_deref()),
-            Role::Supervisor => b"0".to_vec(),
-        };
         let started = Instant::now();
         Ok(Acquirer {
             targets,
             paths: kept,
-            record,
+            program: opts.program.clone(),
             role: opts.role,
             reclaim: opts.reclaim_stale && opts.role == Role::App,
             timeout: opts.timeout,
@@ -317,9 +313,14 @@ impl Acquirer {
 
     /// Try every path in order; on a conflict or error undo what was taken.
     fn attempt(&mut self) -> Result<Attempt> {
+        // Made now, so `acquired_at` is when the lock is taken, not when waiting began.
+        let record = match self.role {
+            Role::App => HolderRecord::current_bytes(self.program.as_deref()),
+            Role::Supervisor => Vec::new(),
+        };
         let mut taken: Vec<HeldPath> = Vec::with_capacity(self.targets.len());
         for i in 0..self.targets.len() {
-            match self.take_one(i) {
+            match self.take_one(i, &record) {
                 Ok(Take::Held(h)) => taken.push(h),
                 Ok(Take::Blocked(holder)) => {
                     undo(taken);
@@ -334,13 +335,13 @@ impl Acquirer {
         Ok(Attempt::Taken(taken))
     }
 
-    fn take_one(&mut self, i: usize) -> Result<Take> {
+    fn take_one(&mut self, i: usize, record: &[u8]) -> Result<Take> {
         let t = &self.targets[i];
         let (dir, name, full) = (&t.dir, t.split.name.as_c_str(), t.split.full.as_path());
         let mut last = None;
         for _ in 0..16 {
             let created = match self.role {
-                Role::App => held::create(dir, name, full, &self.record)?,
+                Role::App => held::create(dir, name, full, record)?,
                 Role::Supervisor => supervisor::create(dir, name, full)?,
             };
             if let Created::Held(h) = created {
