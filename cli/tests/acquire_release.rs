@@ -165,12 +165,7 @@ fn killed_holder_is_reclaimed_by_run() {
 fn release_refuses_locks_it_did_not_take() {
     let dir = service_dir();
     let path = at(&dir, "updates.lock");
-    let mut p = Proc::spawn(lockctl().args(["run", "--path"]).arg(&path).args([
-        "--",
-        "sh",
-        "-c",
-        "echo ready; read x",
-    ]));
+    let mut p = run_under_lock(&[&path], "echo ready; read x");
     p.expect_line("ready");
     let (c, _, err) = release_in_shell(&format!("--path {}", quoted(&path)));
     assert_eq!(c, 73, "{err}");

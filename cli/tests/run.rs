@@ -28,14 +28,7 @@ done
 fn lock_is_held_for_both_readers_while_the_command_runs() {
     let dir = service_dir();
     let (main, legacy) = (at(&dir, "updates.lock"), at(&dir, "resin-updates.lock"));
-    let mut p = Proc::spawn(
-        lockctl()
-            .args(["run", "--path"])
-            .arg(&main)
-            .arg("--path")
-            .arg(&legacy)
-            .args(["--", "sh", "-c", HOLD]),
-    );
+    let mut p = run_under_lock(&[&main, &legacy], HOLD);
     p.expect_line("ready");
     assert_held(&main);
     assert_held(&legacy);
@@ -104,12 +97,7 @@ fn missing_or_unexecutable_command_fails_and_releases() {
 fn signals_are_forwarded_to_the_command() {
     let dir = service_dir();
     let path = at(&dir, "updates.lock");
-    let mut p = Proc::spawn(
-        lockctl()
-            .args(["run", "--path"])
-            .arg(&path)
-            .args(["--", "sh", "-c", TRAPS]),
-    );
+    let mut p = run_under_lock(&[&path], TRAPS);
     p.expect_line("ready");
     for (sig, name) in [
         (Signal::SIGINT, "INT"),
@@ -134,20 +122,10 @@ fn signals_are_forwarded_to_the_command() {
 fn signal_while_waiting_for_a_held_lock_ends_the_wait_and_takes_nothing() {
     let dir = service_dir();
     let path = at(&dir, "updates.lock");
-    let mut holder = Proc::spawn(
-        lockctl()
-            .args(["run", "--path"])
-            .arg(&path)
-            .args(["--", "sh", "-c", HOLD]),
-    );
+    let mut holder = run_under_lock(&[&path], HOLD);
     holder.expect_line("ready");
     for (sig, want) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
-        let mut waiter = Proc::spawn(lockctl().args(["run", "--path"]).arg(&path).args([
-            "--",
-            "sh",
-            "-c",
-            "echo got-lock",
-        ]));
+        let mut waiter = run_under_lock(&[&path], "echo got-lock");
         wait_until_waiting(waiter.pid());
         waiter.signal(sig);
         assert_eq!(code(waiter.wait()), want, "{sig}: {}", waiter.stderr());
@@ -170,12 +148,7 @@ fn signal_while_waiting_for_a_held_lock_ends_the_wait_and_takes_nothing() {
 fn no_wait_and_timeout_on_a_held_lock_exit_73_naming_path_and_holder() {
     let dir = service_dir();
     let path = at(&dir, "updates.lock");
-    let mut holder = Proc::spawn(
-        lockctl()
-            .args(["run", "--path"])
-            .arg(&path)
-            .args(["--", "sh", "-c", HOLD]),
-    );
+    let mut holder = run_under_lock(&[&path], HOLD);
     holder.expect_line("ready");
     let pid = holder.pid();
 
@@ -220,12 +193,7 @@ fn no_wait_and_timeout_on_a_held_lock_exit_73_naming_path_and_holder() {
 fn held_second_path_leaves_nothing_of_the_first() {
     let dir = service_dir();
     let (main, legacy) = (at(&dir, "updates.lock"), at(&dir, "resin-updates.lock"));
-    let mut holder = Proc::spawn(
-        lockctl()
-            .args(["run", "--path"])
-            .arg(&legacy)
-            .args(["--", "sh", "-c", HOLD]),
-    );
+    let mut holder = run_under_lock(&[&legacy], HOLD);
     holder.expect_line("ready");
     let (st, _, err) = output(
         lockctl()
@@ -303,7 +271,11 @@ fn unknown_flags_and_missing_arguments_are_usage_errors() {
         // One line saying what is wrong, except when no command is given at all (then the
         // help is shown).
         if !args.is_empty() && args != ["handover"] {
-            assert_eq!(err.trim().lines().count(), 1, "{args:?}: not one line: {err}");
+            assert_eq!(
+                err.trim().lines().count(),
+                1,
+                "{args:?}: not one line: {err}"
+            );
             assert!(err.starts_with("lockctl: error[usage]: "), "{err}");
         }
         assert!(entries(dir.path()).is_empty(), "{args:?} created something");

@@ -64,14 +64,7 @@ fn free_paths_and_pending_handover() {
 fn held_by_app() {
     let dir = service_dir();
     let (main, legacy) = (at(&dir, "updates.lock"), at(&dir, "resin-updates.lock"));
-    let mut p = Proc::spawn(
-        lockctl()
-            .args(["run", "--path"])
-            .arg(&main)
-            .arg("--path")
-            .arg(&legacy)
-            .args(["--", "sh", "-c", HOLD]),
-    );
+    let mut p = run_under_lock(&[&main, &legacy], HOLD);
     p.expect_line("ready");
     let st = status_json(&[&main, &legacy], &[]);
     for (i, path) in [&main, &legacy].into_iter().enumerate() {

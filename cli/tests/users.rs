@@ -21,12 +21,7 @@ fn lockctl_as(uid: u32) -> Command {
 fn as_root_the_lock_is_owned_by_root() {
     let dir = service_dir();
     let path = at(&dir, "updates.lock");
-    let mut p = Proc::spawn(lockctl().args(["run", "--path"]).arg(&path).args([
-        "--",
-        "sh",
-        "-c",
-        "echo ready; read x",
-    ]));
+    let mut p = run_under_lock(&[&path], "echo ready; read x");
     p.expect_line("ready");
     assert_eq!(std::fs::metadata(&path).unwrap().uid(), 0);
     assert_held(&path);

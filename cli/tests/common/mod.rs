@@ -469,3 +469,13 @@ impl Drop for HolderGuard {
 pub fn at(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
+
+/// `lockctl run --path P... -- sh -c SCRIPT`, started (not waited for).
+pub fn run_under_lock(paths: &[&Path], script: &str) -> Proc {
+    let mut c = lockctl();
+    c.arg("run");
+    for p in paths {
+        c.arg("--path").arg(p);
+    }
+    Proc::spawn(c.args(["--", "sh", "-c", script]))
+}
