@@ -258,25 +258,46 @@ pub(crate) fn release(h: HeldPath) -> std::result::Result<(), String> {
 mod tests {
     use super::*;
     use crate::inspect::{inspect, Seen};
+    use std::ffi::CString;
     use std::os::unix::fs::MetadataExt;
 
-    fn dir_fd(dir: &Path) -> Arc<OwnedFd> {
-        let fd = nix::fcntl::open(
-            dir,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .unwrap();
-        Arc::new(fd)
+    /// A lock path `updates.lock` in a fresh temporary directory.
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        path: std::path::PathBuf,
+        dir: Arc<OwnedFd>,
+        name: CString,
     }
 
-    /// A dead holder's lock: our record, nobody holds its flock.
-    fn stale_lock(dir: &Arc<OwnedFd>, path: &Path) {
-        let record = crate::HolderRecord::current_bytes(Some("dead holder"));
-        let name = std::ffi::CString::new("updates.lock").unwrap();
-        match create(dir, &name, path, &record).unwrap() {
-            Created::Held(h) => drop(h.file), // the flock dies with the descriptor
-            Created::Exists => panic!("name taken"),
+    impl Fixture {
+        fn new() -> Fixture {
+            let tmp = tempfile::tempdir().unwrap();
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            let dir = Arc::new(nix::fcntl::open(tmp.path(), flags, Mode::empty()).unwrap());
+            Fixture {
+                path: tmp.path().join("updates.lock"),
+                _tmp: tmp,
+                dir,
+                name: CString::new("updates.lock").unwrap(),
+            }
+        }
+
+        fn take(&self, program: &str) -> HeldPath {
+            let record = crate::HolderRecord::current_bytes(Some(program));
+            match create(&self.dir, &self.name, &self.path, &record).unwrap() {
+                Created::Held(h) => h,
+                Created::Exists => panic!("name taken"),
+            }
+        }
+
+        /// A dead holder's lock (our record, nobody holds its flock), probed as a
+        /// reclaimer does: the probe now holds its flock.
+        fn stale_probed(&self) -> (OwnedFd, FileId) {
+            drop(self.take("dead holder").file); // the flock dies with the descriptor
+            match inspect(self.dir.as_fd(), &self.name, &self.path).unwrap() {
+                Seen::Stale { probe, id, .. } => (probe, id),
+                _ => panic!("expected a stale lock"),
+            }
         }
     }
 
@@ -284,59 +305,34 @@ mod tests {
     /// another file (another reclaimer won and took the lock anew): it must not delete it.
     #[test]
     fn reclaim_never_deletes_a_file_that_replaced_the_stale_one() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("updates.lock");
-        let dir = dir_fd(tmp.path());
-        let name = std::ffi::CString::new("updates.lock").unwrap();
-        stale_lock(&dir, &path);
-        let Seen::Stale { probe, id, .. } = inspect(dir.as_fd(), &name, &path).unwrap() else {
-            panic!("expected a stale lock");
-        };
-        // Someone else deletes the stale file and takes the lock: a new, live file.
-        std::fs::remove_file(&path).unwrap();
-        let record = crate::HolderRecord::current_bytes(Some("winner"));
-        let Created::Held(winner) = create(&dir, &name, &path, &record).unwrap() else {
-            panic!("name taken");
-        };
-        assert!(!reclaim_stale(&dir, &name, &path, probe, id).unwrap());
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().ino(),
-            winner.id.ino,
-            "the winner's lock was deleted"
-        );
+        let f = Fixture::new();
+        let (probe, id) = f.stale_probed();
+        std::fs::remove_file(&f.path).unwrap();
+        let winner = f.take("winner");
+        assert!(!reclaim_stale(&f.dir, &f.name, &f.path, probe, id).unwrap());
+        let now = std::fs::metadata(&f.path).unwrap().ino();
+        assert_eq!(now, winner.id.ino, "the winner's lock was deleted");
         release(winner).unwrap();
     }
 
     #[test]
     fn reclaim_deletes_the_stale_file_it_probed() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("updates.lock");
-        let dir = dir_fd(tmp.path());
-        let name = std::ffi::CString::new("updates.lock").unwrap();
-        stale_lock(&dir, &path);
-        let Seen::Stale { probe, id, .. } = inspect(dir.as_fd(), &name, &path).unwrap() else {
-            panic!("expected a stale lock");
-        };
-        assert!(reclaim_stale(&dir, &name, &path, probe, id).unwrap());
-        assert!(!path.exists());
+        let f = Fixture::new();
+        let (probe, id) = f.stale_probed();
+        assert!(reclaim_stale(&f.dir, &f.name, &f.path, probe, id).unwrap());
+        assert!(!f.path.exists());
     }
 
     /// Release leaves alone a file that replaced ours (the Supervisor's override deleted
     /// ours and something new stands at the name).
     #[test]
     fn release_never_deletes_a_replacement() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("updates.lock");
-        let dir = dir_fd(tmp.path());
-        let name = std::ffi::CString::new("updates.lock").unwrap();
-        let record = crate::HolderRecord::current_bytes(None);
-        let Created::Held(h) = create(&dir, &name, &path, &record).unwrap() else {
-            panic!("name taken");
-        };
-        std::fs::remove_file(&path).unwrap();
-        std::fs::write(&path, b"0").unwrap();
+        let f = Fixture::new();
+        let h = f.take("app");
+        std::fs::remove_file(&f.path).unwrap();
+        std::fs::write(&f.path, b"0").unwrap();
         let err = release(h).unwrap_err();
         assert!(err.contains("replaced by another file"), "{err}");
-        assert_eq!(std::fs::read(&path).unwrap(), b"0");
+        assert_eq!(std::fs::read(&f.path).unwrap(), b"0");
     }
 }
