@@ -335,4 +335,52 @@ mod tests {
         assert!(err.contains("replaced by another file"), "{err}");
         assert_eq!(std::fs::read(&f.path).unwrap(), b"0");
     }
+
+    /// The fallback for file systems without O_TMPFILE makes a lock both readers see: the
+    /// file with its record (the Supervisor's `lockfile` fails) and its flock (the reboot
+    /// script's `flock -nx` fails), and never follows a symlink at the name.
+    #[test]
+    fn fallback_create_is_seen_by_both_readers() {
+        let f = Fixture::new();
+        let record = crate::HolderRecord::current_bytes(Some("fallback"));
+        let Created::Held(h) = create_excl(&f.dir, &f.name, &f.path, &record).unwrap() else {
+            panic!("name taken");
+        };
+        assert_eq!(std::fs::read(&f.path).unwrap(), record);
+        let probe = std::process::Command::new("flock")
+            .arg("-nx")
+            .arg(&f.path)
+            .arg("true")
+            .status()
+            .unwrap();
+        assert_eq!(
+            probe.code(),
+            Some(1),
+            "the reboot probe must fail while held"
+        );
+        let lockfile = std::process::Command::new("lockfile")
+            .args(["-r", "0"])
+            .arg(&f.path)
+            .status()
+            .unwrap();
+        assert_eq!(
+            lockfile.code(),
+            Some(73),
+            "procmail's lockfile must see the lock"
+        );
+        assert!(matches!(
+            create_excl(&f.dir, &f.name, &f.path, &record).unwrap(),
+            Created::Exists
+        ));
+        release(h).unwrap();
+        assert!(!f.path.exists());
+
+        let target = f.path.with_file_name("target");
+        std::os::unix::fs::symlink(&target, &f.path).unwrap();
+        assert!(matches!(
+            create_excl(&f.dir, &f.name, &f.path, &record).unwrap(),
+            Created::Exists
+        ));
+        assert!(!target.exists(), "followed the symlink");
+    }
 }
