@@ -48,10 +48,21 @@ pub fn run(opts: &LockOptions, command: &[OsString]) -> Result<i32, Failure> {
         .ok_or_else(|| Failure::other(64, "no command given"))?;
     let mut cmd = Command::new(program);
     cmd.args(rest);
-    // SAFETY: the hook only calls pthread_sigmask, which is async-signal-safe.
+    // The command inherits the lock's descriptors, as with flock(1): the flock (what the
+    // host OS reboot checks) then lives while the command or its children run, even if
+    // lockctl itself is killed, so nobody can take the lock over from a critical section
+    // that is still running. The files are still deleted by lockctl when the command exits.
+    let lock_fds = lock.raw_fds();
+    // SAFETY: the hook only calls pthread_sigmask and fcntl, which are async-signal-safe,
+    // on descriptors that are open in the child.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             crate::signals::unblock_all();
+            for &fd in &lock_fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         })
     };

@@ -284,3 +284,51 @@ fn unknown_flags_and_missing_arguments_are_usage_errors() {
     assert_eq!(code(st), 0);
     assert!(out.contains("73"), "help documents the exit codes: {out}");
 }
+
+/// Like flock(1), the command inherits the lock's descriptors: if lockctl itself is
+/// SIGKILLed while the command is still in its critical section, the lock keeps blocking
+/// both readers (the file stays, the command holds the flock) and nobody can take it over;
+/// once the command is gone too, the lock is stale and the next `run` reclaims it.
+#[test]
+fn killed_lockctl_keeps_the_lock_while_its_command_runs() {
+    let dir = service_dir();
+    let path = at(&dir, "updates.lock");
+    let mut p = run_under_lock(&[&path], "echo ready $$; read x; echo done");
+    let ready = p.line();
+    let cmd_pid: i32 = ready
+        .strip_prefix("ready ")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {ready:?}"));
+    let cmd = pidfd(cmd_pid).expect("the command runs");
+    p.signal(Signal::SIGKILL);
+    p.wait();
+    assert_held(&path);
+    assert_eq!(
+        status_json(&[&path], &[])["locks"][0]["state"],
+        "held-by-app"
+    );
+    let (st, _, err) = output(
+        lockctl()
+            .args(["run", "--no-wait", "--path"])
+            .arg(&path)
+            .args(["--", "true"]),
+    );
+    assert_eq!(
+        code(st),
+        73,
+        "taken over from a running critical section: {err}"
+    );
+
+    p.send("go"); // the command still reads lockctl's stdin
+    wait_pidfd(&cmd, "the command");
+    assert_eq!(status_json(&[&path], &[])["locks"][0]["state"], "stale");
+    let (st, _, err) = output(
+        lockctl()
+            .args(["run", "--no-wait", "--path"])
+            .arg(&path)
+            .args(["--", "true"]),
+    );
+    assert_eq!(code(st), 0, "{err}");
+    assert!(err.contains("took over"), "{err}");
+    assert_free(&path);
+}

@@ -96,6 +96,19 @@ impl UpdateLock {
         !self.held.is_empty() && self.owner_pid == std::process::id()
     }
 
+    /// The open, flocked descriptors of the lock files (close-on-exec), in locking order;
+    /// empty once released. For a launcher that hands them to a child process (clearing
+    /// close-on-exec in the child only), so that the flock, which the host OS reboot
+    /// checks, lives as long as the child does, as `flock(1)` does for its command. Never
+    /// close them yourself: release (or drop) the lock.
+    pub fn raw_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        if !self.is_held() {
+            return Vec::new();
+        }
+        self.held.iter().map(|h| h.file.as_raw_fd()).collect()
+    }
+
     /// The paths this lock covers, in locking order.
     pub fn paths(&self) -> &[PathBuf] {
         &self.paths
