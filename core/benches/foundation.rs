@@ -246,6 +246,19 @@ fn lock_paths(base: &Path, two: bool) -> Vec<PathBuf> {
     v
 }
 
+/// A temp dir with the two device lock paths, and options that lock them.
+fn two_path_setup() -> (tempfile::TempDir, Vec<PathBuf>, LockOptions) {
+    let dir = tempfile::Builder::new()
+        .prefix("update-lock-bench")
+        .tempdir()
+        .expect("temp dir");
+    let paths = lock_paths(dir.path(), true);
+    let opts = LockOptions::new()
+        .paths(paths.clone())
+        .timeout(Some(Duration::from_secs(5)));
+    (dir, paths, opts)
+}
+
 fn ours_cycle(opts: &LockOptions) {
     let mut lock = UpdateLock::acquire(opts).expect("acquire");
     lock.release().expect("release");
@@ -400,14 +413,7 @@ fn profile(role: &str) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let dir = tempfile::Builder::new()
-        .prefix("update-lock-bench")
-        .tempdir()
-        .expect("temp dir");
-    let paths = lock_paths(dir.path(), true);
-    let opts = LockOptions::new()
-        .paths(paths.clone())
-        .timeout(Some(Duration::from_secs(5)));
+    let (_dir, paths, opts) = two_path_setup();
     let raw: Vec<RawPath> = paths.iter().map(|p| RawPath::new(p)).collect();
     let record = vec![b'x'; 204];
     let t = Instant::now();
@@ -871,14 +877,7 @@ fn inotify_close_cost(dirs: &[PathBuf], samples: usize) -> Vec<f64> {
 }
 
 fn wakeup(cfg: &Config, report: &mut Report) {
-    let dir = tempfile::Builder::new()
-        .prefix("update-lock-bench")
-        .tempdir()
-        .expect("temp dir");
-    let paths = lock_paths(dir.path(), true);
-    let opts = LockOptions::new()
-        .paths(paths.clone())
-        .timeout(Some(Duration::from_secs(5)));
+    let (dir, paths, opts) = two_path_setup();
     let fs = fs_name(dir.path());
     let counts = (cfg.wake_warmup, cfg.wake_samples);
     let mut hold_ours = || -> Box<dyn FnOnce()> {

@@ -213,8 +213,12 @@ fn chain_of_crashing_holders_each_stale_lock_is_reclaimed_exactly_once() {
     assert!(!exists(&marker));
 }
 
-#[test]
-fn waiter_wakes_and_reclaims_when_the_holder_is_killed() {
+/// A child process holding the two-path lock, and a thread of ours waiting for it.
+fn holder_and_waiter() -> (
+    tempfile::TempDir,
+    Kid,
+    std::thread::JoinHandle<update_lock::Result<UpdateLock>>,
+) {
     require_root();
     let dir = tmpdir();
     let paths = two_paths(dir.path());
@@ -222,9 +226,14 @@ fn waiter_wakes_and_reclaims_when_the_holder_is_killed() {
     args.extend(path_args(&paths));
     let mut holder = Kid::spawn("hold", &args);
     holder.expect("acquired");
-
     let (waiter, waiting) = spawn_waiter(opts(&paths).timeout(Some(LONG)));
     until_waiting(&waiting);
+    (dir, holder, waiter)
+}
+
+#[test]
+fn waiter_wakes_and_reclaims_when_the_holder_is_killed() {
+    let (_dir, mut holder, waiter) = holder_and_waiter();
     holder.kill();
     let mut lock = waiter.join().unwrap().expect("the waiter takes the lock");
     let pids: Vec<u32> = lock
@@ -243,16 +252,7 @@ fn waiter_wakes_and_reclaims_when_the_holder_is_killed() {
 
 #[test]
 fn waiter_gets_the_lock_when_a_live_holder_releases() {
-    require_root();
-    let dir = tmpdir();
-    let paths = two_paths(dir.path());
-    let mut args = vec!["none".to_string()];
-    args.extend(path_args(&paths));
-    let mut holder = Kid::spawn("hold", &args);
-    holder.expect("acquired");
-
-    let (waiter, waiting) = spawn_waiter(opts(&paths).timeout(Some(LONG)));
-    until_waiting(&waiting);
+    let (_dir, mut holder, waiter) = holder_and_waiter();
     holder.send("release");
     assert_eq!(holder.line(), "ok");
     let mut lock = waiter.join().unwrap().expect("the waiter takes the lock");
