@@ -37,7 +37,12 @@ pub fn acquire(opts: &LockOptions) -> Result<i32, Failure> {
             drop(write_end);
             let mut msg = String::new();
             let _ = std::fs::File::from(read_end).read_to_string(&mut msg);
-            parent_report(&msg)
+            let paths: Vec<String> = opts
+                .lock_paths()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            parent_report(&msg, &paths)
         }
         Ok(ForkResult::Child) => {
             drop(read_end);
@@ -50,7 +55,7 @@ pub fn acquire(opts: &LockOptions) -> Result<i32, Failure> {
     }
 }
 
-fn parent_report(msg: &str) -> Result<i32, Failure> {
+fn parent_report(msg: &str, paths: &[String]) -> Result<i32, Failure> {
     let mut lines = msg.lines();
     match lines.next() {
         Some("ok") => {
@@ -65,7 +70,10 @@ fn parent_report(msg: &str) -> Result<i32, Failure> {
         }
         _ => Err(Failure::other(
             EXIT_OTHER,
-            "the holder process died before it could take the lock; run again, and check `lockctl status`",
+            format!(
+                "the holder process died before it could take the lock on {}; run again, and check `lockctl status` for what stands there",
+                paths.join(", ")
+            ),
         )),
     }
 }
@@ -144,10 +152,7 @@ fn detach_stdio() {
 }
 
 pub fn release(opts: &LockOptions) -> Result<i32, Failure> {
-    let report = status(
-        opts,
-        &HandoverOptions::new().paths(Vec::<std::path::PathBuf>::new()),
-    );
+    let report = status(opts, &HandoverOptions::new());
     let mut holders: Vec<HolderRecord> = Vec::new();
     let mut stale = false;
     for l in &report.locks {
@@ -186,6 +191,7 @@ pub fn release(opts: &LockOptions) -> Result<i32, Failure> {
     }
     if stale {
         // Take the dead holder's lock over (race-free, in core) and let it go at once.
+        // If someone else took it in between, it is theirs now: nothing to do.
         match UpdateLock::try_acquire(&opts.clone().reclaim_stale(true)) {
             Ok(mut lock) => {
                 let _ = lock.release();
@@ -196,14 +202,17 @@ pub fn release(opts: &LockOptions) -> Result<i32, Failure> {
     }
     if holders.is_empty() && !stale {
         eprintln!("lockctl: nothing to release: the lock is not held");
-    } else {
-        let paths: Vec<String> = report
-            .locks
-            .iter()
-            .map(|l| l.path.display().to_string())
-            .collect();
-        eprintln!("lockctl: released {}", paths.join(", "));
+        return Ok(0);
     }
+    // Right after this a waiting app, or the Supervisor, may well take the lock: that is
+    // the point of releasing it, so what stands at the paths afterwards is not checked.
+    let paths: Vec<String> = report
+        .locks
+        .iter()
+        .filter(|l| l.state != LockState::Free)
+        .map(|l| l.path.display().to_string())
+        .collect();
+    eprintln!("lockctl: released {}", paths.join(", "));
     Ok(0)
 }
 

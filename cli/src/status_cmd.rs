@@ -23,6 +23,7 @@ pub fn status(locks: &LockOptions, handover: &HandoverOptions, json: bool) -> Re
             LockState::HeldByApp => "HELD by an app",
             LockState::Stale => "STALE (holder died)",
             LockState::Foreign => "FOREIGN (not ours)",
+            LockState::Changing => "CHANGING (being taken and released right now)",
         };
         let _ = writeln!(out, "{}: {state}", l.path.display());
         let _ = writeln!(

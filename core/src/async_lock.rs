@@ -3,14 +3,13 @@
 //! the wait and leaves nothing taken.
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Instant;
 
 use tokio::io::unix::AsyncFd;
 
 use crate::error::Result;
 use crate::lock::{Acquirer, UpdateLock};
 use crate::options::LockOptions;
-use crate::wait::FALLBACK_CHECK;
+use crate::wait;
 
 /// The watcher's descriptor, borrowed for the reactor (it is closed by the watcher).
 struct Borrowed(RawFd);
@@ -49,10 +48,7 @@ impl UpdateLock {
                     reactor = unsafe { AsyncFd::register(Borrowed(w.fd().as_raw_fd())) }.ok();
                 }
             }
-            let mut slice = FALLBACK_CHECK;
-            if let Some(d) = acq.deadline {
-                slice = slice.min(d.saturating_duration_since(Instant::now()));
-            }
+            let slice = wait::slice(acq.deadline);
             match &reactor {
                 Some(r) => {
                     if let Ok(Ok(mut guard)) = tokio::time::timeout(slice, r.readable()).await {

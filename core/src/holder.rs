@@ -259,6 +259,9 @@ impl ForeignKind {
 /// Who occupies a lock path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Holder {
+    /// Files kept appearing and disappearing at the path while we looked (other processes
+    /// are taking and releasing it right now): nobody could be named; look again.
+    Changing,
     /// The balena Supervisor (a regular file owned by uid 65534): an update or reboot is in
     /// progress; wait for it.
     Supervisor,
@@ -281,9 +284,10 @@ pub enum Holder {
 
 impl Holder {
     /// The state name used in `lockctl status --json`: `held-by-supervisor`,
-    /// `held-by-app`, `stale` or `foreign`.
+    /// `held-by-app`, `stale`, `foreign` or `changing`.
     pub fn state_name(&self) -> &'static str {
         match self {
+            Holder::Changing => "changing",
             Holder::Supervisor => "held-by-supervisor",
             Holder::App(_) => "held-by-app",
             Holder::Stale(_) => "stale",
@@ -302,6 +306,9 @@ impl Holder {
     /// Who holds it, as a phrase ("held by the balena Supervisor ...").
     pub fn describe(&self) -> String {
         match self {
+            Holder::Changing => {
+                "changing too fast to tell who holds it (other processes are taking and releasing it right now)".into()
+            }
             Holder::Supervisor => {
                 "held by the balena Supervisor (file owned by uid 65534): an update or reboot is in progress".into()
             }
@@ -340,6 +347,9 @@ impl Holder {
         let p = path.display();
         match self {
             Holder::Supervisor => "wait for the update to settle (acquire with a timeout) and try again".into(),
+            Holder::Changing => {
+                "acquire with a timeout to wait for it; `lockctl status` names the holder once it settles".into()
+            }
             Holder::App(r) if r.same_process => {
                 "release the other handle first; a process cannot hold the lock twice".into()
             }

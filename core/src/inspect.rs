@@ -153,14 +153,8 @@ pub(crate) fn inspect(dir: BorrowedFd<'_>, name: &CStr, full: &Path) -> Result<S
             }
         });
     }
-    // Still changing under us after several looks: report it as held by an app-like
-    // unknown so the caller waits and looks again.
-    Ok(Seen::Occupied(Holder::Foreign {
-        kind: ForeignKind::UnknownContent,
-        owner_uid: u32::MAX,
-        flock_held: true,
-        symlink_target: None,
-    }))
+    // Still changing under us after several looks: the caller waits and looks again.
+    Ok(Seen::Occupied(Holder::Changing))
 }
 
 impl Seen {

@@ -383,12 +383,7 @@ impl Acquirer {
                 }
             }
         }
-        Ok(Take::Blocked(last.unwrap_or(Holder::Foreign {
-            kind: crate::holder::ForeignKind::UnknownContent,
-            owner_uid: u32::MAX,
-            flock_held: true,
-            symlink_target: None,
-        })))
+        Ok(Take::Blocked(last.unwrap_or(Holder::Changing)))
     }
 }
 

@@ -111,11 +111,6 @@ impl LockOptions {
         self
     }
 
-    /// The configured timeout.
-    pub fn get_timeout(&self) -> Option<Duration> {
-        self.timeout
-    }
-
     /// The lock paths these options name, in locking order.
     pub fn lock_paths(&self) -> Vec<PathBuf> {
         match &self.paths {

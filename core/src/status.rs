@@ -31,6 +31,8 @@ pub enum LockState {
     Stale,
     /// Something update-lock did not create.
     Foreign,
+    /// Lock files kept appearing and disappearing while we looked; look again.
+    Changing,
 }
 
 /// One lock path as both readers see it.
@@ -168,6 +170,7 @@ fn path_status(path: PathBuf) -> PathStatus {
                 Holder::App(_) => LockState::HeldByApp,
                 Holder::Stale(_) => LockState::Stale,
                 Holder::Foreign { .. } => LockState::Foreign,
+                Holder::Changing => LockState::Changing,
             };
             match holder {
                 Holder::App(r) | Holder::Stale(r) => st.holder = Some(r),
@@ -179,7 +182,7 @@ fn path_status(path: PathBuf) -> PathStatus {
                     st.foreign_kind = Some(kind);
                     st.symlink_target = symlink_target;
                 }
-                Holder::Supervisor => {}
+                Holder::Supervisor | Holder::Changing => {}
             }
         }
         Ok(_) => {}

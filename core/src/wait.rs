@@ -175,30 +175,24 @@ impl<'a> WaitControl<'a> {
     }
 }
 
-/// Why a wait ended.
-pub(crate) enum Woke {
-    /// Something changed (or the fallback interval passed): look again.
-    LookAgain,
-    /// The deadline passed.
-    TimedOut,
+/// How long one wait may last: until the fallback check or the deadline, whichever is first.
+pub(crate) fn slice(deadline: Option<Instant>) -> Duration {
+    match deadline {
+        Some(d) => FALLBACK_CHECK.min(d.saturating_duration_since(Instant::now())),
+        None => FALLBACK_CHECK,
+    }
 }
 
 /// Block until the watcher fires, the fallback interval or the deadline passes, or the
-/// wait is cancelled.
+/// wait is cancelled (then `Err(Cancelled)`, or the check's error). The caller looks again
+/// and decides whether the timeout has run out.
 pub(crate) fn block(
     watcher: Option<&Watcher>,
     deadline: Option<Instant>,
     ctl: &mut WaitControl<'_>,
     path: &std::path::Path,
-) -> Result<Woke> {
-    let now = Instant::now();
-    if deadline.is_some_and(|d| now >= d) {
-        return Ok(Woke::TimedOut);
-    }
-    let mut slice = FALLBACK_CHECK;
-    if let Some(d) = deadline {
-        slice = slice.min(d - now);
-    }
+) -> Result<()> {
+    let mut slice = slice(deadline);
     if let Some((every, _)) = &ctl.check {
         slice = slice.min(*every);
     }
@@ -239,5 +233,5 @@ pub(crate) fn block(
     if let Some(w) = watcher {
         w.drain();
     }
-    Ok(Woke::LookAgain)
+    Ok(())
 }

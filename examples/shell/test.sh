@@ -88,12 +88,16 @@ lock_released() { # nothing left in the service directory and both readers free
 
 # --- the checks ---
 
+# cron_job COLLECT TIMEOUT: run cron-job.sh on $DATA/report.txt; sets $out and $rc.
+cron_job() {
+  out=$(DATA_FILE="$DATA/report.txt" COLLECT="$1" LOCK_TIMEOUT="$2" "$HERE/cron-job.sh" 2>&1)
+  rc=$?
+}
+
 cron_job_runs_its_critical_section_under_the_lock() {
   echo old > "$DATA/report.txt"
   local out rc
-  out=$(DATA_FILE="$DATA/report.txt" COLLECT="'$WORK/probe' '$SVC'" LOCK_TIMEOUT=5 \
-    "$HERE/cron-job.sh" 2>&1)
-  rc=$?
+  cron_job "'$WORK/probe' '$SVC'" 5
   want_eq "$rc" 0 "cron-job.sh exit status ($out)" || return 1
   # The data file now holds what the readers saw while the job wrote it.
   want_eq "$(cat "$DATA/report.txt")" "$HELD" "readers during the critical section" || return 1
@@ -102,9 +106,7 @@ cron_job_runs_its_critical_section_under_the_lock() {
 cron_job_replaces_the_file_atomically_and_releases() {
   echo old > "$DATA/report.txt"
   local out rc
-  out=$(DATA_FILE="$DATA/report.txt" COLLECT='echo new; echo data' LOCK_TIMEOUT=5 \
-    "$HERE/cron-job.sh" 2>&1)
-  rc=$?
+  cron_job 'echo new; echo data' 5
   want_eq "$rc" 0 "cron-job.sh exit status ($out)" || return 1
   want_contains "$out" "wrote $DATA/report.txt" "cron-job.sh output" || return 1
   want_eq "$(cat "$DATA/report.txt")" $'new\ndata' "new content" || return 1
@@ -116,9 +118,7 @@ cron_job_skips_its_run_while_the_lock_is_held() {
   echo keep > "$DATA/report.txt"
   lockctl acquire "${LOCK_ARGS[@]}" || { echo "lockctl acquire failed"; return 1; }
   local out rc
-  out=$(DATA_FILE="$DATA/report.txt" COLLECT='echo overwritten' LOCK_TIMEOUT=0.3 \
-    "$HERE/cron-job.sh" 2>&1)
-  rc=$?
+  cron_job 'echo overwritten' 0.3
   lockctl release "${LOCK_ARGS[@]}" 2>/dev/null || { echo "lockctl release failed"; return 1; }
   want_eq "$rc" 73 "cron-job.sh exit status while held ($out)" || return 1
   want_contains "$out" "skipping this run" "cron-job.sh message" || return 1
