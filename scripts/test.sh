@@ -19,7 +19,7 @@ cargo fmt --all -- --check
 step "lint"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-step "Rust tests (core + lockctl)"
+step "Rust tests (core, lockctl, binding crates)"
 cargo nextest run --workspace --all-features --no-fail-fast
 
 step "doc tests"
@@ -27,6 +27,15 @@ cargo test --workspace --all-features --doc
 
 step "shell examples"
 bash examples/shell/test.sh
+
+step "Python binding (pytest, types, example)"
+bash scripts/test-python.sh
+
+step "Node.js binding (node --test, tsc, example)"
+bash scripts/test-node.sh
+
+step "C binding (valgrind, ASan/UBSan, C++, header drift, example)"
+bash scripts/test-c.sh
 
 echo
 echo "all tests passed"

@@ -1,0 +1,304 @@
+"""The lock objects: :class:`Lock` (blocking, context manager, decorator) and
+:class:`AsyncLock` (asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import os
+import sys
+import threading
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Iterable,
+    List,
+    Optional,
+    Type,
+    TypeVar,
+    Union,
+)
+from types import TracebackType
+
+from . import _update_lock as _native
+from ._types import HolderRecord, Reclaimed
+
+PathArg = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]], None]
+"""One lock path, several, or ``None`` for the Supervisor's defaults."""
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_R = TypeVar("_R")
+
+
+def _path_list(paths: PathArg) -> Optional[List[Union[str, "os.PathLike[str]"]]]:
+    if paths is None:
+        return None
+    if isinstance(paths, (str, os.PathLike)):
+        return [paths]
+    if isinstance(paths, bytes):
+        raise TypeError("lock paths must be str or os.PathLike, not bytes")
+    return list(paths)
+
+
+def _default_program() -> Optional[str]:
+    """The script name, so ``lockctl status`` shows ``worker.py`` rather than ``python3``."""
+    main = sys.modules.get("__main__")
+    name: Optional[str] = getattr(main, "__file__", None)
+    if not name and sys.argv and sys.argv[0] not in ("", "-c", "-m"):
+        name = sys.argv[0]
+    if not name or name.startswith("<"):
+        return None  # core uses the process name
+    base = os.path.basename(name)
+    if base == "__main__.py":  # python -m package: the package name
+        base = os.path.basename(os.path.dirname(os.path.abspath(name))) or base
+    return base
+
+
+def _reclaimed(native: _native.NativeLock) -> List[Reclaimed]:
+    out = []
+    for path, record in native._reclaimed:
+        previous = HolderRecord._from_json(json.loads(record))
+        assert previous is not None
+        out.append(Reclaimed(path=path, previous=previous))
+    return out
+
+
+class Lock(_native.NativeLock):
+    """An update lock: while held, every lock path exists (the Supervisor defers application
+    updates) and is flocked (the host OS update reboot waits).
+
+    Make one with :func:`lock`. Nothing is taken until :meth:`acquire` or ``with``::
+
+        with update_lock.lock(timeout=30):
+            ...  # critical section
+
+        @update_lock.lock()
+        def write_state(): ...
+
+    Methods (native, the GIL is released while waiting):
+
+    * ``acquire(*, cancel=None) -> Lock`` — take it, waiting as the lock's timeout says;
+      Ctrl-C interrupts the wait (``KeyboardInterrupt``, nothing taken); a
+      :class:`CancelToken` cancelled from another thread ends it with
+      :class:`LockCancelledError`. Returns the lock itself.
+    * ``release()`` — release; idempotent; :class:`LockLostError` if a path was no longer
+      ours. In a child made by ``os.fork()`` it does nothing to the files.
+    * ``check()`` — :class:`LockLostError` if the lock was overridden,
+      :class:`NotHeldError` if not held.
+    * ``held`` — whether this object holds the lock now (``False`` in a forked child).
+    * ``paths`` — the lock paths in locking order.
+
+    One object may be shared by threads: an ``acquire()`` from another thread waits for the
+    holder's ``release()``. The same thread acquiring twice gets :class:`LockHeldError` at
+    once (update locks are not reentrant).
+    """
+
+    __slots__ = ()
+
+    @property
+    def reclaimed(self) -> List[Reclaimed]:
+        """Paths the last acquisition took over from dead holders."""
+        return _reclaimed(self)
+
+    def __call__(self, func: _F) -> _F:
+        """Use the lock as a decorator: every call of ``func`` runs with the lock held."""
+        if inspect.iscoroutinefunction(func):
+            raise TypeError(
+                "use update_lock.lock_async() to decorate a coroutine function"
+            )
+
+        @functools.wraps(func)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return func(*args, **kwargs)
+
+        return locked  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        state = "held" if self.held else "not held"
+        return f"<update_lock.Lock {state} paths={self.paths!r}>"
+
+
+class AsyncLock:
+    """The asyncio form of :class:`Lock` (make one with :func:`lock_async`)::
+
+        async with update_lock.lock_async(timeout=30):
+            ...
+
+    Waiting never blocks the event loop: the core's wait runs on a helper thread and
+    completes the awaiting task. Cancelling the task ends that wait at once (a cancel
+    token) and whatever was taken is released before ``CancelledError`` propagates.
+    """
+
+    __slots__ = ("_native",)
+
+    def __init__(
+        self,
+        timeout: Optional[float] = None,
+        paths: PathArg = None,
+        legacy: bool = True,
+        reclaim_stale: bool = True,
+        *,
+        program: Optional[str] = None,
+    ) -> None:
+        self._native = _native.NativeLock(
+            _path_list(paths),
+            timeout,
+            legacy,
+            reclaim_stale,
+            program if program is not None else _default_program(),
+        )
+
+    async def acquire(self) -> "AsyncLock":
+        """Take the lock without blocking the event loop; returns the lock itself."""
+        loop = asyncio.get_running_loop()
+        done: "asyncio.Future[Optional[BaseException]]" = loop.create_future()
+        token = _native.CancelToken()
+        native = self._native
+
+        def settle(outcome: Optional[BaseException]) -> None:
+            # On the event loop. A task that was cancelled meanwhile no longer wants it.
+            if done.cancelled():
+                if outcome is None:
+                    _release_quietly(native)
+            else:
+                done.set_result(outcome)
+
+        def wait() -> None:
+            outcome: Optional[BaseException]
+            try:
+                native._acquire_blocking(token)
+                outcome = None
+            except BaseException as e:  # delivered to the awaiting task
+                outcome = e
+            try:
+                loop.call_soon_threadsafe(settle, outcome)
+            except RuntimeError:  # the loop is closed: nobody will use the lock
+                if outcome is None:
+                    _release_quietly(native)
+
+        threading.Thread(target=wait, name="update-lock-wait", daemon=True).start()
+        try:
+            outcome = await asyncio.shield(done)
+        except asyncio.CancelledError:
+            token.cancel()  # ends the wait at once
+            # Wait for the helper (it is about to finish), and let go of a lock it got
+            # anyway; cancelled again meanwhile, `settle` releases it.
+            outcome = await done
+            if outcome is None:
+                _release_quietly(native)
+            raise
+        if outcome is not None:
+            raise outcome
+        return self
+
+    def release(self) -> None:
+        """Release (idempotent); :class:`LockLostError` if a path was no longer ours."""
+        self._native.release()
+
+    def check(self) -> None:
+        """:class:`LockLostError` if the lock was overridden, :class:`NotHeldError` if not
+        held."""
+        self._native.check()
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock now (``False`` in a forked child)."""
+        return self._native.held
+
+    @property
+    def paths(self) -> List[str]:
+        """The lock paths, in locking order."""
+        return self._native.paths
+
+    @property
+    def reclaimed(self) -> List[Reclaimed]:
+        """Paths the last acquisition took over from dead holders."""
+        return _reclaimed(self._native)
+
+    async def __aenter__(self) -> "AsyncLock":
+        return await self.acquire()
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self._native.__exit__(exc_type, exc, tb)
+
+    def __call__(
+        self, func: Callable[..., Awaitable[_R]]
+    ) -> Callable[..., Awaitable[_R]]:
+        """Use the lock as a decorator of a coroutine function."""
+        if not inspect.iscoroutinefunction(func):
+            raise TypeError("lock_async() decorates coroutine functions; use lock()")
+
+        @functools.wraps(func)
+        async def locked(*args: Any, **kwargs: Any) -> _R:
+            async with self:
+                return await func(*args, **kwargs)
+
+        return locked
+
+    def __repr__(self) -> str:
+        state = "held" if self.held else "not held"
+        return f"<update_lock.AsyncLock {state} paths={self.paths!r}>"
+
+
+def _release_quietly(native: _native.NativeLock) -> None:
+    try:
+        native.release()
+    except Exception:
+        pass
+
+
+def lock(
+    timeout: Optional[float] = None,
+    paths: PathArg = None,
+    legacy: bool = True,
+    reclaim_stale: bool = True,
+    *,
+    program: Optional[str] = None,
+) -> Lock:
+    """An update lock (not yet taken): use it with ``with``, as a decorator, or call
+    ``acquire()``/``release()``.
+
+    Args:
+        timeout: seconds to wait for the lock; ``None`` (default) waits forever, ``0``
+            tries once (:class:`LockHeldError` when held), otherwise
+            :class:`LockTimeoutError` when it runs out.
+        paths: the lock path(s). Default: the Supervisor's ``$BALENA_APP_LOCK_PATH`` (else
+            ``$RESIN_APP_LOCK_PATH``, else ``/tmp/balena/updates.lock``) plus, with
+            ``legacy``, ``/tmp/resin/resin-updates.lock``. An empty list means the default.
+        legacy: with the default paths, also lock the legacy path.
+        reclaim_stale: take over locks left by dead holders (our record, nobody holds its
+            flock).
+        program: the program name written in the holder record (default: the script name).
+
+    Raises:
+        ValueError: a negative or NaN timeout.
+    """
+    return Lock(
+        _path_list(paths),
+        timeout,
+        legacy,
+        reclaim_stale,
+        program if program is not None else _default_program(),
+    )
+
+
+def lock_async(
+    timeout: Optional[float] = None,
+    paths: PathArg = None,
+    legacy: bool = True,
+    reclaim_stale: bool = True,
+    *,
+    program: Optional[str] = None,
+) -> AsyncLock:
+    """The asyncio form of :func:`lock` (same arguments): ``async with
+    update_lock.lock_async(): ...``."""
+    return AsyncLock(timeout, paths, legacy, reclaim_stale, program=program)
