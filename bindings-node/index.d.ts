@@ -1,0 +1,207 @@
+// Public API of the `update-lock` package (the wrapper in index.js). The native layer's
+// declarations are generated from the Rust source by napi-rs: native.d.ts.
+
+/** Options for `lock`, `lockSync` and `withLock`. */
+export interface LockOptionsInit {
+  /**
+   * Lock exactly these paths, in this order (a string is one path). Default: the
+   * Supervisor's `$BALENA_APP_LOCK_PATH` (else `$RESIN_APP_LOCK_PATH`, else
+   * `/tmp/balena/updates.lock`) plus the legacy `/tmp/resin/resin-updates.lock`.
+   */
+  paths?: string | readonly string[]
+  /** With the default paths, also lock the legacy `/tmp/resin/resin-updates.lock` (default true). */
+  legacy?: boolean
+  /**
+   * How long to wait, in milliseconds: `0` tries once (fails with `held`), a number waits up
+   * to that long (fails with `timeout`), `undefined`/`null`/`Infinity` (default) wait forever.
+   */
+  timeout?: number | null
+  /** Take over locks left by dead holders (our record, nobody holds its flock). Default true. */
+  reclaimStale?: boolean
+  /** Program name written in the holder record (default: the script's file name). */
+  program?: string
+  /** Cancels a pending `lock()` (rejects with code `cancelled`, nothing taken). Not for `lockSync`. */
+  signal?: AbortSignal
+}
+
+/** Lock options validated and converted once by `prepare()`; pass them instead of a plain object. */
+export declare class LockOptions {
+  private constructor()
+  /** The lock paths, in locking order. */
+  readonly paths: string[]
+  /** The AbortSignal given with the options, if any. */
+  readonly signal: AbortSignal | undefined
+}
+
+/** The stable error codes of the core, the same in every binding and in `lockctl`. */
+export type ErrorCode =
+  | 'held'
+  | 'timeout'
+  | 'lost'
+  | 'permission'
+  | 'supervisor-uid'
+  | 'invalid-path'
+  | 'io'
+  | 'cancelled'
+  | 'not-held'
+
+/** The holder record written into every app lock file (field names of `lockctl status --json`). */
+export interface HolderRecord {
+  version: number
+  pid: number
+  pid_ns: number | null
+  boot_id: string | null
+  start_time: number | null
+  uid: number
+  hostname: string
+  program: string
+  acquired_at_ms: number | null
+  same_pid_namespace: boolean
+  same_process: boolean
+}
+
+/** What occupies a lock path that update-lock did not create. */
+export type ForeignKind =
+  | 'empty-file'
+  | 'lockfile-format'
+  | 'unknown-content'
+  | 'directory'
+  | 'symlink'
+  | 'fifo'
+  | 'socket'
+  | 'device'
+
+/** The state of one lock path (as in `lockctl status --json`). */
+export type LockState = 'free' | 'held-by-app' | 'held-by-supervisor' | 'stale' | 'foreign' | 'changing'
+
+/**
+ * Who holds the lock, on `held` and `timeout` errors: `state` and a human `description`,
+ * the holder record's fields for app and stale holders, the foreign fields otherwise.
+ */
+export interface HolderDetails extends Partial<HolderRecord> {
+  state: Exclude<LockState, 'free'>
+  description: string
+  foreign_kind?: ForeignKind | null
+  owner_uid?: number
+  flock_held?: boolean
+  symlink_target?: string | null
+}
+
+/** Every failure of update-lock. */
+export declare class UpdateLockError extends Error {
+  name: 'UpdateLockError'
+  /** The core's stable code. */
+  code: ErrorCode
+  /** The code's stable number (1..9), see `codes`. */
+  errno: number
+  /** The path the error is about (the first one for `lost`), or null. */
+  path: string | null
+  /** `lost`: every path that is no longer ours. */
+  paths?: string[]
+  /** `held`, `timeout`: who holds it. */
+  holder?: HolderDetails
+  /** `timeout`: how long it waited, in milliseconds. */
+  waitedMs?: number
+  /** `cancelled`: what cancelled the wait (e.g. "an AbortSignal"). */
+  cancelledBy?: string | null
+  /** `permission`, `io`: the operating system's errno. */
+  osErrno?: number
+  /** `cancelled` by an AbortSignal: the signal's reason. */
+  cause?: unknown
+}
+
+/** A taken-over lock left by a dead holder. */
+export interface Reclaimed {
+  path: string
+  previous: HolderRecord
+}
+
+/**
+ * A held update lock: every lock path exists (the Supervisor defers application updates)
+ * and is flocked (the host OS update reboot waits). Release with `release()`; held locks are
+ * also released when the process exits (normally, uncaught exception, SIGINT/SIGTERM without
+ * an app handler). Losing the last reference does not release it.
+ */
+export declare class UpdateLock {
+  private constructor()
+  /** Whether this handle still holds the lock. */
+  readonly held: boolean
+  /** The paths this lock covers, in locking order. */
+  readonly paths: string[]
+  /** Locks taken over from dead holders while acquiring. */
+  readonly reclaimed: Reclaimed[]
+  /** Release (synchronous, idempotent). Throws `lost` if a path was no longer ours. */
+  release(): void
+  /** Throws `lost` if a path was deleted or replaced, `not-held` after release. */
+  check(): void
+  [Symbol.dispose](): void
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+/** Take the lock without blocking the event loop. */
+export declare function lock(options?: LockOptionsInit | LockOptions): Promise<UpdateLock>
+
+/** Take the lock, blocking the thread while waiting (scripts; give a `timeout`). */
+export declare function lockSync(options?: Omit<LockOptionsInit, 'signal'> | LockOptions): UpdateLock
+
+/** Run `fn` inside the lock; always released afterwards, even if `fn` throws. */
+export declare function withLock<T>(
+  fn: (lock: UpdateLock) => T | PromiseLike<T>,
+  options?: LockOptionsInit | LockOptions,
+): Promise<Awaited<T>>
+
+/** Validate and convert options once, for hot paths. */
+export declare function prepare(options?: LockOptionsInit): LockOptions
+
+/** Options for `status()`. */
+export interface StatusOptions {
+  /** Lock paths to look at (default: the Supervisor's paths, as for `lock`). */
+  paths?: string | readonly string[]
+  /** With the default paths, include the legacy names (default true). */
+  legacy?: boolean
+  /** Hand-over signal paths (default: beside the first of `paths`, else the Supervisor's). */
+  handoverPaths?: string | readonly string[]
+}
+
+/** One lock path as both readers see it. */
+export interface PathStatus {
+  path: string
+  state: LockState
+  /** The Supervisor would defer application updates (the path exists). */
+  blocks_app_updates: boolean
+  /** The host OS update reboot would wait (named updates.lock, flock held). */
+  blocks_host_reboot: boolean
+  flock_held: boolean
+  owner_uid: number | null
+  holder: HolderRecord | null
+  foreign_kind: ForeignKind | null
+  symlink_target: string | null
+  message: string
+  error: string | null
+}
+
+/** The report of `lockctl status --json` (schema 1), field for field. */
+export interface StatusReport {
+  schema: 1
+  locks: PathStatus[]
+  handover: { path: string; pending: boolean }[]
+  blocks_app_updates: boolean
+  blocks_host_reboot: boolean
+}
+
+/** What each reader of the lock sees right now (nothing is changed). */
+export declare function status(options?: StatusOptions): StatusReport
+
+/** Options for `handoverComplete()`. */
+export interface HandoverOptions {
+  /** Signal paths (default: `$BALENA_SERVICE_HANDOVER_COMPLETE_PATH` etc., plus legacy ones). */
+  paths?: string | readonly string[]
+  /** With the default paths, also write the legacy signals (default true). */
+  legacy?: boolean
+}
+
+/** Tell the Supervisor the hand-over is complete; returns the paths written. Idempotent. */
+export declare function handoverComplete(options?: HandoverOptions): string[]
+
+/** Every code and its stable number: `{ held: 1, timeout: 2, ... }`. */
+export declare const codes: Readonly<Record<ErrorCode, number>>

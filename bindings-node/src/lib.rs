@@ -1,0 +1,545 @@
+//! Node.js binding of update-lock (napi-rs): the native layer.
+//!
+//! This crate only translates: options from JavaScript into [`LockOptions`], core handles
+//! into a JavaScript class, core errors into JavaScript `Error` objects carrying the core's
+//! stable code. Every lock semantic lives in the core crate. The public, idiomatic API
+//! (`lock`, `lockSync`, `withLock`, AbortSignal wiring, exit-time release) is the thin
+//! JavaScript wrapper in `index.js`; the TypeScript declarations of this layer
+//! (`native.d.ts`) are generated from this file by `napi build`.
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi::{Env, JsValue};
+use napi_derive::napi;
+use serde_json::{Map, Number, Value};
+use update_lock::{
+    handover_complete as core_handover_complete, status as core_status, Error as CoreError,
+    ErrorCode, HandoverOptions, Holder, LockOptions, Reclaimed, UpdateLock,
+};
+
+/// Lock options as the JavaScript wrapper passes them (already validated there).
+#[napi(object)]
+pub struct LockOptionsInit {
+    /// Lock exactly these paths, in this order (empty or missing: the defaults).
+    pub paths: Option<Vec<String>>,
+    /// With the default paths, also lock the legacy `/tmp/resin/resin-updates.lock`.
+    pub legacy: Option<bool>,
+    /// How long to wait in milliseconds: missing or infinite waits forever, 0 tries once.
+    pub timeout_ms: Option<f64>,
+    /// Take over locks left by dead holders (default true).
+    pub reclaim_stale: Option<bool>,
+    /// Program name written in the holder record.
+    pub program: Option<String>,
+}
+
+/// Options for `status()` and `handoverComplete()`.
+#[napi(object)]
+pub struct InspectOptionsInit {
+    /// Lock paths to look at (empty or missing: the defaults).
+    pub paths: Option<Vec<String>>,
+    /// With the default paths, include the legacy names.
+    pub legacy: Option<bool>,
+    /// Hand-over signal paths (empty or missing: the defaults).
+    pub handover_paths: Option<Vec<String>>,
+}
+
+/// Lock options converted once into the core's type, so repeated locking with the same
+/// options does not convert them again.
+#[napi]
+pub struct PreparedOptions {
+    inner: LockOptions,
+    /// The timeout is not zero: a held lock is waited for.
+    waits: bool,
+}
+
+#[napi]
+impl PreparedOptions {
+    /// Convert `init` into core options. A negative or NaN timeout is a `TypeError`.
+    #[napi(constructor)]
+    pub fn new(init: LockOptionsInit) -> Result<Self> {
+        let waits = init.timeout_ms != Some(0.0);
+        Ok(PreparedOptions {
+            inner: lock_options(init)?,
+            waits,
+        })
+    }
+
+    /// The lock paths these options name, in locking order.
+    #[napi(getter)]
+    pub fn paths(&self) -> Vec<String> {
+        self.inner
+            .lock_paths()
+            .iter()
+            .map(|p| path_str(p))
+            .collect()
+    }
+}
+
+fn lock_options(init: LockOptionsInit) -> Result<LockOptions> {
+    let mut o = LockOptions::new();
+    if let Some(paths) = init.paths {
+        o = o.paths(paths);
+    }
+    if let Some(legacy) = init.legacy {
+        o = o.legacy(legacy);
+    }
+    if let Some(ms) = init.timeout_ms {
+        if ms.is_nan() || ms < 0.0 {
+            return Err(Error::new(
+                Status::InvalidArg,
+                format!("timeout must be a number of milliseconds >= 0 or Infinity, got {ms}"),
+            ));
+        }
+        // Infinite (or too long to represent): wait forever.
+        o = o.timeout(Duration::try_from_secs_f64(ms / 1000.0).ok());
+    }
+    if let Some(reclaim) = init.reclaim_stale {
+        o = o.reclaim_stale(reclaim);
+    }
+    if let Some(program) = init.program {
+        o = o.program(program);
+    }
+    Ok(o)
+}
+
+fn handover_options(init: &InspectOptionsInit) -> HandoverOptions {
+    let mut h = HandoverOptions::new();
+    if let Some(paths) = &init.handover_paths {
+        h = h.paths(paths.iter().map(PathBuf::from));
+    }
+    if let Some(legacy) = init.legacy {
+        h = h.legacy(legacy);
+    }
+    h
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Every lock held through this binding, with the Node.js environment (main thread or
+/// worker) that took it, so that `releaseAll()` at exit releases exactly that environment's
+/// locks, including one whose `acquire()` finished but whose promise has not settled yet.
+static REGISTRY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+struct Entry {
+    id: u64,
+    env: usize,
+    lock: UpdateLock,
+}
+
+fn registry() -> std::sync::MutexGuard<'static, Vec<Entry>> {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Keep `lock` in the registry under environment `env`; the handle to give to JavaScript.
+fn register(env: usize, lock: UpdateLock) -> NativeLock {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let handle = NativeLock {
+        id,
+        paths: lock.paths().to_vec(),
+        reclaimed: lock.reclaimed().to_vec(),
+    };
+    registry().push(Entry { id, env, lock });
+    handle
+}
+
+fn env_key(env: &Env) -> usize {
+    env.raw() as usize
+}
+
+/// A held update lock (the core's `UpdateLock`, kept in a per-process registry). It stays
+/// held until `release()` or `releaseAll()` (the JavaScript wrapper calls that at exit), even
+/// if this object is garbage-collected.
+#[napi]
+pub struct NativeLock {
+    id: u64,
+    paths: Vec<PathBuf>,
+    reclaimed: Vec<Reclaimed>,
+}
+
+#[napi]
+impl NativeLock {
+    /// Release every path (idempotent). Throws `lost` when a path was no longer ours;
+    /// the other paths are released all the same.
+    #[napi]
+    pub fn release(&self, env: &Env) -> Result<()> {
+        let entry = {
+            let mut reg = registry();
+            let i = reg.iter().position(|e| e.id == self.id);
+            i.map(|i| reg.swap_remove(i))
+        };
+        match entry {
+            Some(mut e) => e.lock.release().map_err(|e| js_error(env, &e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Throws `lost` when a path was deleted or replaced, `not-held` after release.
+    #[napi]
+    pub fn check(&self, env: &Env) -> Result<()> {
+        let reg = registry();
+        let result = match reg.iter().find(|e| e.id == self.id) {
+            Some(e) => e.lock.check(),
+            None => Err(CoreError::NotHeld {
+                path: self.paths.first().cloned(),
+            }),
+        };
+        drop(reg);
+        result.map_err(|e| js_error(env, &e))
+    }
+
+    /// Whether this handle still holds the lock.
+    #[napi(getter)]
+    pub fn held(&self) -> bool {
+        registry()
+            .iter()
+            .any(|e| e.id == self.id && e.lock.is_held())
+    }
+
+    /// The paths this lock covers, in locking order.
+    #[napi(getter)]
+    pub fn paths(&self) -> Vec<String> {
+        self.paths.iter().map(|p| path_str(p)).collect()
+    }
+
+    /// Locks taken over from dead holders while acquiring: `{ path, previous }`, where
+    /// `previous` is the dead holder's record with the field names of `lockctl status --json`.
+    #[napi(
+        getter,
+        ts_return_type = "Array<{ path: string; previous: Record<string, unknown> }>"
+    )]
+    pub fn reclaimed<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
+        let list: Vec<Value> = self
+            .reclaimed
+            .iter()
+            .map(|r| {
+                let mut m = Map::new();
+                m.insert("path".into(), Value::String(path_str(&r.path)));
+                m.insert(
+                    "previous".into(),
+                    serde_json::to_value(&r.previous).unwrap_or(Value::Null),
+                );
+                Value::Object(m)
+            })
+            .collect();
+        to_js(env, Value::Array(list))
+    }
+}
+
+/// Release every lock this Node.js environment (main thread or worker) still holds, ignoring
+/// errors; returns how many were released. For exit handlers: it is synchronous.
+#[napi]
+pub fn release_all(env: &Env) -> u32 {
+    let key = env_key(env);
+    let mine: Vec<Entry> = {
+        let mut reg = registry();
+        let (mine, rest) = std::mem::take(&mut *reg)
+            .into_iter()
+            .partition(|e| e.env == key);
+        *reg = rest;
+        mine
+    };
+    let n = mine.len() as u32;
+    for mut e in mine {
+        let _ = e.lock.release();
+    }
+    n
+}
+
+/// How many locks this Node.js environment holds.
+#[napi]
+pub fn held_count(env: &Env) -> u32 {
+    let key = env_key(env);
+    registry().iter().filter(|e| e.env == key).count() as u32
+}
+
+/// Shared state of one cancellable `acquire`.
+struct CancelState {
+    cancelled: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+/// Cancels a pending `acquire()` (the JavaScript wrapper calls `cancel()` when the
+/// caller's `AbortSignal` fires). The acquisition then rejects with code `cancelled` and
+/// leaves nothing taken, even when it had just succeeded.
+#[napi]
+pub struct Canceller {
+    state: Arc<CancelState>,
+}
+
+impl Default for Canceller {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[napi]
+impl Canceller {
+    /// A canceller that has not fired.
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        Canceller {
+            state: Arc::new(CancelState {
+                cancelled: AtomicBool::new(false),
+                notify: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    /// Cancel the acquisition (idempotent; from any callback).
+    #[napi]
+    pub fn cancel(&self) {
+        self.state.cancelled.store(true, Ordering::SeqCst);
+        self.state.notify.notify_one();
+    }
+
+    /// Whether `cancel()` was called.
+    #[napi(getter)]
+    pub fn cancelled(&self) -> bool {
+        self.state.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+fn cancelled_error(opts: &LockOptions, by: Option<String>) -> CoreError {
+    CoreError::Cancelled {
+        path: opts.lock_paths().into_iter().next().unwrap_or_default(),
+        by,
+    }
+}
+
+/// Take the lock, blocking the calling thread while waiting (for scripts).
+#[napi]
+pub fn acquire_sync(env: &Env, options: &PreparedOptions) -> Result<NativeLock> {
+    UpdateLock::acquire(&options.inner)
+        .map(|lock| register(env_key(env), lock))
+        .map_err(|e| js_error(env, &e))
+}
+
+/// One non-blocking attempt on the calling thread (a few system calls, never a wait): the
+/// lock, or `null` when it is held and `options` allow waiting (then call `acquire`). With a
+/// zero timeout, a held lock throws `held` as usual; any other error throws.
+#[napi]
+pub fn try_acquire(env: &Env, options: &PreparedOptions) -> Result<Option<NativeLock>> {
+    let wait_allowed = options.waits;
+    match UpdateLock::try_acquire(&options.inner) {
+        Ok(lock) => Ok(Some(register(env_key(env), lock))),
+        Err(e) if wait_allowed && e.code() == ErrorCode::Held => Ok(None),
+        Err(e) => Err(js_error(env, &e)),
+    }
+}
+
+/// Take the lock without blocking the event loop: the wait runs on the tokio runtime
+/// (inotify through its reactor), never on libuv's thread pool. `canceller` ends the wait
+/// with code `cancelled` and nothing taken.
+#[napi(ts_return_type = "Promise<NativeLock>")]
+pub fn acquire<'env>(
+    env: &'env Env,
+    options: &PreparedOptions,
+    canceller: Option<&Canceller>,
+) -> Result<PromiseRaw<'env, NativeLock>> {
+    let opts = options.inner.clone();
+    let cancel = canceller.map(|c| c.state.clone());
+    let key = env_key(env);
+    let fut = async move {
+        let result = match &cancel {
+            None => UpdateLock::acquire_async(&opts).await,
+            Some(c) => {
+                let by = Some("an AbortSignal".to_string());
+                if c.cancelled.load(Ordering::SeqCst) {
+                    Err(cancelled_error(&opts, by))
+                } else {
+                    let r = tokio::select! {
+                        biased;
+                        _ = c.notify.notified() => Err(cancelled_error(&opts, by.clone())),
+                        r = UpdateLock::acquire_async(&opts) => r,
+                    };
+                    match r {
+                        // Cancelled while the last step was taking it: give it back.
+                        Ok(mut lock) if c.cancelled.load(Ordering::SeqCst) => {
+                            let _ = lock.release();
+                            Err(cancelled_error(&opts, by))
+                        }
+                        other => other,
+                    }
+                }
+            }
+        };
+        // Registered before the promise settles, so an exit in between still releases it.
+        Ok(result.map(|lock| register(key, lock)))
+    };
+    env.spawn_future_with_callback(fut, |env, result| result.map_err(|e| js_error(env, &e)))
+}
+
+/// Look at every lock path and hand-over signal without changing anything. The result has
+/// exactly the fields, names and order of `lockctl status --json` (as JSON text).
+///
+/// Like `lockctl status`, when lock `paths` are given without `handoverPaths`, the hand-over
+/// signal shown is `handover-complete` beside the first lock path.
+#[napi]
+pub fn status_json(options: InspectOptionsInit) -> Result<String> {
+    let beside_first = match (&options.handover_paths, &options.paths) {
+        (None, Some(paths)) => paths
+            .first()
+            .map(|p| PathBuf::from(p).with_file_name("handover-complete")),
+        _ => None,
+    };
+    let handover = match beside_first {
+        Some(signal) => HandoverOptions::new().paths([signal]).legacy(false),
+        None => handover_options(&options),
+    };
+    let locks = lock_options(LockOptionsInit {
+        paths: options.paths,
+        legacy: options.legacy,
+        timeout_ms: None,
+        reclaim_stale: None,
+        program: None,
+    })?;
+    let report = core_status(&locks, &handover);
+    serde_json::to_string(&report)
+        .map_err(|e| Error::new(Status::GenericFailure, format!("cannot encode status: {e}")))
+}
+
+/// Write the hand-over signal (idempotent); returns the paths written.
+#[napi]
+pub fn handover_complete(env: &Env, options: InspectOptionsInit) -> Result<Vec<String>> {
+    core_handover_complete(&handover_options(&options))
+        .map(|paths| paths.iter().map(|p| path_str(p)).collect())
+        .map_err(|e| js_error(env, &e))
+}
+
+/// The core's `Error::Cancelled` for these options, as a JavaScript error (for an abort
+/// that lands after the native acquisition finished; the wrapper releases the lock first).
+#[napi(ts_return_type = "Error")]
+pub fn cancelled<'env>(
+    env: &'env Env,
+    options: &PreparedOptions,
+    by: Option<String>,
+) -> Result<Unknown<'env>> {
+    let e = cancelled_error(&options.inner, by);
+    build_error(env, &e).map(|o| o.to_unknown())
+}
+
+/// Every stable error code with its number, in numeric order: `[["held", 1], ...]`.
+#[napi(ts_return_type = "Array<[string, number]>")]
+pub fn error_codes() -> Vec<(String, u32)> {
+    update_lock::ErrorCode::ALL
+        .iter()
+        .map(|c| (c.as_str().to_string(), c.number()))
+        .collect()
+}
+
+/// The core error as a JavaScript `Error`: `code` (stable string), `errno` (stable number),
+/// `path`, plus `paths` (lost), `holder` (held, timeout), `waitedMs` (timeout), `cancelledBy`
+/// (cancelled) and `osErrno` (permission, io) when they apply.
+fn js_error(env: &Env, e: &CoreError) -> Error {
+    match build_error(env, e) {
+        Ok(obj) => Error::from(obj.to_unknown()),
+        Err(_) => Error::new(Status::GenericFailure, format!("[{}] {e}", e.code())),
+    }
+}
+
+fn build_error<'env>(env: &'env Env, e: &CoreError) -> Result<Object<'env>> {
+    let mut obj = env.create_error(Error::new(Status::GenericFailure, e.to_string()))?;
+    obj.set_named_property("name", "UpdateLockError")?;
+    obj.set_named_property("code", e.code().as_str())?;
+    obj.set_named_property("errno", e.code().number())?;
+    match e.path() {
+        Some(p) => obj.set_named_property("path", path_str(p))?,
+        None => obj.set_named_property("path", Null)?,
+    }
+    if let Some(h) = e.holder() {
+        obj.set_named_property("holder", to_js(env, holder_json(h))?)?;
+    }
+    match e {
+        CoreError::Lost { paths, .. } => {
+            let list: Vec<String> = paths.iter().map(|p| path_str(p)).collect();
+            obj.set_named_property("paths", list)?;
+        }
+        CoreError::Timeout { waited, .. } => {
+            obj.set_named_property("waitedMs", waited.as_secs_f64() * 1000.0)?;
+        }
+        CoreError::Cancelled { by, .. } => {
+            obj.set_named_property("cancelledBy", by.clone())?;
+        }
+        _ => {}
+    }
+    let os = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .and_then(std::io::Error::raw_os_error);
+    if let Some(n) = os {
+        obj.set_named_property("osErrno", n)?;
+    }
+    Ok(obj)
+}
+
+/// Who holds the lock, with the names of `lockctl status --json`: `state`, the holder
+/// record's fields for app and stale holders, `foreign_kind` / `owner_uid` / `flock_held` /
+/// `symlink_target` for foreign ones, and a human `description`.
+fn holder_json(h: &Holder) -> Value {
+    let mut m = Map::new();
+    m.insert("state".into(), Value::String(h.state_name().into()));
+    match h {
+        Holder::App(r) | Holder::Stale(r) => {
+            if let Ok(Value::Object(rec)) = serde_json::to_value(r) {
+                m.extend(rec);
+            }
+        }
+        Holder::Foreign {
+            kind,
+            owner_uid,
+            flock_held,
+            symlink_target,
+        } => {
+            m.insert(
+                "foreign_kind".into(),
+                serde_json::to_value(kind).unwrap_or(Value::Null),
+            );
+            m.insert("owner_uid".into(), Value::from(*owner_uid));
+            m.insert("flock_held".into(), Value::Bool(*flock_held));
+            m.insert(
+                "symlink_target".into(),
+                symlink_target
+                    .as_deref()
+                    .map(|p| Value::String(path_str(p)))
+                    .unwrap_or(Value::Null),
+            );
+        }
+        Holder::Supervisor => {
+            m.insert("owner_uid".into(), Value::from(update_lock::SUPERVISOR_UID));
+        }
+        Holder::Changing => {}
+        // The core may add holder kinds; their state name and description still apply.
+        #[allow(unreachable_patterns)]
+        _ => {}
+    }
+    m.insert("description".into(), Value::String(h.describe()));
+    Value::Object(m)
+}
+
+/// A JSON value as a JavaScript value; every number becomes a JS number (64-bit integers
+/// such as `pid_ns` or `acquired_at_ms` fit exactly, as with `JSON.parse`).
+fn to_js(env: &Env, v: Value) -> Result<Unknown<'_>> {
+    env.to_js_value(&numbers_as_f64(v))
+}
+
+fn numbers_as_f64(v: Value) -> Value {
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(Number::from_f64)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        Value::Array(a) => Value::Array(a.into_iter().map(numbers_as_f64).collect()),
+        Value::Object(o) => {
+            Value::Object(o.into_iter().map(|(k, v)| (k, numbers_as_f64(v))).collect())
+        }
+        other => other,
+    }
+}

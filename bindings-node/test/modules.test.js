@@ -1,0 +1,49 @@
+'use strict'
+// The package works from CommonJS and from ES modules (through package.json "exports"), and
+// its TypeScript declarations compile a small typed example with `tsc --noEmit`.
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const path = require('node:path')
+const { spawnSync } = require('node:child_process')
+const h = require('./helpers')
+
+const API = ['lock', 'lockSync', 'withLock', 'status', 'handoverComplete', 'prepare', 'UpdateLock', 'UpdateLockError', 'LockOptions', 'codes']
+
+test('CommonJS: require("update-lock") has the whole API', () => {
+  const ul = require('update-lock')
+  for (const name of API) assert.ok(ul[name] !== undefined, name)
+  assert.equal(typeof ul.lock, 'function')
+})
+
+test('ES module: named and default imports are the same objects as the CommonJS ones', async () => {
+  const esm = await import('update-lock')
+  const cjs = require('update-lock')
+  for (const name of API) assert.equal(esm[name], cjs[name], name)
+  assert.equal(esm.default, cjs)
+})
+
+test('ES module program in a child process takes and releases the lock', (t) => {
+  const d = h.serviceDir(t)
+  const src = `
+    import { withLock, lockSync, UpdateLockError } from 'update-lock'
+    const p = process.argv[1]
+    const seen = await withLock((l) => l.paths, { paths: p })
+    const l = lockSync({ paths: p })
+    try { lockSync({ paths: p, timeout: 0 }) } catch (e) { console.log(e instanceof UpdateLockError, e.code) }
+    l.release()
+    console.log(JSON.stringify(seen))
+  `
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', src, d.lock], { cwd: h.PKG, encoding: 'utf8' })
+  assert.equal(r.status, 0, r.stderr)
+  assert.equal(r.stdout, `true held\n${JSON.stringify([d.lock])}\n`)
+  assert.deepEqual(h.listing(d.svc), [])
+})
+
+test('TypeScript: tsc --noEmit accepts the typed example (and its @ts-expect-error lines)', () => {
+  const tsc = path.join(h.PKG, 'node_modules', 'typescript', 'bin', 'tsc')
+  const r = spawnSync(process.execPath, [tsc, '--noEmit', '-p', path.join(__dirname, 'types', 'tsconfig.json')], {
+    cwd: h.PKG,
+    encoding: 'utf8',
+  })
+  assert.equal(r.status, 0, r.stdout + r.stderr)
+})
