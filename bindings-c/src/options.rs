@@ -1,0 +1,271 @@
+//! `ul_options` and `ul_handover_options`: caller-owned, versioned by `struct_size`.
+
+use std::ffi::{c_char, CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lockcore::{CancelToken, HandoverOptions, LockOptions};
+
+use crate::cancel::ul_cancel_token;
+use crate::error::{guard, ul_result, Failure};
+
+/// What to lock and how. Caller-owned; initialise it with `ul_options_init` (which sets
+/// `struct_size` and the defaults), then change the fields you need.
+///
+/// Fields may be added at the end in later versions: the library reads only the first
+/// `struct_size` bytes, so a program built against an older header keeps working.
+///
+/// ```c
+/// const char *paths[] = { "/tmp/balena/updates.lock" };
+/// ul_options opts;
+/// ul_options_init(&opts, sizeof opts);
+/// opts.paths = paths;
+/// opts.path_count = 1;
+/// opts.timeout_ms = 30000;
+/// ```
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ul_options {
+    /// Size of the caller's struct in bytes (`sizeof(ul_options)`); set by `ul_options_init`.
+    pub struct_size: usize,
+    /// The lock paths, in locking order (`path_count` entries). NULL or a count of 0 means
+    /// the defaults: `$BALENA_APP_LOCK_PATH` (else `$RESIN_APP_LOCK_PATH`, else
+    /// `/tmp/balena/updates.lock`) plus, with `legacy`, `/tmp/resin/resin-updates.lock`.
+    /// Borrowed for the duration of each call only.
+    pub paths: *const *const c_char,
+    /// Number of entries in `paths`.
+    pub path_count: usize,
+    /// With the default paths, also lock the legacy `/tmp/resin/resin-updates.lock`.
+    /// Default true; ignored when `paths` are given.
+    pub legacy: bool,
+    /// How long `ul_acquire` waits: negative waits forever (default -1), 0 tries once,
+    /// otherwise milliseconds (monotonic clock).
+    pub timeout_ms: i64,
+    /// Take over locks left by dead holders (our record, nobody holds its flock). Default
+    /// true.
+    pub reclaim_stale: bool,
+    /// Create a missing lock directory with mode 1777, as the Supervisor does. Default true.
+    pub create_dir: bool,
+    /// Program name written in the holder record (UTF-8), shown by `lockctl status`. NULL
+    /// (default) means this process's name.
+    pub program: *const c_char,
+    /// A token that cancels a waiting `ul_acquire` from another thread or a signal handler
+    /// (`ul_cancel_token_cancel`). NULL (default): no cancellation. Borrowed: it must stay
+    /// alive until the call returns.
+    pub cancel: *const ul_cancel_token,
+}
+
+/// Which hand-over signal files `ul_handover_complete` writes (and `ul_status` reports).
+/// Caller-owned; initialise it with `ul_handover_options_init`. Versioned by `struct_size`
+/// like `ul_options`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ul_handover_options {
+    /// Size of the caller's struct in bytes; set by `ul_handover_options_init`.
+    pub struct_size: usize,
+    /// The signal paths (`path_count` entries). NULL or a count of 0 means the defaults:
+    /// `$BALENA_SERVICE_HANDOVER_COMPLETE_PATH` (else `$RESIN_SERVICE_KILL_ME_PATH`, else
+    /// `/tmp/balena/handover-complete`) plus, with `legacy`, `/tmp/resin/resin-kill-me` and
+    /// `/data/resin-kill-me` when `/data` exists. Borrowed for each call only.
+    pub paths: *const *const c_char,
+    /// Number of entries in `paths`.
+    pub path_count: usize,
+    /// With the default paths, also write the legacy signals. Default true.
+    pub legacy: bool,
+}
+
+/// Check `struct_size` of a caller's versioned struct and zero-fill what lies beyond ours.
+///
+/// # Safety
+/// `p` points to `struct_size` writable bytes.
+unsafe fn init_struct<T>(
+    p: *mut T,
+    struct_size: usize,
+    name: &str,
+    value: T,
+) -> Result<(), Failure> {
+    let ours = std::mem::size_of::<T>();
+    if struct_size < ours {
+        return Err(Failure::invalid(format!(
+            "{name}_init: struct_size is {struct_size}, but {name} has {ours} bytes in this library: pass sizeof({name}) and build against this library's header"
+        )));
+    }
+    // SAFETY: the caller's struct has `struct_size >= ours` writable bytes.
+    unsafe {
+        std::ptr::write_bytes(p.cast::<u8>().add(ours), 0, struct_size - ours);
+        p.write(value);
+    }
+    Ok(())
+}
+
+/// Read a caller's versioned struct after checking its `struct_size` (the first field).
+///
+/// # Safety
+/// `p` is NULL or points to a struct whose first field is a `size_t struct_size` and that
+/// has at least that many readable bytes.
+unsafe fn read_struct<T: Copy>(
+    p: *const T,
+    func: &str,
+    arg: &str,
+    name: &str,
+) -> Result<T, Failure> {
+    if p.is_null() {
+        return Err(Failure::null(func, arg));
+    }
+    // SAFETY: every versioned struct starts with `size_t struct_size`.
+    let size = unsafe { p.cast::<usize>().read() };
+    let ours = std::mem::size_of::<T>();
+    if size < ours {
+        return Err(Failure::invalid(format!(
+            "{func}: {arg}->struct_size is {size}, but {name} has {ours} bytes in this library: initialise it with {name}_init({arg}, sizeof *{arg})"
+        )));
+    }
+    // SAFETY: at least `ours` bytes are readable.
+    Ok(unsafe { p.read() })
+}
+
+/// The caller's path list.
+///
+/// # Safety
+/// `paths` is NULL or points to `count` pointers, each NULL or a NUL-terminated string.
+unsafe fn path_list(
+    paths: *const *const c_char,
+    count: usize,
+    func: &str,
+    arg: &str,
+) -> Result<Vec<PathBuf>, Failure> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    if paths.is_null() {
+        return Err(Failure::null(
+            func,
+            &format!("{arg}->paths (with path_count {count})"),
+        ));
+    }
+    let mut v = Vec::with_capacity(count);
+    for i in 0..count {
+        // SAFETY: the caller guarantees `count` entries.
+        let p = unsafe { paths.add(i).read() };
+        if p.is_null() {
+            return Err(Failure::null(func, &format!("{arg}->paths[{i}]")));
+        }
+        // Bytes as given: core rejects paths that are not UTF-8 with `invalid-path`.
+        // SAFETY: a NUL-terminated string, by the caller's guarantee.
+        let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
+        v.push(PathBuf::from(OsStr::from_bytes(bytes)));
+    }
+    Ok(v)
+}
+
+/// Core options (and the cancel token) from a caller's `ul_options`.
+///
+/// # Safety
+/// `opts` is NULL or a valid `ul_options` whose pointers follow its documentation.
+pub(crate) unsafe fn lock_options(
+    opts: *const ul_options,
+    func: &str,
+    arg: &str,
+) -> Result<(LockOptions, Option<CancelToken>), Failure> {
+    // SAFETY: forwarded from the caller.
+    let o = unsafe { read_struct(opts, func, arg, "ul_options") }?;
+    // SAFETY: forwarded from the caller.
+    let paths = unsafe { path_list(o.paths, o.path_count, func, arg) }?;
+    let mut lo = LockOptions::new()
+        .paths(paths)
+        .legacy(o.legacy)
+        .timeout(u64::try_from(o.timeout_ms).ok().map(Duration::from_millis))
+        .reclaim_stale(o.reclaim_stale)
+        .create_dir(o.create_dir);
+    if !o.program.is_null() {
+        // SAFETY: a NUL-terminated string, by the caller's guarantee.
+        let program = unsafe { CStr::from_ptr(o.program) };
+        let program = program.to_str().map_err(|_| {
+            Failure::invalid(format!(
+                "{func}: {arg}->program is not valid UTF-8 ({}); pass a UTF-8 program name or NULL",
+                program.to_string_lossy()
+            ))
+        })?;
+        lo = lo.program(program);
+    }
+    // SAFETY: NULL or a live token, by the caller's guarantee.
+    let cancel = unsafe { o.cancel.as_ref() }.map(|t| t.inner.clone());
+    Ok((lo, cancel))
+}
+
+/// Core hand-over options from a caller's `ul_handover_options`.
+///
+/// # Safety
+/// `opts` is NULL or a valid `ul_handover_options`.
+pub(crate) unsafe fn handover_options(
+    opts: *const ul_handover_options,
+    func: &str,
+    arg: &str,
+) -> Result<HandoverOptions, Failure> {
+    // SAFETY: forwarded from the caller.
+    let o = unsafe { read_struct(opts, func, arg, "ul_handover_options") }?;
+    // SAFETY: forwarded from the caller.
+    let paths = unsafe { path_list(o.paths, o.path_count, func, arg) }?;
+    Ok(HandoverOptions::new().paths(paths).legacy(o.legacy))
+}
+
+/// Fill `*opts` with the defaults and set `opts->struct_size = struct_size`: default paths
+/// (NULL, 0), `legacy` true, `timeout_ms` -1 (wait forever), `reclaim_stale` true,
+/// `create_dir` true, `program` NULL, `cancel` NULL.
+///
+/// Call it as `ul_options_init(&opts, sizeof opts)`. Returns `UL_OK`,
+/// `UL_ERR_NULL_ARGUMENT` or `UL_ERR_INVALID_ARGUMENT` (`struct_size` smaller than this
+/// library's `ul_options`). Bytes past this library's struct (a newer header) are zeroed.
+/// Thread-safe.
+///
+/// # Safety
+/// `opts` must be NULL or point to `struct_size` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ul_options_init(opts: *mut ul_options, struct_size: usize) -> ul_result {
+    guard("ul_options_init", || {
+        if opts.is_null() {
+            return Err(Failure::null("ul_options_init", "opts"));
+        }
+        let value = ul_options {
+            struct_size,
+            paths: std::ptr::null(),
+            path_count: 0,
+            legacy: true,
+            timeout_ms: -1,
+            reclaim_stale: true,
+            create_dir: true,
+            program: std::ptr::null(),
+            cancel: std::ptr::null(),
+        };
+        // SAFETY: the caller guarantees `struct_size` writable bytes.
+        unsafe { init_struct(opts, struct_size, "ul_options", value) }
+    })
+}
+
+/// Fill `*opts` with the defaults (default paths, `legacy` true) and set
+/// `opts->struct_size = struct_size`. Call it as
+/// `ul_handover_options_init(&opts, sizeof opts)`. Results as `ul_options_init`.
+/// Thread-safe.
+///
+/// # Safety
+/// `opts` must be NULL or point to `struct_size` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ul_handover_options_init(
+    opts: *mut ul_handover_options,
+    struct_size: usize,
+) -> ul_result {
+    guard("ul_handover_options_init", || {
+        if opts.is_null() {
+            return Err(Failure::null("ul_handover_options_init", "opts"));
+        }
+        let value = ul_handover_options {
+            struct_size,
+            paths: std::ptr::null(),
+            path_count: 0,
+            legacy: true,
+        };
+        // SAFETY: the caller guarantees `struct_size` writable bytes.
+        unsafe { init_struct(opts, struct_size, "ul_handover_options", value) }
+    })
+}

@@ -1,0 +1,1370 @@
+/*
+ * Tests of libupdate_lock through its C API, against the real readers of the lock:
+ * procmail's `lockfile -r 0` run as uid 65534 (what the balena Supervisor does), the host OS
+ * reboot's `flock -nx FILE -c true`, and `lockctl` (the CLI on the same core).
+ *
+ * Multi-process: helpers are fork+exec'd, synchronised through pipes and waitpid (no sleeps).
+ * Built by tests/run.sh with -std=c99 -Wall -Wextra -Werror -pedantic and run under valgrind
+ * and under ASan/UBSan. Environment: LOCKCTL (path of lockctl), UL_EXPECTED_VERSION.
+ * Ends with "c tests: N passed, M failed"; exits 1 if anything failed.
+ * Run a subset: test_update_lock NAME-SUBSTRING...
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "update_lock.h"
+
+/* Debug builds of the library export this test hook (not in the header). */
+ul_result ul_debug_panic(void);
+
+/* ------------------------------------------------------------------------------------ */
+/* A small test harness */
+
+static int current_failed;
+static const char *current_name;
+
+static void fail_at(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    char msg[1024];
+    fprintf(stderr, "  FAIL %s (%s:%d): ", current_name, file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    msg[0] = '\0';
+    ul_last_error_message(msg, sizeof msg);
+    if (msg[0] != '\0')
+        fprintf(stderr, "\n    last error [%s]: %s", ul_result_name((int)ul_last_error_code()), msg);
+    fprintf(stderr, "\n");
+    current_failed = 1;
+}
+
+#define CHECK(cond, ...)                                   \
+    do {                                                   \
+        if (!(cond)) {                                     \
+            fail_at(__FILE__, __LINE__, __VA_ARGS__);      \
+            return;                                        \
+        }                                                  \
+    } while (0)
+
+#define CHECK_RESULT(call, want)                                                        \
+    do {                                                                                \
+        ul_result got_ = (call);                                                        \
+        if (got_ != (want)) {                                                           \
+            fail_at(__FILE__, __LINE__, "%s returned %s (%d), expected %s", #call,       \
+                    ul_result_name((int)got_), (int)got_, ul_result_name((int)(want)));  \
+            return;                                                                     \
+        }                                                                               \
+    } while (0)
+
+/* The thread's last error message (static buffer: one at a time). */
+static const char *last_message(void)
+{
+    static char buf[4096];
+    ul_last_error_message(buf, sizeof buf);
+    return buf;
+}
+
+#define CHECK_MESSAGE_HAS(needle)                                                        \
+    CHECK(strstr(last_message(), (needle)) != NULL, "message lacks \"%s\": %s", (needle), \
+          last_message())
+
+/* ------------------------------------------------------------------------------------ */
+/* Fixtures: a fresh service directory (mode 1777, as the Supervisor makes it) per test */
+
+static char tmp_root[256];
+static char svc[512];
+static const char *lockctl;
+
+static int svc_count;
+
+static void make_svc(void)
+{
+    snprintf(svc, sizeof svc, "%s/svc%d", tmp_root, ++svc_count);
+    if (mkdir(svc, 01777) != 0 || chmod(svc, 01777) != 0) {
+        perror("mkdir service directory");
+        exit(2);
+    }
+}
+
+/* A path inside the service directory (rotating static buffers). */
+static const char *in_svc(const char *name)
+{
+    static char bufs[8][1024];
+    static int i;
+    char *b = bufs[i++ % 8];
+    snprintf(b, sizeof bufs[0], "%s/%s", svc, name);
+    return b;
+}
+
+static int exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+static uid_t owner_of(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0 ? st.st_uid : (uid_t)-1;
+}
+
+/* Read a whole small file into a static buffer ("" if missing). */
+static const char *slurp(const char *path)
+{
+    static char buf[8192];
+    ssize_t n = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    buf[0] = '\0';
+    if (fd < 0)
+        return buf;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    return buf;
+}
+
+static ul_options opts_for(const char **paths, size_t n)
+{
+    ul_options o;
+    if (ul_options_init(&o, sizeof o) != UL_OK) {
+        fprintf(stderr, "ul_options_init failed\n");
+        exit(2);
+    }
+    o.paths = paths;
+    o.path_count = n;
+    o.program = "c-tests";
+    return o;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Processes */
+
+/* Run argv, stdin from /dev/null, stdout to `out_fd` (or /dev/null if -1), stderr kept;
+ * the exit status, 128+N if killed by signal N, or -1 if it could not run. */
+static int run_to(int out_fd, char *const argv[])
+{
+    int status = 0;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 0);
+        dup2(out_fd >= 0 ? out_fd : null, 1);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+}
+
+#define RUN(...) run_to(-1, (char *const[]){__VA_ARGS__, NULL})
+
+/* Run argv and capture its stdout into a static buffer. */
+static const char *run_capture(int *status, char *const argv[])
+{
+    static char buf[16384];
+    size_t len = 0;
+    int fds[2];
+    pid_t pid;
+    int st = 0;
+    buf[0] = '\0';
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        *status = -1;
+        return buf;
+    }
+    pid = fork();
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 0);
+        dup2(fds[1], 1);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    for (;;) {
+        ssize_t n = read(fds[0], buf + len, sizeof buf - 1 - len);
+        if (n > 0)
+            len += (size_t)n;
+        else if (n == 0 || errno != EINTR || len == sizeof buf - 1)
+            break;
+    }
+    buf[len] = '\0';
+    close(fds[0]);
+    waitpid(pid, &st, 0);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return buf;
+}
+
+/* The reboot script's probe: 0 = it would get the flock, 1 = held. Only on existing files
+ * (flock(1) creates a missing one). */
+static int reboot_probe(const char *path)
+{
+    return RUN("flock", "-nx", (char *)path, "-c", "true");
+}
+
+/* The Supervisor's lock attempt: 0 = it took the lock, 73 = held. */
+static int supervisor_lockfile(const char *path)
+{
+    return RUN("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "lockfile", "-r",
+               "0", (char *)path);
+}
+
+/* Wait for a child we forked and return its exit status (or 128+signal). */
+static int wait_child(pid_t pid)
+{
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
+    return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Tests */
+
+static void test_version_and_result_names(void)
+{
+    const char *want = getenv("UL_EXPECTED_VERSION");
+    static const struct {
+        int code;
+        const char *name;
+    } names[] = {
+        {UL_OK, "ok"},
+        {UL_ERR_HELD, "held"},
+        {UL_ERR_TIMEOUT, "timeout"},
+        {UL_ERR_LOST, "lost"},
+        {UL_ERR_PERMISSION, "permission"},
+        {UL_ERR_SUPERVISOR_UID, "supervisor-uid"},
+        {UL_ERR_INVALID_PATH, "invalid-path"},
+        {UL_ERR_IO, "io"},
+        {UL_ERR_CANCELLED, "cancelled"},
+        {UL_ERR_NOT_HELD, "not-held"},
+        {UL_ERR_NULL_ARGUMENT, "null-argument"},
+        {UL_ERR_INVALID_ARGUMENT, "invalid-argument"},
+        {UL_ERR_BUFFER_TOO_SMALL, "buffer-too-small"},
+        {UL_ERR_PANIC, "panic"},
+    };
+    size_t i;
+    CHECK(want != NULL, "UL_EXPECTED_VERSION is not set");
+    CHECK(strcmp(ul_version(), want) == 0, "ul_version() = %s, want %s", ul_version(), want);
+    /* The numbers are part of the ABI. */
+    CHECK(UL_ERR_HELD == 1 && UL_ERR_NOT_HELD == 9 && UL_ERR_NULL_ARGUMENT == 100 &&
+              UL_ERR_PANIC == 199,
+          "result numbers changed");
+    for (i = 0; i < sizeof names / sizeof names[0]; i++)
+        CHECK(strcmp(ul_result_name(names[i].code), names[i].name) == 0,
+              "ul_result_name(%d) = %s, want %s", names[i].code, ul_result_name(names[i].code),
+              names[i].name);
+    CHECK(strcmp(ul_result_name(10), "unknown") == 0, "code 10");
+    CHECK(strcmp(ul_result_name(-1), "unknown") == 0, "code -1");
+    CHECK(strcmp(ul_state_name(UL_STATE_HELD_BY_SUPERVISOR), "held-by-supervisor") == 0, "state");
+    CHECK(strcmp(ul_state_name(42), "unknown") == 0, "state 42");
+    CHECK(strcmp(ul_foreign_kind_name(UL_FOREIGN_LOCKFILE_FORMAT), "lockfile-format") == 0, "kind");
+    CHECK(strcmp(ul_foreign_kind_name(UL_FOREIGN_NONE), "none") == 0, "kind none");
+    CHECK(strcmp(ul_foreign_kind_name(99), "unknown") == 0, "kind 99");
+}
+
+static void test_options_init_defaults_and_versioning(void)
+{
+    struct {
+        ul_options o;
+        unsigned char newer_fields[32];
+    } big;
+    ul_options o;
+    ul_handover_options h;
+    size_t i;
+    memset(&o, 0xAB, sizeof o);
+    CHECK_RESULT(ul_options_init(&o, sizeof o), UL_OK);
+    CHECK(o.struct_size == sizeof o, "struct_size %zu", o.struct_size);
+    CHECK(o.paths == NULL && o.path_count == 0, "default paths");
+    CHECK(o.legacy && o.reclaim_stale && o.create_dir, "default flags");
+    CHECK(o.timeout_ms == -1, "default timeout %lld", (long long)o.timeout_ms);
+    CHECK(o.program == NULL && o.cancel == NULL, "default program/cancel");
+    CHECK(ul_last_error_code() == UL_OK, "success must clear the last error");
+
+    /* A caller built against a newer header passes a bigger struct: the unknown tail is
+     * zeroed and the size kept. */
+    memset(&big, 0xAB, sizeof big);
+    CHECK_RESULT(ul_options_init(&big.o, sizeof big), UL_OK);
+    CHECK(big.o.struct_size == sizeof big, "big struct_size");
+    for (i = 0; i < sizeof big.newer_fields; i++)
+        CHECK(big.newer_fields[i] == 0, "tail byte %zu not zeroed", i);
+
+    /* Too small: refused, and the message says how to call it. */
+    CHECK_RESULT(ul_options_init(&o, sizeof o - 1), UL_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("sizeof(ul_options)");
+
+    CHECK_RESULT(ul_handover_options_init(&h, sizeof h), UL_OK);
+    CHECK(h.struct_size == sizeof h && h.paths == NULL && h.path_count == 0 && h.legacy,
+          "handover defaults");
+    CHECK_RESULT(ul_handover_options_init(&h, 3), UL_ERR_INVALID_ARGUMENT);
+}
+
+static void test_acquire_release_both_readers_see_it(void)
+{
+    const char *p;
+    const char *paths[1];
+    ul_options o;
+    ul_lock *lock = NULL;
+    const char *content;
+    int fd;
+    make_svc();
+    p = in_svc("updates.lock");
+    paths[0] = p;
+    o = opts_for(paths, 1);
+
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_OK);
+    CHECK(lock != NULL, "no handle");
+    CHECK(exists(p), "lock file missing while held");
+    CHECK(owner_of(p) == 0, "lock file owned by %d", (int)owner_of(p));
+    content = slurp(p);
+    CHECK(strncmp(content, "update-lock holder v1\n", 22) == 0, "record: %s", content);
+    CHECK(strstr(content, "program=c-tests\n") != NULL, "program in record: %s", content);
+    CHECK(reboot_probe(p) == 1, "the reboot probe (flock -nx) must fail while held");
+    CHECK(supervisor_lockfile(p) == 73, "the Supervisor's lockfile must see the lock (73)");
+    CHECK(exists(p) && owner_of(p) == 0, "readers changed the lock file");
+
+    /* Accessors. */
+    CHECK(ul_is_held(lock), "ul_is_held");
+    CHECK_RESULT(ul_check(lock), UL_OK);
+    CHECK(ul_lock_path_count(lock) == 1, "path count %zu", ul_lock_path_count(lock));
+    CHECK(strcmp(ul_lock_path(lock, 0), p) == 0, "path 0 = %s", ul_lock_path(lock, 0));
+    CHECK(ul_lock_path(lock, 1) == NULL, "path 1 must be NULL");
+    CHECK(ul_lock_fd(lock, 0) >= 0, "fd");
+    CHECK(ul_lock_fd(lock, 1) == -1, "fd 1 must be -1");
+    CHECK((fcntl(ul_lock_fd(lock, 0), F_GETFD) & FD_CLOEXEC) != 0, "fd must be close-on-exec");
+    fd = open(p, O_RDONLY | O_CLOEXEC);
+    CHECK(fd >= 0, "open lock file");
+    CHECK(flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK,
+          "a fresh descriptor must not get the flock");
+    close(fd);
+
+    CHECK_RESULT(ul_release(lock), UL_OK);
+    CHECK(!exists(p), "lock file left behind after release");
+    /* Free again: the Supervisor gets it now. */
+    CHECK(supervisor_lockfile(p) == 0, "the Supervisor's lockfile must succeed after release");
+    CHECK(owner_of(p) == 65534, "Supervisor lock owner");
+    unlink(p);
+}
+
+static void test_two_paths_all_or_nothing(void)
+{
+    const char *paths[2];
+    ul_options o;
+    ul_lock *lock = NULL;
+    char where[1024];
+    ul_holder h;
+    char strings[2048];
+    size_t needed = 0;
+    make_svc();
+    paths[0] = in_svc("updates.lock");
+    paths[1] = in_svc("resin-updates.lock");
+    o = opts_for(paths, 2);
+
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_OK);
+    CHECK(exists(paths[0]) && exists(paths[1]), "both paths must exist");
+    CHECK(ul_lock_path_count(lock) == 2, "count");
+    CHECK(strcmp(ul_lock_path(lock, 1), paths[1]) == 0, "path 1");
+    CHECK_RESULT(ul_release(lock), UL_OK);
+    CHECK(!exists(paths[0]) && !exists(paths[1]), "both paths must be gone");
+
+    /* The Supervisor holds the legacy name: nothing is taken, the first path is undone. */
+    CHECK(supervisor_lockfile(paths[1]) == 0, "supervisor lockfile");
+    o.timeout_ms = 0;
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_ERR_HELD);
+    CHECK(lock == NULL, "*out must be NULL on failure");
+    CHECK(!exists(paths[0]), "first path must be undone");
+    CHECK(exists(paths[1]) && owner_of(paths[1]) == 65534, "Supervisor's lock must stay");
+    CHECK_MESSAGE_HAS("balena Supervisor");
+    CHECK_MESSAGE_HAS(paths[1]);
+    CHECK(ul_last_error_path(where, sizeof where) == strlen(paths[1]), "path length");
+    CHECK(strcmp(where, paths[1]) == 0, "ul_last_error_path = %s", where);
+    CHECK_RESULT(ul_last_error_holder(&h, strings, sizeof strings, &needed), UL_OK);
+    CHECK(h.state == UL_STATE_HELD_BY_SUPERVISOR, "holder state %s", ul_state_name(h.state));
+    CHECK(!h.has_record, "no record for the Supervisor");
+    CHECK(strstr(h.description, "Supervisor") != NULL, "description: %s", h.description);
+    CHECK(ul_last_error_code() == UL_ERR_HELD, "ul_last_error_holder must not change the error");
+    unlink(paths[1]);
+}
+
+static void test_held_by_supervisor_timeout_then_free(void)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *lock = NULL;
+    make_svc();
+    paths[0] = in_svc("updates.lock");
+    o = opts_for(paths, 1);
+
+    CHECK(supervisor_lockfile(paths[0]) == 0, "supervisor lockfile");
+    CHECK_RESULT(ul_try_acquire(&o, &lock), UL_ERR_HELD);
+    CHECK_MESSAGE_HAS("held by the balena Supervisor");
+    CHECK_MESSAGE_HAS("wait for the update to settle");
+    o.timeout_ms = 100;
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_ERR_TIMEOUT);
+    CHECK(lock == NULL, "*out must be NULL");
+    CHECK_MESSAGE_HAS("timed out after");
+    CHECK_MESSAGE_HAS("balena Supervisor");
+    CHECK(exists(paths[0]) && owner_of(paths[0]) == 65534, "the Supervisor's lock was touched");
+    CHECK(strcmp(slurp(paths[0]), "0") == 0, "content changed");
+    /* The Supervisor releases (it deletes its file): the lock is ours. */
+    unlink(paths[0]);
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_OK);
+    CHECK(supervisor_lockfile(paths[0]) == 73, "the Supervisor must now see our lock");
+    CHECK_RESULT(ul_release(lock), UL_OK);
+}
+
+struct waiter {
+    ul_options opts;
+    ul_result result;
+    ul_lock *lock;
+    char message[1024];
+};
+
+static void *waiter_thread(void *arg)
+{
+    struct waiter *w = arg;
+    w->result = ul_acquire(&w->opts, &w->lock);
+    ul_last_error_message(w->message, sizeof w->message);
+    return NULL;
+}
+
+static void test_held_by_lockctl_acquire(void)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *lock = NULL;
+    ul_holder h;
+    char strings[2048];
+    size_t needed = 0;
+    struct waiter w;
+    pthread_t t;
+    make_svc();
+    paths[0] = in_svc("updates.lock");
+    o = opts_for(paths, 1);
+
+    CHECK(RUN((char *)lockctl, "acquire", "--path", (char *)paths[0], "--no-legacy") == 0,
+          "lockctl acquire");
+    CHECK_RESULT(ul_try_acquire(&o, &lock), UL_ERR_HELD);
+    CHECK_MESSAGE_HAS("held by another app");
+    CHECK_MESSAGE_HAS("lockctl acquire");
+    CHECK_RESULT(ul_last_error_holder(&h, strings, sizeof strings, &needed), UL_OK);
+    CHECK(h.state == UL_STATE_HELD_BY_APP && h.has_record && h.flock_held, "holder %s",
+          ul_state_name(h.state));
+    CHECK(strcmp(h.record.program, "lockctl acquire") == 0, "program %s", h.record.program);
+    CHECK(!h.record.same_process && h.record.same_pid_namespace, "same process/namespace");
+    CHECK(h.record.pid > 0 && h.record.pid != getpid(), "pid %d", h.record.pid);
+    CHECK(h.record.uid == 0 && h.record.has_acquired_at, "uid/acquired_at");
+    CHECK(needed <= sizeof strings && needed > strlen(h.description), "needed %zu", needed);
+    CHECK(reboot_probe(paths[0]) == 1, "reboot probe must fail while lockctl holds it");
+
+    /* A waiting acquisition gets the lock once lockctl releases (whichever comes first). */
+    memset(&w, 0, sizeof w);
+    w.opts = o;
+    w.opts.timeout_ms = -1;
+    CHECK(pthread_create(&t, NULL, waiter_thread, &w) == 0, "pthread_create");
+    CHECK(RUN((char *)lockctl, "release", "--path", (char *)paths[0], "--no-legacy") == 0,
+          "lockctl release");
+    pthread_join(t, NULL);
+    CHECK(w.result == UL_OK, "waiting acquire: %s: %s", ul_result_name(w.result), w.message);
+    CHECK(exists(paths[0]) && strstr(slurp(paths[0]), "program=c-tests") != NULL,
+          "our record must be in place");
+    CHECK_RESULT(ul_release(w.lock), UL_OK);
+}
+
+static void test_held_by_lockctl_run(void)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *lock = NULL;
+    int in[2], out[2];
+    char line[64];
+    ssize_t n;
+    pid_t pid;
+    make_svc();
+    paths[0] = in_svc("updates.lock");
+    o = opts_for(paths, 1);
+
+    CHECK(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0, "pipes");
+    pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        execl(lockctl, lockctl, "run", "--path", paths[0], "--no-legacy", "--", "sh", "-c",
+              "echo ready; read x", (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    n = read(out[0], line, sizeof line - 1);
+    line[n > 0 ? n : 0] = '\0';
+    CHECK(strcmp(line, "ready\n") == 0, "readiness line: '%s'", line);
+
+    CHECK_RESULT(ul_try_acquire(&o, &lock), UL_ERR_HELD);
+    CHECK_MESSAGE_HAS("held by another app");
+    CHECK(reboot_probe(paths[0]) == 1, "reboot probe must fail while lockctl run holds it");
+    CHECK(supervisor_lockfile(paths[0]) == 73, "Supervisor must see lockctl's lock");
+
+    CHECK(write(in[1], "\n", 1) == 1, "write");
+    close(in[1]);
+    close(out[0]);
+    CHECK(wait_child(pid) == 0, "lockctl run exit status");
+    CHECK(!exists(paths[0]), "lockctl run left its lock behind");
+    CHECK_RESULT(ul_try_acquire(&o, &lock), UL_OK);
+    CHECK_RESULT(ul_release(lock), UL_OK);
+}
+
+static void test_lockctl_sees_our_lock(void)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *lock = NULL;
+    int status = 0;
+    const char *json;
+    make_svc();
+    paths[0] = in_svc("updates.lock");
+    o = opts_for(paths, 1);
+
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_OK);
+    CHECK(RUN((char *)lockctl, "run", "--no-wait", "--path", (char *)paths[0], "--no-legacy",
+              "--", "true") == 73,
+          "lockctl run must exit 73 while we hold the lock");
+    json = run_capture(&status, (char *const[]){(char *)lockctl, "status", "--json", "--path",
+                                                 (char *)paths[0], NULL});
+    CHECK(strstr(json, "\"state\": \"held-by-app\"") != NULL ||
+              strstr(json, "\"state\":\"held-by-app\"") != NULL,
+          "lockctl status: %s", json);
+    CHECK(strstr(json, "c-tests") != NULL, "our program name in lockctl status: %s", json);
+    CHECK_RESULT(ul_release(lock), UL_OK);
+    CHECK(RUN((char *)lockctl, "run", "--no-wait", "--path", (char *)paths[0], "--no-legacy",
+              "--", "true") == 0,
+          "lockctl run must succeed after release");
+}
+
+static void test_stale_lock_reclaimed_only_when_allowed(void)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *lock = NULL;
+    pid_t pid;
+    ul_holder h;
+    char strings[2048];
+    make_svc();
+    paths[0] = in_svc("updates.lock");
+    o = opts_for(paths, 1);
+
+    /* A holder that dies without releasing: the file stays, its flock dies. */
+    pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        ul_lock *l = NULL;
+        o.program = "dead-holder";
+        _exit(ul_acquire(&o, &l) == UL_OK ? 0 : 1);
+    }
+    CHECK(wait_child(pid) == 0, "child could not take the lock");
+    CHECK(exists(paths[0]), "the dead holder's file must still exist");
+    CHECK(reboot_probe(paths[0]) == 0, "nobody holds the flock of a dead holder");
+
+    o.reclaim_stale = false;
+    o.timeout_ms = 0;
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_ERR_HELD);
+    CHECK_MESSAGE_HAS("dead holder");
+    CHECK_RESULT(ul_last_error_holder(&h, strings, sizeof strings, NULL), UL_OK);
+    CHECK(h.state == UL_STATE_STALE && h.has_record, "state %s", ul_state_name(h.state));
+    CHECK(h.record.pid == pid, "stale pid %d, want %d", h.record.pid, (int)pid);
+    CHECK(strcmp(h.record.program, "dead-holder") == 0, "program %s", h.record.program);
+    CHECK(exists(paths[0]), "nothing may be deleted without reclaim");
+
+    o.reclaim_stale = true;
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_OK);
+    CHECK(strstr(slurp(paths[0]), "program=c-tests") != NULL, "our record after reclaim");
+    CHECK_RESULT(ul_release(lock), UL_OK);
+}
+
+static void test_fork_child_never_releases_the_parent_lock(void)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *lock = NULL;
+    pid_t pid;
+    make_svc();
+    paths[0] = in_svc("updates.lock");
+    o = opts_for(paths, 1);
+
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_OK);
+    pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        /* exit codes: 10 check, 11 is_held, 12 release, 13 fd */
+        if (ul_check(lock) != UL_ERR_NOT_HELD)
+            _exit(10);
+        if (ul_is_held(lock))
+            _exit(11);
+        if (ul_lock_fd(lock, 0) != -1)
+            _exit(13);
+        if (ul_release(lock) != UL_OK)
+            _exit(12);
+        _exit(0);
+    }
+    {
+        int st = wait_child(pid);
+        CHECK(st == 0, "child saw wrong results (exit %d)", st);
+    }
+    CHECK(exists(paths[0]), "the child deleted the parent's lock");
+    CHECK_RESULT(ul_check(lock), UL_OK);
+    CHECK(reboot_probe(paths[0]) == 1, "the parent's flock must survive the child");
+    CHECK_RESULT(ul_release(lock), UL_OK);
+    CHECK(!exists(paths[0]), "released");
+}
+
+static void test_lost_lock_is_reported_and_never_deleted(void)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *lock = NULL;
+    make_svc();
+    paths[0] = in_svc("updates.lock");
+    o = opts_for(paths, 1);
+
+    /* Deleted under us (the Supervisor's lock override). */
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_OK);
+    CHECK(unlink(paths[0]) == 0, "unlink");
+    CHECK_RESULT(ul_check(lock), UL_ERR_LOST);
+    CHECK_MESSAGE_HAS("lost the update lock");
+    CHECK_MESSAGE_HAS("was deleted");
+    CHECK_RESULT(ul_release(lock), UL_ERR_LOST); /* the handle is freed anyway */
+
+    /* Replaced by the Supervisor's own lock: reported, and its file left alone. */
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_OK);
+    CHECK(unlink(paths[0]) == 0, "unlink");
+    CHECK(supervisor_lockfile(paths[0]) == 0, "supervisor lockfile");
+    CHECK_RESULT(ul_release(lock), UL_ERR_LOST);
+    CHECK_MESSAGE_HAS("now belongs to the Supervisor");
+    CHECK(exists(paths[0]) && owner_of(paths[0]) == 65534, "the Supervisor's lock was deleted");
+    unlink(paths[0]);
+}
+
+/* Run `fn` in a child process with the given uid/gid; returns the child's exit status. */
+static int as_user(uid_t uid, gid_t gid, int (*fn)(void))
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 ||
+            setresuid(uid, uid, uid) != 0)
+            _exit(99);
+        _exit(fn());
+    }
+    return wait_child(pid);
+}
+
+static int expect_in_child(ul_result want, const char *needle)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *lock = NULL;
+    ul_result r;
+    paths[0] = in_svc("updates.lock");
+    o = opts_for(paths, 1);
+    r = ul_try_acquire(&o, &lock);
+    if (r != want) {
+        fprintf(stderr, "    child: got %s: %s\n", ul_result_name(r), last_message());
+        return 1;
+    }
+    if (strstr(last_message(), needle) == NULL) {
+        fprintf(stderr, "    child: message lacks '%s': %s\n", needle, last_message());
+        return 2;
+    }
+    return lock == NULL ? 0 : 3;
+}
+
+static int child_permission(void)
+{
+    return expect_in_child(UL_ERR_PERMISSION, "permission denied");
+}
+
+static int child_supervisor_uid(void)
+{
+    return expect_in_child(UL_ERR_SUPERVISOR_UID, "65534");
+}
+
+static void test_permission_and_supervisor_uid(void)
+{
+    make_svc();
+    /* A directory uid 1000 may not write to. */
+    CHECK(chmod(svc, 0755) == 0, "chmod");
+    CHECK(as_user(1000, 1000, child_permission) == 0, "uid 1000 must get UL_ERR_PERMISSION");
+    CHECK(!exists(in_svc("updates.lock")), "nothing may be created");
+    CHECK(chmod(svc, 01777) == 0, "chmod");
+    /* Running as the Supervisor's uid is refused before anything is created. */
+    CHECK(as_user(65534, 65534, child_supervisor_uid) == 0,
+          "uid 65534 must get UL_ERR_SUPERVISOR_UID");
+    CHECK(!exists(in_svc("updates.lock")), "nothing may be created as 65534");
+}
+
+static void test_invalid_paths_delete_nothing(void)
+{
+    char bad_utf8[600], trailing[600], missing[600];
+    const char *cases[4];
+    const char *needles[4] = {"empty", "UTF-8", "does not name a file", "does not exist"};
+    const char *keep;
+    size_t i;
+    int fd;
+    make_svc();
+    keep = in_svc("keep.txt");
+    fd = open(keep, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    CHECK(fd >= 0 && write(fd, "data", 4) == 4, "create keep.txt");
+    close(fd);
+    snprintf(bad_utf8, sizeof bad_utf8, "%s/\xff\xfe.lock", svc);
+    snprintf(trailing, sizeof trailing, "%s/", svc);
+    snprintf(missing, sizeof missing, "%s/no-such-dir/updates.lock", svc);
+    cases[0] = "";
+    cases[1] = bad_utf8;
+    cases[2] = trailing;
+    cases[3] = missing;
+    for (i = 0; i < 4; i++) {
+        const char *paths[1];
+        ul_options o;
+        ul_lock *lock = (ul_lock *)&o; /* must be reset to NULL */
+        paths[0] = cases[i];
+        o = opts_for(paths, 1);
+        o.create_dir = false;
+        CHECK_RESULT(ul_acquire(&o, &lock), UL_ERR_INVALID_PATH);
+        CHECK(lock == NULL, "*out not reset");
+        CHECK_MESSAGE_HAS(needles[i]);
+        CHECK_MESSAGE_HAS("invalid lock path");
+    }
+    CHECK(strcmp(slurp(keep), "data") == 0, "keep.txt changed");
+    CHECK(!exists(missing), "the missing directory must not be created");
+}
+
+static int child_out_of_fds(void)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *lock = NULL;
+    ul_cancel_token *tok = NULL;
+    struct rlimit rl;
+    ul_result r;
+    int fd;
+    paths[0] = in_svc("updates.lock");
+    o = opts_for(paths, 1);
+    /* Use up every descriptor below the limit. */
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 10;
+    rl.rlim_cur = 64;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        perror("    child: setrlimit");
+        return 11;
+    }
+    while ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+        ;
+    r = ul_try_acquire(&o, &lock);
+    if (r != UL_ERR_IO) {
+        fprintf(stderr, "    child: acquire got %s: %s\n", ul_result_name(r), last_message());
+        return 1;
+    }
+    if (strstr(last_message(), "out of file descriptors") == NULL) {
+        fprintf(stderr, "    child: message: %s\n", last_message());
+        return 2;
+    }
+    r = ul_cancel_token_new(&tok);
+    if (r != UL_ERR_IO || tok != NULL) {
+        fprintf(stderr, "    child: token got %s\n", ul_result_name(r));
+        return 3;
+    }
+    return 0;
+}
+
+static void test_io_error_out_of_descriptors(void)
+{
+    pid_t pid;
+    make_svc();
+    pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0)
+        _exit(child_out_of_fds());
+    {
+        int st = wait_child(pid);
+        CHECK(st == 0, "out of descriptors must give UL_ERR_IO (child exit %d)", st);
+    }
+    CHECK(!exists(in_svc("updates.lock")), "nothing may be left behind");
+}
+
+static ul_cancel_token *signal_token;
+
+static void on_sigusr1(int sig)
+{
+    (void)sig;
+    ul_cancel_token_cancel(signal_token); /* async-signal-safe */
+}
+
+static void *cancel_later(void *arg)
+{
+    ul_cancel_token_cancel((const ul_cancel_token *)arg);
+    return NULL;
+}
+
+static void *signal_main(void *arg)
+{
+    pthread_kill(*(pthread_t *)arg, SIGUSR1);
+    return NULL;
+}
+
+static void test_cancel_from_thread_and_signal_handler(void)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *first = NULL, *second = NULL;
+    ul_cancel_token *tok = NULL;
+    pthread_t t, self = pthread_self();
+    struct sigaction sa;
+    make_svc();
+    paths[0] = in_svc("updates.lock");
+    o = opts_for(paths, 1);
+
+    /* Held by another handle of this process: a second acquisition waits for it. */
+    CHECK_RESULT(ul_acquire(&o, &first), UL_OK);
+    CHECK_RESULT(ul_cancel_token_new(&tok), UL_OK);
+    CHECK(!ul_cancel_token_is_cancelled(tok), "new token is cancelled");
+    o.cancel = tok;
+    o.timeout_ms = -1;
+    CHECK(pthread_create(&t, NULL, cancel_later, tok) == 0, "pthread_create");
+    CHECK_RESULT(ul_acquire(&o, &second), UL_ERR_CANCELLED);
+    pthread_join(t, NULL);
+    CHECK(second == NULL, "*out must be NULL");
+    CHECK_MESSAGE_HAS("was cancelled");
+    CHECK(ul_cancel_token_is_cancelled(tok), "token must stay cancelled");
+    ul_cancel_token_free(tok);
+    tok = NULL;
+
+    /* From a signal handler, while the main thread waits. */
+    CHECK_RESULT(ul_cancel_token_new(&signal_token), UL_OK);
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigusr1;
+    sigemptyset(&sa.sa_mask);
+    CHECK(sigaction(SIGUSR1, &sa, NULL) == 0, "sigaction");
+    o.cancel = signal_token;
+    CHECK(pthread_create(&t, NULL, signal_main, &self) == 0, "pthread_create");
+    CHECK_RESULT(ul_acquire(&o, &second), UL_ERR_CANCELLED);
+    pthread_join(t, NULL);
+    signal(SIGUSR1, SIG_DFL);
+    ul_cancel_token_free(signal_token);
+    signal_token = NULL;
+
+    /* Nothing was taken: the first handle still holds its lock. */
+    CHECK_RESULT(ul_check(first), UL_OK);
+    CHECK_RESULT(ul_release(first), UL_OK);
+    ul_cancel_token_cancel(NULL);
+    ul_cancel_token_free(NULL);
+    CHECK(!ul_cancel_token_is_cancelled(NULL), "NULL token");
+}
+
+static void test_null_arguments(void)
+{
+    const char *paths[2] = {NULL, NULL};
+    ul_options o = opts_for(NULL, 0);
+    ul_lock *lock = NULL;
+    ul_status_report rep;
+    ul_handover_options h;
+    char buf[16];
+
+    CHECK_RESULT(ul_acquire(NULL, &lock), UL_ERR_NULL_ARGUMENT);
+    CHECK_MESSAGE_HAS("`opts` is NULL");
+    CHECK_RESULT(ul_acquire(&o, NULL), UL_ERR_NULL_ARGUMENT);
+    CHECK_MESSAGE_HAS("`out` is NULL");
+    CHECK_RESULT(ul_try_acquire(NULL, &lock), UL_ERR_NULL_ARGUMENT);
+    CHECK_RESULT(ul_try_acquire(&o, NULL), UL_ERR_NULL_ARGUMENT);
+    /* A path list pointer NULL with a count, or a NULL entry. */
+    o.paths = NULL;
+    o.path_count = 1;
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_ERR_NULL_ARGUMENT);
+    CHECK_MESSAGE_HAS("opts->paths");
+    o.paths = paths;
+    paths[0] = "/tmp/x-never-created/updates.lock";
+    o.path_count = 2;
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_ERR_NULL_ARGUMENT);
+    CHECK_MESSAGE_HAS("opts->paths[1]");
+    CHECK(!exists("/tmp/x-never-created"), "nothing may be created");
+
+    CHECK_RESULT(ul_release(NULL), UL_OK); /* NULL-safe */
+    CHECK_RESULT(ul_check(NULL), UL_ERR_NULL_ARGUMENT);
+    CHECK(!ul_is_held(NULL), "ul_is_held(NULL)");
+    CHECK(ul_lock_path_count(NULL) == 0, "ul_lock_path_count(NULL)");
+    CHECK(ul_lock_path(NULL, 0) == NULL, "ul_lock_path(NULL)");
+    CHECK(ul_lock_fd(NULL, 0) == -1, "ul_lock_fd(NULL)");
+    CHECK_RESULT(ul_options_init(NULL, sizeof o), UL_ERR_NULL_ARGUMENT);
+    CHECK_RESULT(ul_handover_options_init(NULL, sizeof h), UL_ERR_NULL_ARGUMENT);
+    CHECK_RESULT(ul_status_report_init(NULL, sizeof rep), UL_ERR_NULL_ARGUMENT);
+    CHECK_RESULT(ul_handover_complete(NULL, NULL), UL_ERR_NULL_ARGUMENT);
+    CHECK_RESULT(ul_cancel_token_new(NULL), UL_ERR_NULL_ARGUMENT);
+
+    o = opts_for(NULL, 0);
+    CHECK_RESULT(ul_handover_options_init(&h, sizeof h), UL_OK);
+    CHECK_RESULT(ul_status_report_init(&rep, sizeof rep), UL_OK);
+    CHECK_RESULT(ul_status(NULL, &h, &rep), UL_ERR_NULL_ARGUMENT);
+    CHECK_MESSAGE_HAS("`locks` is NULL");
+    CHECK_RESULT(ul_status(&o, NULL, &rep), UL_ERR_NULL_ARGUMENT);
+    CHECK_MESSAGE_HAS("`handover` is NULL");
+    CHECK_RESULT(ul_status(&o, &h, NULL), UL_ERR_NULL_ARGUMENT);
+    CHECK_MESSAGE_HAS("`report` is NULL");
+    rep.lock_capacity = 4; /* with rep.locks NULL */
+    CHECK_RESULT(ul_status(&o, &h, &rep), UL_ERR_NULL_ARGUMENT);
+    CHECK_MESSAGE_HAS("report->locks");
+    /* The error query functions take NULL too and never change the last error. */
+    CHECK(ul_last_error_message(NULL, 0) > 0, "length query");
+    CHECK(ul_last_error_message(NULL, sizeof buf) > 0, "NULL buffer with a length");
+    CHECK(ul_last_error_path(NULL, 0) == 0, "no path for a NULL-argument error");
+    CHECK(ul_last_error_holder(NULL, buf, sizeof buf, NULL) == UL_ERR_NULL_ARGUMENT, "holder");
+    CHECK(ul_last_error_code() == UL_ERR_NULL_ARGUMENT, "the last error changed");
+}
+
+static void test_invalid_arguments(void)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *lock = NULL;
+    ul_handover_options h;
+    ul_status_report rep;
+    make_svc();
+    paths[0] = in_svc("updates.lock");
+    o = opts_for(paths, 1);
+
+    o.program = "\xff\xfe not utf-8";
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("opts->program is not valid UTF-8");
+    CHECK(!exists(paths[0]), "nothing may be created");
+
+    o = opts_for(paths, 1);
+    o.struct_size = 8; /* an uninitialised or older struct */
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("ul_options_init");
+    o.struct_size = 0;
+    CHECK_RESULT(ul_try_acquire(&o, &lock), UL_ERR_INVALID_ARGUMENT);
+
+    o = opts_for(paths, 1);
+    CHECK_RESULT(ul_handover_options_init(&h, sizeof h), UL_OK);
+    h.struct_size = 1;
+    CHECK_RESULT(ul_handover_complete(&h, NULL), UL_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(ul_status_report_init(&rep, sizeof rep - 1), UL_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(ul_status_report_init(&rep, sizeof rep), UL_OK);
+    CHECK_RESULT(ul_handover_options_init(&h, sizeof h), UL_OK);
+    rep.struct_size = 16;
+    CHECK_RESULT(ul_status(&o, &h, &rep), UL_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("ul_status_report_init");
+}
+
+static void test_panic_is_caught_at_the_boundary(void)
+{
+    CHECK_RESULT(ul_debug_panic(), UL_ERR_PANIC);
+    CHECK_MESSAGE_HAS("deliberate panic");
+    CHECK_MESSAGE_HAS("bug in update-lock");
+    /* The library keeps working. */
+    CHECK_RESULT(ul_check(NULL), UL_ERR_NULL_ARGUMENT);
+}
+
+static void *error_in_thread(void *arg)
+{
+    int *code = arg;
+    *code = (int)ul_last_error_code();
+    return NULL;
+}
+
+static void test_error_message_buffer_edges(void)
+{
+    char path[600];
+    const char *paths[1];
+    ul_options o;
+    ul_lock *lock = NULL;
+    char full[4096], buf[4200];
+    size_t need, len;
+    pthread_t t;
+    int thread_code = -1;
+    make_svc();
+    /* A message with multi-byte characters (é is 2 bytes). */
+    snprintf(path, sizeof path, "%s/\xc3\xa9\xc3\xa9\xc3\xa9/", svc);
+    paths[0] = path;
+    o = opts_for(paths, 1);
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_ERR_INVALID_PATH);
+
+    need = ul_last_error_message(NULL, 0);
+    CHECK(need > 20 && need < sizeof full, "length %zu", need);
+    CHECK(ul_last_error_message(full, sizeof full) == need, "same length");
+    CHECK(strlen(full) == need, "full copy has strlen %zu, want %zu", strlen(full), need);
+    CHECK(strstr(full, "\xc3\xa9\xc3\xa9\xc3\xa9") != NULL, "multi-byte path in message");
+
+    for (len = 1; len <= need + 2; len++) {
+        size_t got, n;
+        memset(buf, '#', sizeof buf);
+        got = ul_last_error_message(buf, len);
+        CHECK(got == need, "len %zu: returned %zu", len, got);
+        n = strlen(buf);
+        CHECK(n < len, "len %zu: not NUL-terminated inside the buffer", len);
+        CHECK(memcmp(buf, full, n) == 0, "len %zu: not a prefix", len);
+        CHECK(n == need || ((unsigned char)full[n] & 0xC0) != 0x80,
+              "len %zu: cut inside a UTF-8 character", len);
+        CHECK(n == need || n + 2 >= len, "len %zu: cut %zu bytes, too short", len, n);
+        CHECK(buf[len] == '#', "len %zu: wrote past the buffer", len);
+    }
+    /* len 0 with a buffer: nothing written. */
+    buf[0] = '#';
+    CHECK(ul_last_error_message(buf, 0) == need && buf[0] == '#', "len 0 wrote");
+
+    /* Per thread: another thread has no error. */
+    CHECK(pthread_create(&t, NULL, error_in_thread, &thread_code) == 0, "pthread_create");
+    pthread_join(t, NULL);
+    CHECK(thread_code == UL_OK, "other thread sees %d", thread_code);
+
+    /* A successful call clears it. */
+    CHECK_RESULT(ul_options_init(&o, sizeof o), UL_OK);
+    CHECK(ul_last_error_code() == UL_OK, "not cleared");
+    buf[0] = '#';
+    CHECK(ul_last_error_message(buf, sizeof buf) == 0 && buf[0] == '\0', "message not empty");
+}
+
+static void test_status_reports_every_state(void)
+{
+    const char *paths[6];
+    const char *hpaths[1];
+    ul_options o;
+    ul_handover_options h;
+    ul_lock *lock = NULL;
+    ul_status_report rep;
+    ul_path_status locks[6];
+    ul_handover_status ho[2];
+    static char strings[32768];
+    size_t needed;
+    int fd;
+    make_svc();
+    paths[0] = in_svc("free.lock");
+    paths[1] = in_svc("updates.lock");     /* held by us */
+    paths[2] = in_svc("supervisor.lock");  /* lockfile as 65534 */
+    paths[3] = in_svc("touched.lock");     /* empty file */
+    paths[4] = in_svc("dir.lock");         /* directory */
+    paths[5] = in_svc("link.lock");        /* symlink */
+    hpaths[0] = in_svc("handover-complete");
+
+    {
+        ul_options mine = opts_for(&paths[1], 1);
+        CHECK_RESULT(ul_acquire(&mine, &lock), UL_OK);
+    }
+    CHECK(supervisor_lockfile(paths[2]) == 0, "supervisor lockfile");
+    fd = open(paths[3], O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    CHECK(fd >= 0, "touch");
+    close(fd);
+    CHECK(mkdir(paths[4], 0755) == 0, "mkdir");
+    CHECK(symlink("/nonexistent/target", paths[5]) == 0, "symlink");
+
+    o = opts_for(paths, 6);
+    CHECK_RESULT(ul_handover_options_init(&h, sizeof h), UL_OK);
+    h.paths = hpaths;
+    h.path_count = 1;
+    CHECK_RESULT(ul_status_report_init(&rep, sizeof rep), UL_OK);
+
+    /* Size query. */
+    CHECK_RESULT(ul_status(&o, &h, &rep), UL_ERR_BUFFER_TOO_SMALL);
+    CHECK_MESSAGE_HAS("needs 6 lock entries, 1 hand-over entries");
+    CHECK(rep.lock_count == 6 && rep.handover_count == 1, "counts %zu %zu", rep.lock_count,
+          rep.handover_count);
+    CHECK(rep.strings_needed > 0 && rep.strings_needed < sizeof strings, "needed %zu",
+          rep.strings_needed);
+    needed = rep.strings_needed;
+
+    /* One byte short, then exactly enough. */
+    rep.locks = locks;
+    rep.lock_capacity = 6;
+    rep.handover = ho;
+    rep.handover_capacity = 2;
+    rep.strings = strings;
+    rep.strings_capacity = needed - 1;
+    CHECK_RESULT(ul_status(&o, &h, &rep), UL_ERR_BUFFER_TOO_SMALL);
+    rep.lock_capacity = 5;
+    rep.strings_capacity = needed;
+    CHECK_RESULT(ul_status(&o, &h, &rep), UL_ERR_BUFFER_TOO_SMALL);
+    rep.lock_capacity = 6;
+    memset(strings, '#', sizeof strings);
+    CHECK_RESULT(ul_status(&o, &h, &rep), UL_OK);
+    CHECK(strings[needed] == '#', "status wrote past strings_needed");
+    CHECK(rep.schema == 1, "schema %u", rep.schema);
+    CHECK(rep.blocks_app_updates && rep.blocks_host_reboot, "report flags");
+
+    CHECK(strcmp(locks[0].path, paths[0]) == 0 && locks[0].state == UL_STATE_FREE, "free: %s",
+          ul_state_name(locks[0].state));
+    CHECK(!locks[0].blocks_app_updates && !locks[0].has_owner_uid && locks[0].error == NULL,
+          "free flags");
+
+    CHECK(locks[1].state == UL_STATE_HELD_BY_APP, "ours: %s", ul_state_name(locks[1].state));
+    CHECK(locks[1].blocks_app_updates && locks[1].blocks_host_reboot && locks[1].flock_held,
+          "ours flags");
+    CHECK(locks[1].has_holder && locks[1].holder.same_process &&
+              locks[1].holder.pid == getpid() && strcmp(locks[1].holder.program, "c-tests") == 0,
+          "ours holder");
+    CHECK(locks[1].has_owner_uid && locks[1].owner_uid == 0, "ours owner");
+
+    CHECK(locks[2].state == UL_STATE_HELD_BY_SUPERVISOR, "supervisor: %s",
+          ul_state_name(locks[2].state));
+    CHECK(locks[2].blocks_app_updates && !locks[2].blocks_host_reboot && !locks[2].has_holder,
+          "supervisor flags");
+    CHECK(locks[2].owner_uid == 65534, "supervisor owner %u", locks[2].owner_uid);
+
+    CHECK(locks[3].state == UL_STATE_FOREIGN && locks[3].foreign_kind == UL_FOREIGN_EMPTY_FILE,
+          "touched: %s/%s", ul_state_name(locks[3].state),
+          ul_foreign_kind_name(locks[3].foreign_kind));
+    CHECK(locks[4].state == UL_STATE_FOREIGN && locks[4].foreign_kind == UL_FOREIGN_DIRECTORY,
+          "dir: %s", ul_foreign_kind_name(locks[4].foreign_kind));
+    CHECK(locks[5].state == UL_STATE_FOREIGN && locks[5].foreign_kind == UL_FOREIGN_SYMLINK,
+          "link: %s", ul_foreign_kind_name(locks[5].foreign_kind));
+    CHECK(locks[5].symlink_target != NULL &&
+              strcmp(locks[5].symlink_target, "/nonexistent/target") == 0,
+          "symlink target");
+    CHECK(strstr(locks[5].message, "symbolic link") != NULL, "message: %s", locks[5].message);
+    CHECK(strcmp(ho[0].path, hpaths[0]) == 0 && !ho[0].pending, "handover not pending");
+
+    /* Status changed nothing. */
+    CHECK(exists(paths[3]) && exists(paths[4]) && exists(paths[5]), "status deleted something");
+    CHECK_RESULT(ul_release(lock), UL_OK);
+    unlink(paths[2]);
+    unlink(paths[3]);
+    rmdir(paths[4]);
+    unlink(paths[5]);
+}
+
+static void test_handover_complete(void)
+{
+    const char *hpaths[1];
+    const char *bad[1];
+    ul_handover_options h;
+    ul_options o;
+    ul_status_report rep;
+    ul_path_status locks[2];
+    ul_handover_status ho[1];
+    char strings[4096];
+    size_t written = 99;
+    const char *lpaths[1];
+    make_svc();
+    hpaths[0] = in_svc("handover-complete");
+    lpaths[0] = in_svc("updates.lock");
+
+    CHECK_RESULT(ul_handover_options_init(&h, sizeof h), UL_OK);
+    h.paths = hpaths;
+    h.path_count = 1;
+    CHECK_RESULT(ul_handover_complete(&h, &written), UL_OK);
+    CHECK(written == 1, "written %zu", written);
+    CHECK(strncmp(slurp(hpaths[0]), "update-lock handover v1\n", 24) == 0, "signal content: %s",
+          slurp(hpaths[0]));
+    CHECK_RESULT(ul_handover_complete(&h, NULL), UL_OK); /* idempotent */
+
+    o = opts_for(lpaths, 1);
+    CHECK_RESULT(ul_status_report_init(&rep, sizeof rep), UL_OK);
+    rep.locks = locks;
+    rep.lock_capacity = 2;
+    rep.handover = ho;
+    rep.handover_capacity = 1;
+    rep.strings = strings;
+    rep.strings_capacity = sizeof strings;
+    CHECK_RESULT(ul_status(&o, &h, &rep), UL_OK);
+    CHECK(rep.handover_count == 1 && ho[0].pending, "the signal must be pending");
+    CHECK(!rep.blocks_app_updates, "nothing locked");
+
+    /* A directory at the signal path: refused, and left alone. */
+    bad[0] = in_svc("blocked-signal");
+    CHECK(mkdir(bad[0], 0755) == 0, "mkdir");
+    h.paths = bad;
+    written = 99;
+    CHECK_RESULT(ul_handover_complete(&h, &written), UL_ERR_INVALID_PATH);
+    CHECK(written == 0, "written %zu on failure", written);
+    CHECK_MESSAGE_HAS("a directory occupies the hand-over signal path");
+    CHECK(exists(bad[0]), "the directory was removed");
+    rmdir(bad[0]);
+    unlink(hpaths[0]);
+}
+
+static void test_last_error_holder_buffer(void)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *first = NULL, *second = NULL;
+    ul_holder h;
+    char small[8], big[2048];
+    size_t needed = 0, needed2 = 0;
+    make_svc();
+    paths[0] = in_svc("updates.lock");
+    o = opts_for(paths, 1);
+    CHECK_RESULT(ul_acquire(&o, &first), UL_OK);
+    CHECK_RESULT(ul_try_acquire(&o, &second), UL_ERR_HELD);
+    CHECK_MESSAGE_HAS("this same process");
+    CHECK_RESULT(ul_last_error_holder(&h, small, sizeof small, &needed), UL_ERR_BUFFER_TOO_SMALL);
+    CHECK(needed > sizeof small, "needed %zu", needed);
+    CHECK_RESULT(ul_last_error_holder(&h, NULL, 0, &needed2), UL_ERR_BUFFER_TOO_SMALL);
+    CHECK(needed2 == needed, "size query %zu vs %zu", needed2, needed);
+    CHECK(ul_last_error_code() == UL_ERR_HELD, "the last error changed");
+    CHECK_RESULT(ul_last_error_holder(&h, big, needed, NULL), UL_OK);
+    CHECK(h.state == UL_STATE_HELD_BY_APP && h.record.same_process, "same process holder");
+    CHECK(strcmp(h.record.program, "c-tests") == 0, "program %s", h.record.program);
+    CHECK_RESULT(ul_release(first), UL_OK);
+    /* No holder after other errors. */
+    CHECK_RESULT(ul_check(NULL), UL_ERR_NULL_ARGUMENT);
+    CHECK_RESULT(ul_last_error_holder(&h, big, sizeof big, NULL), UL_OK);
+    CHECK(h.state == UL_STATE_FREE && !h.has_record, "holder after a NULL-argument error");
+}
+
+struct worker {
+    const char *path;
+    volatile int *inside;
+    int violations;
+    int failures;
+};
+
+static void *exclusion_worker(void *arg)
+{
+    struct worker *w = arg;
+    const char *paths[1];
+    ul_options o;
+    int i;
+    paths[0] = w->path;
+    o = opts_for(paths, 1);
+    for (i = 0; i < 15; i++) {
+        ul_lock *lock = NULL;
+        if (ul_acquire(&o, &lock) != UL_OK) {
+            w->failures++;
+            continue;
+        }
+        if (__atomic_fetch_add(w->inside, 1, __ATOMIC_SEQ_CST) != 0)
+            w->violations++;
+        __atomic_fetch_sub(w->inside, 1, __ATOMIC_SEQ_CST);
+        if (ul_release(lock) != UL_OK)
+            w->failures++;
+    }
+    return NULL;
+}
+
+static void test_threads_exclude_each_other(void)
+{
+    pthread_t t[3];
+    struct worker w[3];
+    volatile int inside = 0;
+    int i;
+    make_svc();
+    for (i = 0; i < 3; i++) {
+        w[i].path = in_svc("updates.lock");
+        w[i].inside = &inside;
+        w[i].violations = w[i].failures = 0;
+        CHECK(pthread_create(&t[i], NULL, exclusion_worker, &w[i]) == 0, "pthread_create");
+    }
+    for (i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    for (i = 0; i < 3; i++)
+        CHECK(w[i].violations == 0 && w[i].failures == 0, "worker %d: %d violations, %d failures",
+              i, w[i].violations, w[i].failures);
+    CHECK(!exists(in_svc("updates.lock")), "lock left behind");
+}
+
+/* ------------------------------------------------------------------------------------ */
+
+static const struct {
+    const char *name;
+    void (*fn)(void);
+} tests[] = {
+#define T(f) {#f, f}
+    T(test_version_and_result_names),
+    T(test_options_init_defaults_and_versioning),
+    T(test_acquire_release_both_readers_see_it),
+    T(test_two_paths_all_or_nothing),
+    T(test_held_by_supervisor_timeout_then_free),
+    T(test_held_by_lockctl_acquire),
+    T(test_held_by_lockctl_run),
+    T(test_lockctl_sees_our_lock),
+    T(test_stale_lock_reclaimed_only_when_allowed),
+    T(test_fork_child_never_releases_the_parent_lock),
+    T(test_lost_lock_is_reported_and_never_deleted),
+    T(test_permission_and_supervisor_uid),
+    T(test_invalid_paths_delete_nothing),
+    T(test_io_error_out_of_descriptors),
+    T(test_cancel_from_thread_and_signal_handler),
+    T(test_null_arguments),
+    T(test_invalid_arguments),
+    T(test_panic_is_caught_at_the_boundary),
+    T(test_error_message_buffer_edges),
+    T(test_status_reports_every_state),
+    T(test_handover_complete),
+    T(test_last_error_holder_buffer),
+    T(test_threads_exclude_each_other),
+#undef T
+};
+
+static int selected(const char *name, int argc, char **argv)
+{
+    int i;
+    if (argc < 2)
+        return 1;
+    for (i = 1; i < argc; i++)
+        if (strstr(name, argv[i]) != NULL)
+            return 1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    size_t i;
+    int passed = 0, failed = 0;
+    const char *base = getenv("TMPDIR");
+    lockctl = getenv("LOCKCTL");
+    if (lockctl == NULL || access(lockctl, X_OK) != 0) {
+        fprintf(stderr, "set LOCKCTL to the lockctl binary (cargo build -p lockctl)\n");
+        return 2;
+    }
+    snprintf(tmp_root, sizeof tmp_root, "%s/ul-c-tests.XXXXXX", base ? base : "/tmp");
+    if (mkdtemp(tmp_root) == NULL || chmod(tmp_root, 0755) != 0) {
+        perror("mkdtemp");
+        return 2;
+    }
+    for (i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        if (!selected(tests[i].name, argc, argv))
+            continue;
+        current_name = tests[i].name;
+        current_failed = 0;
+        tests[i].fn();
+        if (current_failed) {
+            failed++;
+            printf("FAIL %s\n", tests[i].name);
+        } else {
+            passed++;
+            printf("ok   %s\n", tests[i].name);
+        }
+        fflush(stdout);
+    }
+    /* A failed test may have left a `lockctl acquire` holder running: release it. */
+    for (i = 1; i <= (size_t)svc_count; i++) {
+        char p[600];
+        snprintf(p, sizeof p, "%s/svc%zu/updates.lock", tmp_root, i);
+        if (exists(p) && strstr(slurp(p), "program=lockctl acquire") != NULL)
+            RUN((char *)lockctl, "release", "--path", p, "--no-legacy");
+    }
+    RUN("rm", "-rf", tmp_root);
+    printf("c tests: %d passed, %d failed\n", passed, failed);
+    return failed == 0 && passed > 0 ? 0 : 1;
+}
