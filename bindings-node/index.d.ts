@@ -75,16 +75,32 @@ export type ForeignKind =
 export type LockState = 'free' | 'held-by-app' | 'held-by-supervisor' | 'stale' | 'foreign' | 'changing'
 
 /**
- * Who holds the lock, on `held` and `timeout` errors: `state` and a human `description`,
- * the holder record's fields for app and stale holders, the foreign fields otherwise.
+ * Who holds the lock, on `held` and `timeout` errors: the core's canonical holder object,
+ * the same in every binding (Python: `e.holder`), keys in this order.
+ *
+ * | `state` | `record` | `owner_uid` | `flock_held` | `foreign_kind`, `symlink_target` |
+ * | --- | --- | --- | --- | --- |
+ * | `held-by-app` | the record | `record.uid` | `true` | `null` |
+ * | `stale` | the record | `record.uid` | `false` | `null` |
+ * | `held-by-supervisor` | `null` | `65534` | `false` | `null` |
+ * | `foreign` | `null` | owner of the path | as observed | what it is; where a symlink points |
+ * | `changing` | `null` | `null` | `null` | `null` |
  */
-export interface HolderDetails extends Partial<HolderRecord> {
+export interface HolderDetails {
+  /** As in the status JSON (`held-by-app`, `held-by-supervisor`, `stale`, `foreign`, `changing`). */
   state: Exclude<LockState, 'free'>
+  /** The core's phrase, e.g. "held by another app (pid 7, ...)". */
   description: string
-  foreign_kind?: ForeignKind | null
-  owner_uid?: number
-  flock_held?: boolean
-  symlink_target?: string | null
+  /** The holder record, for `held-by-app` and `stale`. */
+  record: HolderRecord | null
+  /** The uid that owns the lock: the record's uid, 65534 for the Supervisor, the path's owner for `foreign`. */
+  owner_uid: number | null
+  /** Someone holds flock(2) on it (false for the Supervisor's `lockfile`). */
+  flock_held: boolean | null
+  /** What a `foreign` path is. */
+  foreign_kind: ForeignKind | null
+  /** Where a `foreign` symlink points. */
+  symlink_target: string | null
 }
 
 /** Every failure of update-lock. */

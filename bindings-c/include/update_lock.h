@@ -290,11 +290,12 @@ typedef struct ul_holder {
    */
   enum ul_foreign_kind foreign_kind;
   /**
-   * `owner_uid` is known (foreign paths).
+   * `owner_uid` is known (every state but `UL_STATE_CHANGING`).
    */
   bool has_owner_uid;
   /**
-   * Owner uid of a foreign path (not followed).
+   * Whose lock it is: the record's uid for app and stale holders, 65534 for the
+   * Supervisor, the path's owner (not followed) for foreign paths.
    */
   uint32_t owner_uid;
   /**

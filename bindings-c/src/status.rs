@@ -105,9 +105,10 @@ pub struct ul_holder {
     pub record: ul_holder_record,
     /// What a foreign path is (`UL_FOREIGN_NONE` otherwise).
     pub foreign_kind: ul_foreign_kind,
-    /// `owner_uid` is known (foreign paths).
+    /// `owner_uid` is known (every state but `UL_STATE_CHANGING`).
     pub has_owner_uid: bool,
-    /// Owner uid of a foreign path (not followed).
+    /// Whose lock it is: the record's uid for app and stale holders, 65534 for the
+    /// Supervisor, the path's owner (not followed) for foreign paths.
     pub owner_uid: u32,
     /// Someone holds flock(2) on it (live app holders, and foreign files with a flock).
     pub flock_held: bool,
@@ -302,12 +303,16 @@ pub(crate) fn fill_holder(holder: Option<&Holder>, arena: &mut StringArena) -> u
         return h;
     };
     h.description = arena.put(holder.describe().as_bytes());
+    h.flock_held = holder.flock_held().unwrap_or(false);
+    if let Some(uid) = holder.owner_uid() {
+        h.has_owner_uid = true;
+        h.owner_uid = uid;
+    }
     match holder {
         Holder::Changing => h.state = ul_lock_state::UL_STATE_CHANGING,
         Holder::Supervisor => h.state = ul_lock_state::UL_STATE_HELD_BY_SUPERVISOR,
         Holder::App(r) | Holder::Stale(r) => {
             h.state = if matches!(holder, Holder::App(_)) {
-                h.flock_held = true;
                 ul_lock_state::UL_STATE_HELD_BY_APP
             } else {
                 ul_lock_state::UL_STATE_STALE
@@ -317,15 +322,11 @@ pub(crate) fn fill_holder(holder: Option<&Holder>, arena: &mut StringArena) -> u
         }
         Holder::Foreign {
             kind,
-            owner_uid,
-            flock_held,
             symlink_target,
+            ..
         } => {
             h.state = ul_lock_state::UL_STATE_FOREIGN;
             h.foreign_kind = foreign_of(Some(kind));
-            h.has_owner_uid = true;
-            h.owner_uid = *owner_uid;
-            h.flock_held = *flock_held;
             h.symlink_target = symlink_target
                 .as_deref()
                 .map_or(std::ptr::null(), |t| arena.put(path_bytes(t)));

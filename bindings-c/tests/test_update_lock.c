@@ -404,6 +404,8 @@ static void test_two_paths_all_or_nothing(void)
     CHECK_RESULT(ul_last_error_holder(&h, strings, sizeof strings, &needed), UL_OK);
     CHECK(h.state == UL_STATE_HELD_BY_SUPERVISOR, "holder state %s", ul_state_name(h.state));
     CHECK(!h.has_record, "no record for the Supervisor");
+    CHECK(h.has_owner_uid && h.owner_uid == 65534 && !h.flock_held, "Supervisor owner %u",
+          h.owner_uid);
     CHECK(strstr(h.description, "Supervisor") != NULL, "description: %s", h.description);
     CHECK(ul_last_error_code() == UL_ERR_HELD, "ul_last_error_holder must not change the error");
     unlink(paths[1]);
@@ -474,6 +476,7 @@ static void test_held_by_lockctl_acquire(void)
     CHECK(h.state == UL_STATE_HELD_BY_APP && h.has_record && h.flock_held, "holder %s",
           ul_state_name(h.state));
     CHECK(strcmp(h.record.program, "lockctl acquire") == 0, "program %s", h.record.program);
+    CHECK(h.has_owner_uid && h.owner_uid == h.record.uid, "app owner %u", h.owner_uid);
     CHECK(!h.record.same_process && h.record.same_pid_namespace, "same process/namespace");
     CHECK(h.record.pid > 0 && h.record.pid != getpid(), "pid %d", h.record.pid);
     CHECK(h.record.uid == 0 && h.record.has_acquired_at, "uid/acquired_at");
@@ -594,6 +597,8 @@ static void test_stale_lock_reclaimed_only_when_allowed(void)
     CHECK_MESSAGE_HAS("dead holder");
     CHECK_RESULT(ul_last_error_holder(&h, strings, sizeof strings, NULL), UL_OK);
     CHECK(h.state == UL_STATE_STALE && h.has_record, "state %s", ul_state_name(h.state));
+    CHECK(h.has_owner_uid && h.owner_uid == h.record.uid && !h.flock_held, "stale owner %u",
+          h.owner_uid);
     CHECK(h.record.pid == pid, "stale pid %d, want %d", h.record.pid, (int)pid);
     CHECK(strcmp(h.record.program, "dead-holder") == 0, "program %s", h.record.program);
     CHECK(exists(paths[0]), "nothing may be deleted without reclaim");

@@ -19,7 +19,7 @@ use napi_derive::napi;
 use serde_json::{Map, Number, Value};
 use update_lock::{
     handover_complete as core_handover_complete, status as core_status, Error as CoreError,
-    ErrorCode, HandoverOptions, Holder, LockOptions, Reclaimed, UpdateLock,
+    ErrorCode, HandoverOptions, LockOptions, Reclaimed, UpdateLock,
 };
 
 /// Lock options as the JavaScript wrapper passes them (already validated there).
@@ -455,7 +455,10 @@ fn build_error<'env>(env: &'env Env, e: &CoreError) -> Result<Object<'env>> {
         None => obj.set_named_property("path", Null)?,
     }
     if let Some(h) = e.holder() {
-        obj.set_named_property("holder", to_js(env, holder_json(h))?)?;
+        // The core's canonical holder object: state, description, record, owner_uid,
+        // flock_held, foreign_kind, symlink_target.
+        let holder = serde_json::to_value(h).unwrap_or(Value::Null);
+        obj.set_named_property("holder", to_js(env, holder)?)?;
     }
     match e {
         CoreError::Lost { paths, .. } => {
@@ -477,50 +480,6 @@ fn build_error<'env>(env: &'env Env, e: &CoreError) -> Result<Object<'env>> {
         obj.set_named_property("osErrno", n)?;
     }
     Ok(obj)
-}
-
-/// Who holds the lock, with the names of `lockctl status --json`: `state`, the holder
-/// record's fields for app and stale holders, `foreign_kind` / `owner_uid` / `flock_held` /
-/// `symlink_target` for foreign ones, and a human `description`.
-fn holder_json(h: &Holder) -> Value {
-    let mut m = Map::new();
-    m.insert("state".into(), Value::String(h.state_name().into()));
-    match h {
-        Holder::App(r) | Holder::Stale(r) => {
-            if let Ok(Value::Object(rec)) = serde_json::to_value(r) {
-                m.extend(rec);
-            }
-        }
-        Holder::Foreign {
-            kind,
-            owner_uid,
-            flock_held,
-            symlink_target,
-        } => {
-            m.insert(
-                "foreign_kind".into(),
-                serde_json::to_value(kind).unwrap_or(Value::Null),
-            );
-            m.insert("owner_uid".into(), Value::from(*owner_uid));
-            m.insert("flock_held".into(), Value::Bool(*flock_held));
-            m.insert(
-                "symlink_target".into(),
-                symlink_target
-                    .as_deref()
-                    .map(|p| Value::String(path_str(p)))
-                    .unwrap_or(Value::Null),
-            );
-        }
-        Holder::Supervisor => {
-            m.insert("owner_uid".into(), Value::from(update_lock::SUPERVISOR_UID));
-        }
-        Holder::Changing => {}
-        // The core may add holder kinds; their state name and description still apply.
-        #[allow(unreachable_patterns)]
-        _ => {}
-    }
-    m.insert("description".into(), Value::String(h.describe()));
-    Value::Object(m)
 }
 
 /// A JSON value as a JavaScript value; every number becomes a JS number (64-bit integers

@@ -21,6 +21,9 @@ function check(e, code, fragments = []) {
   return true
 }
 
+/** The keys of the core's holder object (`error.holder`), in order. */
+const HOLDER_KEYS = ['state', 'description', 'record', 'owner_uid', 'flock_held', 'foreign_kind', 'symlink_target']
+
 test('codes: the core table, numbers 1..9', () => {
   assert.deepEqual(ul.codes, {
     held: 1,
@@ -49,11 +52,18 @@ test('held: a foreign file (touch) is reported with its kind and never deleted',
     }
     check(e, 'held', [d.legacy, 'empty file', 'rm '])
     assert.equal(e.path, d.legacy)
-    assert.equal(e.holder.state, 'foreign')
-    assert.equal(e.holder.foreign_kind, 'empty-file')
-    assert.equal(e.holder.owner_uid, 0)
-    assert.equal(e.holder.flock_held, false)
-    assert.equal(typeof e.holder.description, 'string')
+    // The core's canonical holder object, keys in its order.
+    assert.deepEqual(e.holder, {
+      state: 'foreign',
+      description: e.holder.description,
+      record: null,
+      owner_uid: 0,
+      flock_held: false,
+      foreign_kind: 'empty-file',
+      symlink_target: null,
+    })
+    assert.deepEqual(Object.keys(e.holder), HOLDER_KEYS)
+    assert.match(e.holder.description, /empty file/)
   }
   // Still there, untouched; the first path, taken before the conflict, was undone.
   assert.equal(fs.statSync(d.legacy).ino, before)
@@ -69,7 +79,12 @@ test('timeout: still held when the time runs out, with the holder', async (t) =>
   assert.equal(e.path, d.lock)
   assert.ok(e.waitedMs >= 100, `waited ${e.waitedMs} ms`)
   assert.equal(e.holder.state, 'held-by-app')
-  assert.equal(e.holder.program, 'lockctl acquire')
+  assert.equal(e.holder.record.program, 'lockctl acquire')
+  assert.equal(e.holder.owner_uid, e.holder.record.uid)
+  assert.equal(e.holder.flock_held, true)
+  assert.deepEqual(Object.keys(e.holder), HOLDER_KEYS)
+  // The record is the status report's holder record, field for field.
+  assert.deepEqual(e.holder.record, ul.status({ paths: d.lock }).locks[0].holder)
   const e2 = (() => {
     try {
       ul.lockSync({ paths: d.lock, timeout: 50 })

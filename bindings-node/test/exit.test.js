@@ -95,7 +95,8 @@ test('SIGKILL leaves a stale lock (files kept, flock gone); the next lock() recl
   const e = await ul.lock({ paths: d.both, timeout: 0, reclaimStale: false }).catch((x) => x)
   assert.equal(e.code, 'held')
   assert.equal(e.holder.state, 'stale')
-  assert.equal(e.holder.pid, kid.pid)
+  assert.equal(e.holder.record.pid, kid.pid)
+  assert.equal(e.holder.flock_held, false)
   assert.deepEqual(h.listing(d.svc), ['resin-updates.lock', 'updates.lock'])
   // Default: taken over.
   const l = await ul.lock({ paths: d.both, timeout: 0 })

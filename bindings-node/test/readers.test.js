@@ -94,6 +94,8 @@ test('a Supervisor lock (file owned by 65534) holds us off, and we never touch i
     assert.equal(e.code, 'held')
     assert.equal(e.holder.state, 'held-by-supervisor')
     assert.equal(e.holder.owner_uid, 65534)
+    assert.equal(e.holder.flock_held, false)
+    assert.equal(e.holder.record, null)
     assert.match(e.message, /Supervisor/)
     return true
   })

@@ -19,7 +19,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PyString, PyTuple};
 
 use update_lock::{
-    CancelToken, Error, ErrorCode, HandoverOptions, Holder, LockOptions, UpdateLock, WaitControl,
+    CancelToken, Error, ErrorCode, HandoverOptions, LockOptions, UpdateLock, WaitControl,
 };
 
 /// How often a waiting call looks for pending Python signals (Ctrl-C): well inside the
@@ -46,48 +46,6 @@ fn py_paths<'py>(py: Python<'py>, paths: &[PathBuf]) -> PyResult<Bound<'py, PyLi
     PyList::new(py, paths.iter().map(|p| py_path(py, p)))
 }
 
-/// The holder of a held lock as JSON (the record has exactly the fields of the `holder`
-/// object of `lockctl status --json`).
-fn holder_json(h: &Holder) -> serde_json::Value {
-    let record = h
-        .record()
-        .and_then(|r| serde_json::to_value(r).ok())
-        .unwrap_or(serde_json::Value::Null);
-    let (foreign_kind, owner_uid, flock_held, symlink_target) = match h {
-        Holder::Foreign {
-            kind,
-            owner_uid,
-            flock_held,
-            symlink_target,
-        } => (
-            serde_json::to_value(kind).unwrap_or(serde_json::Value::Null),
-            Some(*owner_uid),
-            Some(*flock_held),
-            symlink_target
-                .as_ref()
-                .map(|t| t.to_string_lossy().into_owned()),
-        ),
-        Holder::Supervisor => (
-            serde_json::Value::Null,
-            Some(update_lock::SUPERVISOR_UID),
-            None,
-            None,
-        ),
-        Holder::App(_) => (serde_json::Value::Null, None, Some(true), None),
-        Holder::Stale(_) => (serde_json::Value::Null, None, Some(false), None),
-        _ => (serde_json::Value::Null, None, None, None),
-    };
-    serde_json::json!({
-        "kind": h.state_name(),
-        "description": h.describe(),
-        "record": record,
-        "foreign_kind": foreign_kind,
-        "owner_uid": owner_uid,
-        "flock_held": flock_held,
-        "symlink_target": symlink_target,
-    })
-}
-
 /// Build the Python exception for a core error (class chosen by code in `_errors.py`).
 fn build_exception(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
     let factory = ERROR_FACTORY.get_or_try_init(py, || {
@@ -97,7 +55,11 @@ fn build_exception(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
     })?;
     let mut extra = serde_json::Map::new();
     if let Some(h) = e.holder() {
-        extra.insert("holder".into(), holder_json(h));
+        // The core's canonical holder object (`update_lock.Holder` mirrors it).
+        extra.insert(
+            "holder".into(),
+            serde_json::to_value(h).unwrap_or(serde_json::Value::Null),
+        );
     }
     match e {
         Error::Timeout { waited, .. } => {

@@ -31,8 +31,8 @@ def test_sigkill_then_reclaim(two_paths: List[Path], children: List[Child]) -> N
     before = [identity(p) for p in two_paths]
     with pytest.raises(update_lock.LockHeldError) as info:
         update_lock.lock(paths=two_paths, timeout=0, reclaim_stale=False).acquire()
-    assert info.value.holder is not None and info.value.holder.kind == "stale"
-    assert info.value.holder.pid == dead_pid
+    assert info.value.holder is not None and info.value.holder.state == "stale"
+    assert info.value.holder.pid == dead_pid and info.value.holder.flock_held is False
     assert "dead holder" in str(info.value)
     assert [identity(p) for p in two_paths] == before
 

@@ -3,13 +3,14 @@ class and builtin, and nothing was deleted."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
 import pickle
 import threading
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List, Optional, Type
 
 import pytest
 
@@ -50,8 +51,11 @@ def test_held_by_another_app(lock_path: Path, children: List[Child]) -> None:
     assert str(e).startswith(f"{lock_path}: the update lock is held by another app (pid {pid}")
     assert "wait for it" in str(e)
     assert e.holder is not None
-    assert (e.holder.kind, e.holder.pid, e.holder.program, e.holder.uid) == ("held-by-app", pid, "child-holder", 0)
-    assert e.holder.flock_held is True
+    assert (e.holder.state, e.holder.pid, e.holder.program, e.holder.uid) == ("held-by-app", pid, "child-holder", 0)
+    assert e.holder.record is not None and e.holder.record.pid == pid
+    assert (e.holder.owner_uid, e.holder.flock_held) == (0, True)
+    assert (e.holder.foreign_kind, e.holder.symlink_target) == (None, None)
+    assert e.holder.description.startswith(f"held by another app (pid {pid}")
     assert identity(lock_path) == before
     # Picklable with everything (multiprocessing hands exceptions between processes).
     again = pickle.loads(pickle.dumps(e))
@@ -66,7 +70,8 @@ def test_held_by_the_supervisor(lock_path: Path) -> None:
     with pytest.raises(update_lock.LockHeldError) as info:
         update_lock.lock(paths=lock_path, timeout=0).acquire()
     e = info.value
-    assert e.holder is not None and e.holder.kind == "held-by-supervisor" and e.holder.uid == 65534
+    assert e.holder is not None and e.holder.state == "held-by-supervisor" and e.holder.uid == 65534
+    assert (e.holder.record, e.holder.owner_uid, e.holder.flock_held) == (None, 65534, False)
     assert "held by the balena Supervisor" in str(e)
     assert identity(lock_path) == before  # the Supervisor's file is never touched
 
@@ -77,9 +82,47 @@ def test_held_by_a_foreign_file(lock_path: Path) -> None:
     with pytest.raises(update_lock.LockHeldError) as info:
         update_lock.lock(paths=lock_path, timeout=0).acquire()
     e = info.value
-    assert e.holder is not None and (e.holder.kind, e.holder.foreign_kind) == ("foreign", "empty-file")
+    assert e.holder is not None and (e.holder.state, e.holder.foreign_kind) == ("foreign", "empty-file")
+    assert (e.holder.record, e.holder.owner_uid, e.holder.flock_held, e.holder.symlink_target) == (None, 0, False, None)
     assert "not created by update-lock" in str(e) and f"rm {lock_path}" in str(e)
     assert identity(lock_path) == before
+
+
+def test_holder_is_the_cores_canonical_object(lock_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Holder`` has exactly the keys of the core's holder object, in its order."""
+    seen: List[Dict[str, Any]] = []
+    real = update_lock.Holder._from_json.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: Type[update_lock.Holder], data: Optional[Dict[str, Any]]) -> Optional[update_lock.Holder]:
+        if data is not None:
+            seen.append(dict(data))
+        return real(cls, data)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(update_lock.Holder, "_from_json", classmethod(spy))
+    lock_path.symlink_to("/nowhere/at-all")
+    with pytest.raises(update_lock.LockHeldError) as info:
+        update_lock.lock(paths=lock_path, timeout=0).acquire()
+    assert [list(d) for d in seen] == [[f.name for f in dataclasses.fields(update_lock.Holder)]]
+    assert list(seen[0]) == [
+        "state",
+        "description",
+        "record",
+        "owner_uid",
+        "flock_held",
+        "foreign_kind",
+        "symlink_target",
+    ]
+    h = info.value.holder
+    assert h is not None
+    assert (h.state, h.foreign_kind, h.symlink_target, h.owner_uid, h.flock_held) == (
+        "foreign",
+        "symlink",
+        "/nowhere/at-all",
+        0,
+        False,
+    )
+    assert h.description == seen[0]["description"] and "/nowhere/at-all" in h.description
+    assert lock_path.is_symlink()  # left alone
 
 
 def test_timeout(two_paths: List[Path], children: List[Child]) -> None:

@@ -65,7 +65,7 @@ def test_lockctl_holds_python_waits(two_paths: List[Path], children: List[Child]
             update_lock.lock(paths=two_paths, timeout=0).acquire()
         e = info.value
         assert e.code == "held" and e.path == str(two_paths[0])
-        assert e.holder is not None and e.holder.kind == "held-by-app"
+        assert e.holder is not None and e.holder.state == "held-by-app"
         assert e.holder.program == "lockctl acquire" and not e.holder.record.same_process  # type: ignore[union-attr]
 
         c = spawn(children, "wait", *two_paths)

@@ -257,6 +257,37 @@ impl ForeignKind {
 }
 
 /// Who occupies a lock path.
+///
+/// With the `serde` feature it serialises as one object, the same for every kind and in
+/// every binding (the `holder` of `held` and `timeout` errors in Python and Node.js), with
+/// these keys in this order:
+///
+/// ```json
+/// {
+///   "state": "held-by-app",
+///   "description": "held by another app (pid 7, program 'worker', ...)",
+///   "record": { "version": 1, "pid": 7, "...": "the HolderRecord, or null" },
+///   "owner_uid": 1000,
+///   "flock_held": true,
+///   "foreign_kind": null,
+///   "symlink_target": null
+/// }
+/// ```
+///
+/// * `state`: [`state_name`](Self::state_name); `description`: [`describe`](Self::describe).
+/// * `record`: the [`HolderRecord`] for app and stale holders, else `null`.
+/// * `owner_uid`, `flock_held`: [`owner_uid`](Self::owner_uid) and
+///   [`flock_held`](Self::flock_held), `null` when unknown.
+/// * `foreign_kind` (kebab-case [`ForeignKind`]) and `symlink_target` (the path as a string,
+///   lossy UTF-8): for foreign holders, else `null`.
+///
+/// | kind | `record` | `owner_uid` | `flock_held` | `foreign_kind`, `symlink_target` |
+/// | --- | --- | --- | --- | --- |
+/// | `held-by-app` | record | `record.uid` | `true` | `null` |
+/// | `stale` | record | `record.uid` | `false` | `null` |
+/// | `held-by-supervisor` | `null` | `65534` | `false` | `null` |
+/// | `foreign` | `null` | owner of the path | as observed | kind, target or `null` |
+/// | `changing` | `null` | `null` | `null` | `null` |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Holder {
     /// Files kept appearing and disappearing at the path while we looked (other processes
@@ -300,6 +331,30 @@ impl Holder {
         match self {
             Holder::App(r) | Holder::Stale(r) => Some(r),
             _ => None,
+        }
+    }
+
+    /// The uid that owns the lock: the record's uid for app and stale holders,
+    /// [`SUPERVISOR_UID`] for the Supervisor, the owner of the path for foreign ones; `None`
+    /// when it is [`Changing`](Holder::Changing).
+    pub fn owner_uid(&self) -> Option<u32> {
+        match self {
+            Holder::App(r) | Holder::Stale(r) => Some(r.uid),
+            Holder::Supervisor => Some(SUPERVISOR_UID),
+            Holder::Foreign { owner_uid, .. } => Some(*owner_uid),
+            Holder::Changing => None,
+        }
+    }
+
+    /// Whether someone holds flock(2) on the path: `true` for a live app, `false` for a
+    /// stale holder and for the Supervisor (its `lockfile` takes no flock), as observed for a
+    /// foreign path; `None` when it is [`Changing`](Holder::Changing).
+    pub fn flock_held(&self) -> Option<bool> {
+        match self {
+            Holder::App(_) => Some(true),
+            Holder::Stale(_) | Holder::Supervisor => Some(false),
+            Holder::Foreign { flock_held, .. } => Some(*flock_held),
+            Holder::Changing => None,
         }
     }
 
@@ -369,5 +424,128 @@ impl Holder {
                 "if no program uses it, delete it (rm {p}); update-lock never deletes files it cannot prove are its own"
             ),
         }
+    }
+}
+
+/// The canonical holder object (see [`Holder`]); every binding serialises holders with it.
+#[cfg(feature = "serde")]
+impl serde::Serialize for Holder {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (foreign_kind, symlink_target) = match self {
+            Holder::Foreign {
+                kind,
+                symlink_target,
+                ..
+            } => (
+                Some(kind),
+                symlink_target
+                    .as_deref()
+                    .map(|t| t.to_string_lossy().into_owned()),
+            ),
+            _ => (None, None),
+        };
+        let mut s = serializer.serialize_struct("Holder", 7)?;
+        s.serialize_field("state", self.state_name())?;
+        s.serialize_field("description", &self.describe())?;
+        s.serialize_field("record", &self.record())?;
+        s.serialize_field("owner_uid", &self.owner_uid())?;
+        s.serialize_field("flock_held", &self.flock_held())?;
+        s.serialize_field("foreign_kind", &foreign_kind)?;
+        s.serialize_field("symlink_target", &symlink_target)?;
+        s.end()
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod serde_tests {
+    use super::*;
+
+    fn record(uid: u32) -> HolderRecord {
+        HolderRecord {
+            version: RECORD_VERSION,
+            pid: 7,
+            pid_ns: Some(4026531836),
+            boot_id: Some("b00t".into()),
+            start_time: Some(42),
+            uid,
+            hostname: "box".into(),
+            program: "worker".into(),
+            acquired_at_ms: Some(1_700_000_000_000),
+            same_pid_namespace: true,
+            same_process: false,
+        }
+    }
+
+    const RECORD_JSON: &str = r#"{"version":1,"pid":7,"pid_ns":4026531836,"boot_id":"b00t","start_time":42,"uid":1000,"hostname":"box","program":"worker","acquired_at_ms":1700000000000,"same_pid_namespace":true,"same_process":false}"#;
+
+    /// The exact text: keys in the documented order.
+    fn expect(h: &Holder, rest: &str) {
+        let desc = serde_json::to_string(&h.describe()).unwrap();
+        let want = format!(
+            r#"{{"state":"{}","description":{desc},{rest}}}"#,
+            h.state_name()
+        );
+        assert_eq!(serde_json::to_string(h).unwrap(), want);
+    }
+
+    #[test]
+    fn every_kind_serialises_to_the_canonical_object() {
+        expect(
+            &Holder::App(record(1000)),
+            &format!(
+                r#""record":{RECORD_JSON},"owner_uid":1000,"flock_held":true,"foreign_kind":null,"symlink_target":null"#
+            ),
+        );
+        expect(
+            &Holder::Stale(record(1000)),
+            &format!(
+                r#""record":{RECORD_JSON},"owner_uid":1000,"flock_held":false,"foreign_kind":null,"symlink_target":null"#
+            ),
+        );
+        expect(
+            &Holder::Supervisor,
+            r#""record":null,"owner_uid":65534,"flock_held":false,"foreign_kind":null,"symlink_target":null"#,
+        );
+        expect(
+            &Holder::Foreign {
+                kind: ForeignKind::EmptyFile,
+                owner_uid: 0,
+                flock_held: true,
+                symlink_target: None,
+            },
+            r#""record":null,"owner_uid":0,"flock_held":true,"foreign_kind":"empty-file","symlink_target":null"#,
+        );
+        expect(
+            &Holder::Changing,
+            r#""record":null,"owner_uid":null,"flock_held":null,"foreign_kind":null,"symlink_target":null"#,
+        );
+    }
+
+    #[test]
+    fn symlink_target_is_a_lossy_string() {
+        use std::os::unix::ffi::OsStrExt;
+        let target = PathBuf::from(std::ffi::OsStr::from_bytes(b"/tmp/\xffx"));
+        let h = Holder::Foreign {
+            kind: ForeignKind::Symlink,
+            owner_uid: 1000,
+            flock_held: false,
+            symlink_target: Some(target),
+        };
+        let v: serde_json::Value = serde_json::to_value(&h).unwrap();
+        assert_eq!(v["state"], "foreign");
+        assert_eq!(v["foreign_kind"], "symlink");
+        assert_eq!(v["symlink_target"], "/tmp/\u{fffd}x");
+        assert_eq!(v["owner_uid"], 1000);
+        assert_eq!(v["flock_held"], false);
+        assert_eq!(v["description"], h.describe());
+    }
+
+    #[test]
+    fn app_and_stale_owner_is_the_record_uid() {
+        let h = Holder::App(record(0));
+        assert_eq!((h.owner_uid(), h.flock_held()), (Some(0), Some(true)));
+        let v = serde_json::to_value(&h).unwrap();
+        assert_eq!(v["owner_uid"], v["record"]["uid"]);
     }
 }

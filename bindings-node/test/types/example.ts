@@ -32,7 +32,11 @@ async function main(): Promise<number> {
     if (e instanceof UpdateLockError) {
       const code: ErrorCode = e.code
       const num: number = codes[code]
-      const who: string | undefined = e.holder?.program
+      const who: string | undefined = e.holder?.record?.program
+      const owner: number | null | undefined = e.holder?.owner_uid
+      // @ts-expect-error the record is nested under `record`, not flattened
+      const flat = e.holder?.program
+      void owner, flat
       console.log(code, num, who, e.path, e.message)
     }
   }

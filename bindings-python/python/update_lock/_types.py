@@ -57,9 +57,13 @@ class HolderRecord:
 @dataclass(frozen=True)
 class Holder:
     """Who occupies a lock path (attached to :class:`LockHeldError` and
-    :class:`LockTimeoutError` as ``.holder``)."""
+    :class:`LockTimeoutError` as ``.holder``).
 
-    kind: str
+    The fields are the core's canonical holder object, the same in every binding (Node.js:
+    ``error.holder``), in its order: ``state``, ``description``, ``record``, ``owner_uid``,
+    ``flock_held``, ``foreign_kind``, ``symlink_target``."""
+
+    state: str
     """``held-by-app``, ``held-by-supervisor``, ``stale`` (the holder died), ``foreign``
     (a file update-lock did not create) or ``changing`` — the ``state`` names of
     ``lockctl status``."""
@@ -67,15 +71,17 @@ class Holder:
     """The core's phrase for it, e.g. ``held by another app (pid 7, ...)``."""
     record: Optional[HolderRecord]
     """The holder record, for ``held-by-app`` and ``stale``."""
+    owner_uid: Optional[int]
+    """The uid that owns the lock: the record's ``uid`` for ``held-by-app`` and ``stale``,
+    65534 for the Supervisor, the owner of the path for ``foreign``; ``None`` for
+    ``changing``."""
+    flock_held: Optional[bool]
+    """Whether someone holds flock(2) on it: ``True`` for ``held-by-app``, ``False`` for
+    ``stale`` and ``held-by-supervisor`` (its ``lockfile`` takes no flock), as observed for
+    ``foreign``; ``None`` for ``changing``."""
     foreign_kind: Optional[str]
     """For ``foreign``: ``empty-file``, ``lockfile-format``, ``unknown-content``,
     ``directory``, ``symlink``, ``fifo``, ``socket`` or ``device``."""
-    owner_uid: Optional[int]
-    """Owner uid of the path, when the core reports it (foreign files, 65534 for the
-    Supervisor)."""
-    flock_held: Optional[bool]
-    """Whether someone holds flock(2) on it: ``True`` for ``held-by-app``, ``False`` for
-    ``stale``, as observed for ``foreign``; ``None`` when not looked at."""
     symlink_target: Optional[str]
     """Where a symlink points, for ``foreign_kind == "symlink"``."""
 
@@ -86,7 +92,8 @@ class Holder:
 
     @property
     def uid(self) -> Optional[int]:
-        """The holder's uid (from the record; 65534 for the Supervisor), if known."""
+        """The holder's uid (from the record; else ``owner_uid``: 65534 for the Supervisor,
+        the owner of a foreign path), if known."""
         if self.record:
             return self.record.uid
         return self.owner_uid
