@@ -65,7 +65,8 @@ def test_cancel_while_waiting_leaves_nothing(lock_path: Path) -> None:
         helper = await until_waiting()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await task
+            # Bounded: a wait the cancellation did not end would keep the task waiting.
+            await asyncio.wait_for(task, STEP)
         helper.join(STEP)  # the wait ended (cancel token), it was not abandoned
         assert not helper.is_alive()
         assert not lk.held and identity(lock_path) == before
@@ -102,6 +103,31 @@ def test_cancel_racing_a_release_leaves_nothing(lock_path: Path) -> None:
 
     asyncio.run(main())
     assert_free(lock_path)
+
+
+def test_cancelled_again_while_the_helper_hands_over_leaves_nothing(lock_path: Path) -> None:
+    """The task is cancelled, and cancelled again while it waits for the helper to finish,
+    and the helper took the lock in between: the helper's hand-over (not the task) must
+    release it. The loop's queue fixes the order: the task's first cancellation, the second
+    one, then the helper's result."""
+
+    async def main() -> None:
+        holder = update_lock.lock(paths=lock_path, timeout=0).acquire()
+        lk = update_lock.lock_async(paths=lock_path)
+        task = asyncio.ensure_future(lk.acquire())
+        helper = await until_waiting()
+        loop = asyncio.get_running_loop()
+        task.cancel()  # the task runs its except branch on the next loop step...
+        loop.call_soon(task.cancel)  # ...and is cancelled again right after, in `await done`
+        holder.release()
+        helper.join(STEP)  # the helper took the lock (its token is not cancelled yet)
+        assert not helper.is_alive()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, STEP)
+        assert not lk.held
+        assert_free(lock_path)
+
+    asyncio.run(main())
 
 
 def test_async_errors_and_exclusion(lock_path: Path, service_dir: Path) -> None:
