@@ -44,6 +44,23 @@ export type ErrorCode =
   | 'io'
   | 'cancelled'
   | 'not-held'
+  | 'handover'
+
+/**
+ * Why a hand-over did not happen (`err.reason` with code `handover`); stable strings, the
+ * same in every binding and in `lockctl`.
+ */
+export type HandoverReason =
+  | 'stalled'
+  | 'peer-gone'
+  | 'taken'
+  | 'uid'
+  | 'version'
+  | 'protocol'
+  | 'refused'
+  | 'already-serving'
+  | 'finished'
+  | 'too-large'
 
 /** The holder record written into every app lock file (field names of `lockctl status --json`). */
 export interface HolderRecord {
@@ -108,7 +125,7 @@ export declare class UpdateLockError extends Error {
   name: 'UpdateLockError'
   /** The core's stable code. */
   code: ErrorCode
-  /** The code's stable number (1..9), see `codes`. */
+  /** The code's stable number (1..10), see `codes`. */
   errno: number
   /** The path the error is about (the first one for `lost`), or null. */
   path: string | null
@@ -124,6 +141,8 @@ export declare class UpdateLockError extends Error {
   osErrno?: number
   /** `cancelled` by an AbortSignal: the signal's reason. */
   cause?: unknown
+  /** `handover`: why the hand-over did not happen. */
+  reason?: HandoverReason
 }
 
 /** A taken-over lock left by a dead holder. */
@@ -221,3 +240,136 @@ export declare function handoverComplete(options?: HandoverOptions): string[]
 
 /** Every code and its stable number: `{ held: 1, timeout: 2, ... }`. */
 export declare const codes: Readonly<Record<ErrorCode, number>>
+
+// ---------------------------------------------------------------------------------------
+// Hand-over between two releases (`io.balena.update.strategy: hand-over`)
+
+/** What one side of a hand-over knows about the other (snake_case like the core's data). */
+export interface Peer {
+  /** The peer's pid as the kernel reports it (0 when it is in another PID namespace). */
+  pid: number
+  /** The pid the peer reports for itself, in its own PID namespace. */
+  own_pid: number
+  /** The peer's uid. */
+  uid: number
+  /** The peer's release name (may be empty). */
+  release: string
+  /** The peer's program name. */
+  program: string
+  /** The protocol version both sides agreed on. */
+  protocol: number
+}
+
+/** Options for `takeOver` / `takeOverSync`. */
+export interface TakeOverOptions {
+  /** The hand-over socket (default: `handover.sock` beside the handover-complete file, i.e. `/tmp/balena/handover.sock`). */
+  socket?: string
+  /** How this version names itself (release name or version). */
+  release?: string
+  /** Timeout of one protocol step, in milliseconds (default 5000). */
+  stepTimeout?: number
+  /** How long to wait for the old version's release step and its state, in ms (default 10000). */
+  releaseTimeout?: number
+  /** The largest state accepted, in bytes (default 1 MiB). */
+  maxState?: number
+  /** Write the handover-complete signal after a take-over (default true). A boolean, not an AbortSignal. */
+  signal?: boolean
+  /** Write exactly these handover-complete files (default: `handover-complete` beside an explicit socket, else the Supervisor's). */
+  signalPaths?: string | readonly string[]
+  /** Program name shown to the old version (default: the script's file name). */
+  program?: string
+  /** Cancels a pending `takeOver()`: rejects with `cancelled`, nothing taken. Not for `takeOverSync`. */
+  abortSignal?: AbortSignal
+}
+
+/** A descriptor received from the old version. The app owns `fd`: close it or give it to `net.Server.listen({ fd })`. */
+export interface InheritedFd {
+  /** The label the old version gave it (e.g. `"http"`). */
+  label: string
+  /** The descriptor number (close-on-exec set). */
+  fd: number
+  /** Whether it is a socket (else a file, pipe or device). */
+  isSocket: boolean
+}
+
+/** What the new version got from the old one. */
+export interface Inheritance {
+  predecessor: Peer
+  state: Buffer
+  fds: InheritedFd[]
+  /** The handover-complete files written. */
+  signalled: string[]
+  /** Why writing the handover-complete signal failed (the hand-over itself succeeded), or null. */
+  signalError: UpdateLockError | null
+}
+
+/** Take over from the old version without blocking the event loop; `null` when there is none (first start, stale socket). */
+export declare function takeOver(options?: TakeOverOptions): Promise<Inheritance | null>
+
+/** `takeOver`, blocking the thread (scripts). */
+export declare function takeOverSync(options?: Omit<TakeOverOptions, 'abortSignal'>): Inheritance | null
+
+/** The descriptor number of a listening `net.Server`, to hand it over. */
+export declare function listenerFd(server: import('node:net').Server): number
+
+/** Options for `HandoverServer.bind`. */
+export interface HandoverServerOptions {
+  /** The hand-over socket (default as for `takeOver`). */
+  socket?: string
+  /** How this version names itself. */
+  release?: string
+  /** Timeout of one protocol step, in milliseconds (default 5000). */
+  stepTimeout?: number
+  /** The largest state sent, in bytes (default 1 MiB). */
+  maxState?: number
+  /** Program name shown to the successor. */
+  program?: string
+}
+
+/** A descriptor to hand over (a copy is sent; the app keeps its own). */
+export interface GrantFd {
+  label: string
+  fd: number
+}
+
+/** What to send to the successor. */
+export interface GrantOptions {
+  /** The app-defined state (default empty). */
+  state?: Buffer | Uint8Array | string
+  /** Descriptors to send (at most 64). */
+  fds?: readonly GrantFd[]
+}
+
+/** A successor waiting for an answer. */
+export declare class HandoverRequest {
+  private constructor()
+  /** Who asks to take over. */
+  readonly successor: Peer
+  /** Not answered yet. */
+  readonly pending: boolean
+}
+
+/** The old version's side of the hand-over. */
+export declare class HandoverServer {
+  private constructor()
+  /** Start serving on the socket (throws `handover`/`already-serving` when another process does). */
+  static bind(options?: HandoverServerOptions): HandoverServer
+  /** Whether it still serves (not handed over, not closed). */
+  readonly serving: boolean
+  /** The socket path. */
+  readonly socketPath: string
+  /** Wait for a successor; `null` when `timeout` (ms) ran out; `cancelled` when `abortSignal` aborts. */
+  accept(options?: { timeout?: number; abortSignal?: AbortSignal }): Promise<HandoverRequest | null>
+  /** Send state and fds, wait for the acknowledgement; resolves to the successor (the server stopped serving). */
+  grant(request: HandoverRequest, options?: GrantOptions): Promise<Peer>
+  /** Turn the successor away (reason `refused`); the server keeps serving. */
+  refuse(request: HandoverRequest, message?: string): void
+  /** Stop serving without handing over (idempotent). */
+  close(): void
+  /** accept -> `release(successor)` -> grant, resuming after failures, until handed over (the successor) or `timeout` ran out (`null`). */
+  serve(
+    release: (successor: Peer) => GrantOptions | void | PromiseLike<GrantOptions | void>,
+    options?: { timeout?: number; resume?: (error: unknown) => unknown; abortSignal?: AbortSignal },
+  ): Promise<Peer | null>
+  [Symbol.dispose](): void
+}

@@ -12,5 +12,10 @@ export const {
   UpdateLockError,
   LockOptions,
   codes,
+  takeOver,
+  takeOverSync,
+  HandoverServer,
+  HandoverRequest,
+  listenerFd,
 } = cjs
 export default cjs

@@ -23,6 +23,60 @@ export declare class Canceller {
   get cancelled(): boolean
 }
 
+/** The old version's hand-over server (the core's `HandoverServer`). */
+export declare class NativeHandoverServer {
+  /**
+   * Start serving on the socket the options name (`already-serving` when another
+   * process does).
+   */
+  static bind(options: RendezvousInit): NativeHandoverServer
+  /** The socket path. */
+  get socketPath(): string
+  /** Whether it still serves (not handed over, not closed). */
+  get serving(): boolean
+  /** Stop serving without handing over (idempotent); removes the socket. */
+  close(): void
+  /**
+   * Wait up to `timeoutMs` (missing: forever) for a successor, without blocking the
+   * event loop; `null` when the timeout ran out. `canceller` ends the wait with
+   * `cancelled`; the server keeps serving.
+   */
+  accept(timeoutMs?: number | undefined | null, canceller?: Canceller | undefined | null): Promise<NativeRequest | null>
+  /**
+   * Send `state` and copies of `fds` to the request's successor and wait for its
+   * acknowledgement, without blocking the event loop. Resolves to the successor: the
+   * server has stopped serving and the app may exit. Rejects when nothing was handed
+   * over: the server keeps serving and the app keeps its descriptors.
+   */
+  grant(request: NativeRequest, state: Buffer, fds: Array<GrantFd>): Promise<Peer>
+  /**
+   * Turn the request's successor away with `message` (it gets reason `refused`); the
+   * server keeps serving.
+   */
+  refuse(request: NativeRequest, message: string): void
+}
+
+/**
+ * What the new version got from the old one (the core's `Inheritance`). The wrapper reads
+ * it once into a plain object; `takeFds()` hands the descriptors over to JavaScript.
+ */
+export declare class NativeInheritance {
+  /** Who handed over. */
+  get predecessor(): Peer
+  /** The state blob. */
+  get state(): Buffer
+  /** The handover-complete files written. */
+  get signalled(): Array<string>
+  /** Why writing the handover-complete signal failed, or null. */
+  get signalError(): Error | null
+  /**
+   * The descriptors, as numbers the caller now owns (it must close them or give them
+   * to `net.Server.listen({ fd })`). Only the first call returns them; later calls
+   * return an empty list.
+   */
+  takeFds(): Array<InheritedFdData>
+}
+
 /**
  * A held update lock (the core's `UpdateLock`, kept in a per-process registry). It stays
  * held until `release()` or `releaseAll()` (the JavaScript wrapper calls that at exit), even
@@ -45,6 +99,17 @@ export declare class NativeLock {
    * `previous` is the dead holder's record with the field names of `lockctl status --json`.
    */
   get reclaimed(): Array<{ path: string; previous: Record<string, unknown> }>
+}
+
+/**
+ * A successor waiting for an answer (the core's `HandoverRequest`): answer it once with
+ * `grant` or `refuse`.
+ */
+export declare class NativeRequest {
+  /** Who asks to take over. */
+  get successor(): Peer
+  /** Whether it is still unanswered. */
+  get pending(): boolean
 }
 
 /**
@@ -77,11 +142,35 @@ export declare function cancelled(options: PreparedOptions, by?: string | undefi
 /** Every stable error code with its number, in numeric order: `[["held", 1], ...]`. */
 export declare function errorCodes(): Array<[string, number]>
 
+/**
+ * A descriptor to hand over: its label and the app's descriptor number (a copy is sent;
+ * the app keeps its own).
+ */
+export interface GrantFd {
+  /** The label the successor sees. */
+  label: string
+  /** The app's descriptor number. */
+  fd: number
+}
+
 /** Write the hand-over signal (idempotent); returns the paths written. */
 export declare function handoverComplete(options: InspectOptionsInit): Array<string>
 
 /** How many locks this Node.js environment holds. */
 export declare function heldCount(): number
+
+/**
+ * One received descriptor: its label, the raw number (now owned by JavaScript) and
+ * whether it is a socket.
+ */
+export interface InheritedFdData {
+  /** The label the old version gave it. */
+  label: string
+  /** The descriptor number (close-on-exec set); the app owns it. */
+  fd: number
+  /** Whether it is a socket. */
+  isSocket: boolean
+}
 
 /** Options for `status()` and `handoverComplete()`. */
 export interface InspectOptionsInit {
@@ -108,10 +197,52 @@ export interface LockOptionsInit {
 }
 
 /**
+ * What one side of a hand-over knows about the other (field names as in the core's
+ * `PeerInfo` and in every binding).
+ */
+export interface Peer {
+  /** The peer's pid as the kernel reports it (0 when in another PID namespace). */
+  pid: number
+  /**
+   * The pid the peer reports for itself (in its own PID namespace); `own_pid` in
+   * JavaScript too, as in every binding.
+   */
+  own_pid: number
+  /** The peer's uid. */
+  uid: number
+  /** The peer's release name (may be empty). */
+  release: string
+  /** The peer's program name. */
+  program: string
+  /** The protocol version both sides agreed on. */
+  protocol: number
+}
+
+/**
  * Release every lock this Node.js environment (main thread or worker) still holds, ignoring
  * errors; returns how many were released. For exit handlers: it is synchronous.
  */
 export declare function releaseAll(): number
+
+/** Hand-over options as the JavaScript wrapper passes them (already validated there). */
+export interface RendezvousInit {
+  /** The hand-over socket (missing: `handover.sock` beside the handover-complete file). */
+  socket?: string
+  /** How this version names itself to the other (release name, version). */
+  release?: string
+  /** Timeout of one protocol step, in milliseconds (default 5000). */
+  stepTimeoutMs?: number
+  /** How long the successor waits for the old version's release step, in ms (default 10000). */
+  releaseTimeoutMs?: number
+  /** The largest state accepted, in bytes (default 1 MiB). */
+  maxState?: number
+  /** Write the handover-complete signal after a take-over (default true). */
+  signal?: boolean
+  /** Write exactly these handover-complete paths. */
+  signalPaths?: Array<string>
+  /** Program name shown to the other version. */
+  program?: string
+}
 
 /**
  * Look at every lock path and hand-over signal without changing anything. The result has
@@ -121,6 +252,16 @@ export declare function releaseAll(): number
  * signal shown is `handover-complete` beside the first lock path.
  */
 export declare function statusJson(options: InspectOptionsInit): string
+
+/**
+ * Take over without blocking the event loop. `canceller` ends the wait with code
+ * `cancelled` and nothing taken (the old version keeps its resources) — unless the
+ * take-over had already been acknowledged, which cannot be undone: then it resolves.
+ */
+export declare function takeOver(options: RendezvousInit, canceller?: Canceller | undefined | null): Promise<NativeInheritance | null>
+
+/** Take over, blocking the calling thread (scripts). `null` when there is no predecessor. */
+export declare function takeOverSync(options: RendezvousInit): NativeInheritance | null
 
 /**
  * One non-blocking attempt on the calling thread (a few system calls, never a wait): the

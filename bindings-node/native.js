@@ -836,7 +836,10 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.Canceller = nativeBinding.Canceller
+module.exports.NativeHandoverServer = nativeBinding.NativeHandoverServer
+module.exports.NativeInheritance = nativeBinding.NativeInheritance
 module.exports.NativeLock = nativeBinding.NativeLock
+module.exports.NativeRequest = nativeBinding.NativeRequest
 module.exports.PreparedOptions = nativeBinding.PreparedOptions
 module.exports.acquire = nativeBinding.acquire
 module.exports.acquireSync = nativeBinding.acquireSync
@@ -846,4 +849,6 @@ module.exports.handoverComplete = nativeBinding.handoverComplete
 module.exports.heldCount = nativeBinding.heldCount
 module.exports.releaseAll = nativeBinding.releaseAll
 module.exports.statusJson = nativeBinding.statusJson
+module.exports.takeOver = nativeBinding.takeOver
+module.exports.takeOverSync = nativeBinding.takeOverSync
 module.exports.tryAcquire = nativeBinding.tryAcquire

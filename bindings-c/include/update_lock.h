@@ -32,7 +32,7 @@
 /**
  * Result of every fallible `ul_` function. The numbers are stable and never reused.
  *
- * 1 to 9 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
+ * 1 to 10 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
  * core's code string, e.g. "held"); 100 and up are errors of the C binding itself.
  * After any code but `UL_OK`, `ul_last_error_message` gives the core's message (which path,
  * who holds it, what to do next).
@@ -84,6 +84,11 @@ typedef enum ul_result {
    * "not-held": the handle does not hold the lock (in a child created by fork()).
    */
   UL_ERR_NOT_HELD = 9,
+  /**
+   * "handover": a hand-over between the old and the new version did not happen (the
+   * peer stalled, crashed, refused, runs as another user, or another successor won).
+   */
+  UL_ERR_HANDOVER = 10,
   /**
    * "null-argument": a required pointer argument was NULL.
    */
@@ -185,6 +190,49 @@ typedef enum ul_foreign_kind {
  * taken). Once cancelled it stays cancelled: make a new token for the next wait.
  */
 typedef struct ul_cancel_token ul_cancel_token;
+
+/**
+ * A successor that asked to take over and was welcomed (opaque). Made by
+ * `ul_handover_server_accept`; answer it with `ul_handover_server_grant` or
+ * `ul_handover_server_refuse`, which consume (free) it, or drop it unanswered with
+ * `ul_handover_request_free` (the successor then sees the connection close, reason
+ * "peer-gone"). Use it from one thread at a time.
+ */
+typedef struct ul_handover_request ul_handover_request;
+
+/**
+ * The old version's hand-over server (opaque): it listens on the socket (mode 0600, only
+ * the same uid or root may take over) from `ul_handover_server_bind` until it has handed
+ * over (`ul_handover_server_grant` succeeded) or is closed or freed, which removes the
+ * socket.
+ *
+ * Serving is two calls so that the app runs its own release step in between:
+ * `ul_handover_server_accept` waits for a successor, then the app stops using its
+ * resources (stops accepting, closes its database, ...), then `ul_handover_server_grant`
+ * sends the state and descriptors and waits for the successor's acknowledgement. If that
+ * fails, nothing was handed over, the server keeps serving, and the app still has its
+ * descriptors: it should resume its work.
+ *
+ * Keep serving after SIGTERM: on a device the Supervisor stops the old container right
+ * after starting the new one, and SIGKILLs it after the stop grace period (10 s default).
+ *
+ * Threads: every function but `ul_handover_server_free` may be called from any thread,
+ * concurrently (`ul_handover_server_close` from one thread ends an accept waiting in
+ * another). `ul_handover_server_free` must not run concurrently with any other use.
+ */
+typedef struct ul_handover_server ul_handover_server;
+
+/**
+ * What the new version got from the old one (opaque): the predecessor, the app's state
+ * bytes and the descriptors, each with its label. Made by `ul_handover_take`, freed by
+ * `ul_inheritance_free`, which closes every descriptor not taken with
+ * `ul_inheritance_take_fd`.
+ *
+ * Threads: the `const ul_inheritance *` functions may run concurrently;
+ * `ul_inheritance_take_fd` and `ul_inheritance_free` must not run concurrently with any
+ * other use of the same handle.
+ */
+typedef struct ul_inheritance ul_inheritance;
 
 /**
  * A held update lock (opaque). Made by `ul_acquire` / `ul_try_acquire`, released and freed
@@ -405,6 +453,122 @@ typedef struct ul_handover_options {
 } ul_handover_options;
 
 /**
+ * How the old and the new version find each other, and how long each step may take.
+ * Used by both sides (`ul_handover_take` and `ul_handover_server_bind`). Caller-owned;
+ * initialise it with `ul_rendezvous_options_init`, then change the fields you need.
+ * Versioned by `struct_size` like `ul_options`.
+ *
+ * ```c
+ * ul_rendezvous_options ro;
+ * ul_rendezvous_options_init(&ro, sizeof ro);
+ * ro.release = "v2";                         // how this version names itself
+ * ro.socket = "/tmp/balena/handover.sock";   // or NULL: the default
+ * ```
+ */
+typedef struct ul_rendezvous_options {
+  /**
+   * Size of the caller's struct in bytes; set by `ul_rendezvous_options_init`.
+   */
+  size_t struct_size;
+  /**
+   * The hand-over socket (a Unix domain socket in the directory the old and the new
+   * container share). NULL or "" (default): `handover.sock` beside the handover-complete
+   * signal, i.e. beside `$BALENA_SERVICE_HANDOVER_COMPLETE_PATH` (by default
+   * `/tmp/balena/handover.sock`). Borrowed for each call only.
+   */
+  const char *socket;
+  /**
+   * How this version names itself to the other (release name, version, commit), UTF-8.
+   * NULL (default) means "".
+   */
+  const char *release;
+  /**
+   * How long the peer may take to answer one protocol step, in milliseconds; must be
+   * positive. Default 5000.
+   */
+  int64_t step_timeout_ms;
+  /**
+   * How long the successor waits for the old version's release step and its state, in
+   * milliseconds; must be positive. Default 10000 (the Supervisor's default stop grace
+   * period). Only used by `ul_handover_take`.
+   */
+  int64_t release_timeout_ms;
+  /**
+   * The largest state either side accepts, in bytes (default 1 MiB; at most 64 MiB is
+   * used).
+   */
+  size_t max_state;
+  /**
+   * Whether a successful `ul_handover_take` writes the handover-complete signal
+   * (default true). Where: `signal_paths` if given, else `handover-complete` beside an
+   * explicit `socket`, else the Supervisor's default signal paths.
+   */
+  bool signal;
+  /**
+   * The handover-complete signal paths to write (`signal_path_count` entries). NULL or a
+   * count of 0 (default): see `signal`. Borrowed for each call only.
+   */
+  const char *const *signal_paths;
+  /**
+   * Number of entries in `signal_paths`.
+   */
+  size_t signal_path_count;
+  /**
+   * A token that ends a waiting `ul_handover_take` with `UL_ERR_CANCELLED` (nothing is
+   * taken, the old version keeps its resources). NULL (default): no cancellation.
+   * Borrowed: it must stay alive until the call returns. Ignored by
+   * `ul_handover_server_bind` (`ul_handover_server_accept` takes its own token).
+   */
+  const struct ul_cancel_token *cancel;
+} ul_rendezvous_options;
+
+/**
+ * What one side of a hand-over knows about the other. Strings are UTF-8, owned by the
+ * handle the struct came from. Fixed for soname 0.
+ */
+typedef struct ul_peer_info {
+  /**
+   * The peer's pid as the kernel reports it to us (SO_PEERCRED); 0 when the peer is in
+   * a PID namespace we cannot see (another container).
+   */
+  int32_t pid;
+  /**
+   * The pid the peer reports for itself (in its own PID namespace).
+   */
+  int32_t own_pid;
+  /**
+   * The peer's uid (SO_PEERCRED).
+   */
+  uint32_t uid;
+  /**
+   * The protocol version both sides agreed on.
+   */
+  uint32_t protocol;
+  /**
+   * The release name the peer gave (`ul_rendezvous_options.release`); may be "".
+   */
+  const char *release;
+  /**
+   * The peer's program name.
+   */
+  const char *program;
+} ul_peer_info;
+
+/**
+ * One descriptor to hand over with `ul_handover_server_grant`. Fixed for soname 0.
+ */
+typedef struct ul_handover_fd {
+  /**
+   * The label the successor sees (e.g. "http"), UTF-8; line breaks become spaces.
+   */
+  const char *label;
+  /**
+   * The descriptor (borrowed: it stays the caller's, the successor gets a copy).
+   */
+  int fd;
+} ul_handover_fd;
+
+/**
  * One lock path as both readers see it (one entry of `locks` in `lockctl status --json`).
  * Strings point into the caller's string buffer.
  */
@@ -597,10 +761,10 @@ bool ul_cancel_token_is_cancelled(const struct ul_cancel_token *token);
 void ul_cancel_token_free(struct ul_cancel_token *token);
 
 /**
- * The static name of a result code: "ok", the core's code string for 1 to 9 ("held",
+ * The static name of a result code: "ok", the core's code string for 1 to 10 ("held",
  * "timeout", "lost", "permission", "supervisor-uid", "invalid-path", "io", "cancelled",
- * "not-held"), "null-argument", "invalid-argument", "buffer-too-small", "panic", and
- * "unknown" for any other number.
+ * "not-held", "handover"), "null-argument", "invalid-argument", "buffer-too-small",
+ * "panic", and "unknown" for any other number.
  *
  * Takes an `int` so that any number can be passed. The string is static: never free it.
  * Thread-safe.
@@ -668,6 +832,27 @@ enum ul_result ul_last_error_holder(struct ul_holder *out,
                                     char *strings,
                                     size_t strings_len,
                                     size_t *needed);
+
+/**
+ * Why this thread's last hand-over failed, when its last error is `UL_ERR_HANDOVER`: one
+ * of the core's stable reason strings, the same in every binding and in `lockctl`:
+ *
+ * * "stalled": the peer did not answer a step within its timeout;
+ * * "peer-gone": the peer closed the connection mid-transfer (it crashed or exited);
+ * * "taken": another successor already took over from that old version;
+ * * "uid": the peer runs as another user (and neither side is root);
+ * * "version": the two versions share no protocol version;
+ * * "protocol": the peer does not speak the hand-over protocol;
+ * * "refused": the old version refused (`ul_handover_server_refuse`) or failed its release
+ *   step; it keeps serving;
+ * * "already-serving": another process already serves hand-over on that socket;
+ * * "finished": this server has already handed over or was closed;
+ * * "too-large": the state or the descriptors exceed the limits.
+ *
+ * NULL when the last error is not `UL_ERR_HANDOVER` (or there is none). The string is
+ * static: never free it. Does not change the thread's last error. Thread-safe (per-thread).
+ */
+const char *ul_last_error_handover_reason(void);
 
 /**
  * Take the update lock on every path of `opts`, all-or-nothing, waiting as long as
@@ -824,6 +1009,321 @@ enum ul_result ul_options_init(struct ul_options *opts, size_t struct_size);
  * `opts` must be NULL or point to `struct_size` writable bytes.
  */
 enum ul_result ul_handover_options_init(struct ul_handover_options *opts, size_t struct_size);
+
+/**
+ * Fill `*opts` with the defaults and set `opts->struct_size = struct_size`: `socket` NULL
+ * (the default socket), `release` NULL (""), `step_timeout_ms` 5000, `release_timeout_ms`
+ * 10000, `max_state` 1 MiB, `signal` true, `signal_paths` NULL (0), `cancel` NULL.
+ *
+ * Call it as `ul_rendezvous_options_init(&opts, sizeof opts)`. Results as
+ * `ul_options_init`. Thread-safe.
+ *
+ * # Safety
+ * `opts` must be NULL or point to `struct_size` writable bytes.
+ */
+enum ul_result ul_rendezvous_options_init(struct ul_rendezvous_options *opts, size_t struct_size);
+
+/**
+ * Take over from the old version serving on `opts->socket`, if there is one: connect,
+ * say who we are, wait (up to `opts->release_timeout_ms`) while the old version runs its
+ * release step, receive its state and descriptors, acknowledge, and write the
+ * handover-complete signal (unless `opts->signal` is false).
+ *
+ * `*out` receives the new handle (free it with `ul_inheritance_free`), or NULL when the
+ * call returns `UL_OK` with **no predecessor**: a first start (no socket, no directory), or
+ * a stale socket left by a crashed old version (it is removed). On failure `*out` is NULL
+ * and nothing was taken: the old version keeps its resources.
+ *
+ * Returns `UL_OK`, `UL_ERR_HANDOVER` (`ul_last_error_handover_reason()` says why:
+ * "stalled", "peer-gone", "refused", "taken", "uid", "version", "protocol", "too-large"),
+ * `UL_ERR_CANCELLED` (`opts->cancel`), `UL_ERR_PERMISSION`, `UL_ERR_IO`,
+ * `UL_ERR_NULL_ARGUMENT`, `UL_ERR_INVALID_ARGUMENT` (struct_size, a timeout not positive,
+ * `release` not UTF-8).
+ *
+ * A failure to write the handover-complete signal does not fail the call (the resources
+ * are ours): `ul_inheritance_signal_result` reports it.
+ *
+ * Blocks the calling thread (every step bounded by the timeouts). Thread-safe. `opts` and
+ * everything it points to are only borrowed during the call.
+ *
+ * # Safety
+ * `opts` must be NULL or a valid `ul_rendezvous_options`; `out` must be NULL or writable.
+ */
+enum ul_result ul_handover_take(const struct ul_rendezvous_options *opts,
+                                struct ul_inheritance **out);
+
+/**
+ * Who handed over: points into the handle (valid until `ul_inheritance_free`, never free
+ * it). NULL for a NULL handle. Thread-safe.
+ *
+ * # Safety
+ * `inh` must be NULL or a live handle.
+ */
+const struct ul_peer_info *ul_inheritance_predecessor(const struct ul_inheritance *inh);
+
+/**
+ * The app-defined state bytes the old version sent; `*len` (if `len` is not NULL)
+ * receives their number. The bytes are owned by the handle (valid until
+ * `ul_inheritance_free`) and are not NUL-terminated. Returns NULL (and `*len` 0) for a
+ * NULL handle; with `*len` 0 the pointer must not be read. Thread-safe.
+ *
+ * # Safety
+ * `inh` must be NULL or a live handle; `len` NULL or writable.
+ */
+const uint8_t *ul_inheritance_state(const struct ul_inheritance *inh, size_t *len);
+
+/**
+ * Number of descriptors received (0 for NULL), including those already taken.
+ * Thread-safe.
+ *
+ * # Safety
+ * `inh` must be NULL or a live handle.
+ */
+size_t ul_inheritance_fd_count(const struct ul_inheritance *inh);
+
+/**
+ * The label of the `index`-th descriptor (in the order the old version sent them), owned
+ * by the handle (valid until `ul_inheritance_free`, never free it). NULL for a NULL handle
+ * or an index out of range. Thread-safe.
+ *
+ * # Safety
+ * `inh` must be NULL or a live handle.
+ */
+const char *ul_inheritance_fd_label(const struct ul_inheritance *inh, size_t index);
+
+/**
+ * The `index`-th descriptor, still owned by the handle (`ul_inheritance_free` closes it;
+ * never close it yourself, take it with `ul_inheritance_take_fd` instead). -1 for a NULL
+ * handle, an index out of range, or a descriptor already taken. Received descriptors are
+ * close-on-exec. Thread-safe.
+ *
+ * # Safety
+ * `inh` must be NULL or a live handle.
+ */
+int ul_inheritance_fd(const struct ul_inheritance *inh, size_t index);
+
+/**
+ * Whether the `index`-th descriptor is a socket (e.g. a listening TCP socket: use it with
+ * accept(2) directly); false for other descriptors (files, devices, pipes), a NULL handle
+ * or an index out of range. Thread-safe.
+ *
+ * # Safety
+ * `inh` must be NULL or a live handle.
+ */
+bool ul_inheritance_fd_is_socket(const struct ul_inheritance *inh, size_t index);
+
+/**
+ * Take ownership of the `index`-th descriptor: the caller must close it, and
+ * `ul_inheritance_free` no longer does (`ul_inheritance_fd` then gives -1 for it). Returns
+ * the descriptor, or -1 for a NULL handle, an index out of range, or a descriptor already
+ * taken. It is close-on-exec (clear FD_CLOEXEC to pass it to a program you exec).
+ *
+ * Must not run concurrently with any other use of the same handle.
+ *
+ * # Safety
+ * `inh` must be NULL or a live handle.
+ */
+int ul_inheritance_take_fd(struct ul_inheritance *inh, size_t index);
+
+/**
+ * Number of handover-complete signal files the take-over wrote (0 when signalling was off
+ * or failed, and for NULL). Thread-safe.
+ *
+ * # Safety
+ * `inh` must be NULL or a live handle.
+ */
+size_t ul_inheritance_signalled_count(const struct ul_inheritance *inh);
+
+/**
+ * The `index`-th handover-complete signal file written, owned by the handle (valid until
+ * `ul_inheritance_free`). NULL for a NULL handle or an index out of range. Thread-safe.
+ *
+ * # Safety
+ * `inh` must be NULL or a live handle.
+ */
+const char *ul_inheritance_signalled_path(const struct ul_inheritance *inh, size_t index);
+
+/**
+ * Whether writing the handover-complete signal worked: `UL_OK` (written, or signalling
+ * was off), else the error's code (`UL_ERR_PERMISSION`, `UL_ERR_INVALID_PATH`,
+ * `UL_ERR_IO`); `UL_ERR_NULL_ARGUMENT` for NULL. The hand-over itself succeeded either way
+ * (the resources are ours); without the signal the Supervisor stops the old version only
+ * after its hand-over timeout. If `buf` is not NULL the error message is copied into it
+ * as `ul_last_error_message` does ("" on success). Does not change the thread's last
+ * error. Thread-safe.
+ *
+ * # Safety
+ * `inh` must be NULL or a live handle; `buf` NULL or `len` writable bytes.
+ */
+enum ul_result ul_inheritance_signal_result(const struct ul_inheritance *inh,
+                                            char *buf,
+                                            size_t len);
+
+/**
+ * Free the handle and close every descriptor not taken with `ul_inheritance_take_fd`.
+ * NULL is ignored. Must not run concurrently with any other use of the handle.
+ *
+ * # Safety
+ * `inh` must be NULL or a handle from `ul_handover_take` not freed yet.
+ */
+void ul_inheritance_free(struct ul_inheritance *inh);
+
+/**
+ * Start serving hand-over on `opts->socket` (`opts->release` names this version to
+ * successors; `step_timeout_ms` and `max_state` apply). A stale socket left by a crashed
+ * server is replaced; anything that is not a socket is never touched.
+ *
+ * On success `*out` owns the new server (free it with `ul_handover_server_free`); on
+ * failure `*out` is NULL. Returns `UL_OK`, `UL_ERR_HANDOVER` (reason "already-serving":
+ * another process serves on that socket), `UL_ERR_PERMISSION`, `UL_ERR_INVALID_PATH`,
+ * `UL_ERR_IO`, `UL_ERR_NULL_ARGUMENT`, `UL_ERR_INVALID_ARGUMENT`. Thread-safe.
+ *
+ * # Safety
+ * `opts` must be NULL or a valid `ul_rendezvous_options`; `out` NULL or writable.
+ */
+enum ul_result ul_handover_server_bind(const struct ul_rendezvous_options *opts,
+                                       struct ul_handover_server **out);
+
+/**
+ * Wait up to `timeout_ms` (negative: forever, 0: only look) for a successor. Successors
+ * that run as another user, speak another protocol version or stall in their greeting
+ * are turned away here and the wait goes on.
+ *
+ * `*out` receives the request (answer it with `ul_handover_server_grant` or
+ * `ul_handover_server_refuse`), or NULL when the call returns `UL_OK` because the timeout
+ * ran out. Returns `UL_OK`, `UL_ERR_CANCELLED` (`cancel`, NULL for none; the server keeps
+ * serving), `UL_ERR_HANDOVER` (reason "finished": the server has handed over or was
+ * closed, also by `ul_handover_server_close` from another thread during the wait),
+ * `UL_ERR_IO`, `UL_ERR_NULL_ARGUMENT`.
+ *
+ * Blocks the calling thread. Thread-safe.
+ *
+ * # Safety
+ * `server` must be NULL or a live server; `cancel` NULL or a live token; `out` NULL or
+ * writable.
+ */
+enum ul_result ul_handover_server_accept(const struct ul_handover_server *server,
+                                         int64_t timeout_ms,
+                                         const struct ul_cancel_token *cancel,
+                                         struct ul_handover_request **out);
+
+/**
+ * Who asks to take over: points into the request (valid until it is granted, refused or
+ * freed). NULL for NULL.
+ *
+ * # Safety
+ * `request` must be NULL or a live request.
+ */
+const struct ul_peer_info *ul_handover_request_successor(const struct ul_handover_request *request);
+
+/**
+ * Free a request without answering it (the successor sees the connection close: reason
+ * "peer-gone"; the server keeps serving). NULL is ignored.
+ *
+ * # Safety
+ * `request` must be NULL or a request from `ul_handover_server_accept` not consumed yet.
+ */
+void ul_handover_request_free(struct ul_handover_request *request);
+
+/**
+ * Hand over to `request`'s successor: send `state` (`state_len` bytes, NULL when 0) and
+ * the `nfds` descriptors of `fds` (each with its label; the descriptors stay the
+ * caller's, the successor gets copies of them, sharing the same open file: a listening
+ * socket keeps queueing connections, none is refused), then wait for the successor's
+ * acknowledgement.
+ *
+ * `request` is consumed in every case, also on failure (never use it again). On an
+ * argument error the successor is refused with the message.
+ *
+ * On `UL_OK` the successor owns the resources: the server has stopped serving (socket
+ * removed, successors still waiting are told "taken"); the app should stop using the
+ * descriptors (e.g. stop accepting), finish in-flight work, and exit. `*successor` (if
+ * `successor` is not NULL) then points to who took over, owned by the server (valid until
+ * `ul_handover_server_free`); it is NULL after a failure.
+ *
+ * On failure nothing was handed over and the server keeps serving: resume work and wait
+ * for the next successor. Returns `UL_ERR_HANDOVER` (reason "stalled", "peer-gone",
+ * "protocol", "too-large": more than `max_state` bytes or 64 descriptors, "finished"),
+ * `UL_ERR_CANCELLED`, `UL_ERR_IO`, `UL_ERR_NULL_ARGUMENT`, `UL_ERR_INVALID_ARGUMENT` (a
+ * label not UTF-8, a descriptor not open).
+ *
+ * Blocks the calling thread (bounded by the step timeout). Thread-safe.
+ *
+ * ```c
+ * ul_handover_fd fds[] = { { "http", listen_fd } };
+ * const ul_peer_info *who = NULL;
+ * if (ul_handover_server_grant(server, req, "sessions=3", 10, fds, 1, &who) == UL_OK)
+ *     printf("handed over to %s\n", who->release);
+ * ```
+ *
+ * # Safety
+ * `server` must be NULL or a live server; `request` NULL or an unconsumed request from
+ * this server; `state` NULL or `state_len` readable bytes; `fds` NULL or `nfds` readable
+ * entries; `successor` NULL or writable.
+ */
+enum ul_result ul_handover_server_grant(const struct ul_handover_server *server,
+                                        struct ul_handover_request *request,
+                                        const void *state,
+                                        size_t state_len,
+                                        const struct ul_handover_fd *fds,
+                                        size_t nfds,
+                                        const struct ul_peer_info **successor);
+
+/**
+ * Turn `request`'s successor away: the app cannot release its resources now. The
+ * successor gets `UL_ERR_HANDOVER` with reason "refused" and `message` (UTF-8; NULL for
+ * none); the server keeps serving. `request` is consumed in every case.
+ *
+ * Returns `UL_OK`, `UL_ERR_HANDOVER` / `UL_ERR_IO` (the refusal could not be delivered; the
+ * successor sees the connection close), `UL_ERR_NULL_ARGUMENT`, `UL_ERR_INVALID_ARGUMENT`
+ * (`message` not UTF-8; the successor is refused without it). Thread-safe.
+ *
+ * # Safety
+ * `server` must be NULL or a live server; `request` NULL or an unconsumed request from
+ * this server; `message` NULL or a NUL-terminated string.
+ */
+enum ul_result ul_handover_server_refuse(const struct ul_handover_server *server,
+                                         struct ul_handover_request *request,
+                                         const char *message);
+
+/**
+ * Stop serving without handing over: the socket is removed, successors waiting see the
+ * connection close, an accept waiting in another thread ends (reason "finished").
+ * Idempotent; NULL is ignored. Thread-safe. The server must still be freed with
+ * `ul_handover_server_free`.
+ *
+ * # Safety
+ * `server` must be NULL or a live server.
+ */
+void ul_handover_server_close(const struct ul_handover_server *server);
+
+/**
+ * Whether the server still serves: not handed over, not closed (false for NULL).
+ * Thread-safe.
+ *
+ * # Safety
+ * `server` must be NULL or a live server.
+ */
+bool ul_handover_server_is_serving(const struct ul_handover_server *server);
+
+/**
+ * The socket path the server listens on, owned by the server (valid until
+ * `ul_handover_server_free`). NULL for NULL. Thread-safe.
+ *
+ * # Safety
+ * `server` must be NULL or a live server.
+ */
+const char *ul_handover_server_socket_path(const struct ul_handover_server *server);
+
+/**
+ * Close (as `ul_handover_server_close`) and free the server. NULL is ignored. Requests
+ * it accepted stay valid on their own: free them with `ul_handover_request_free`. Must not
+ * run concurrently with any other use of the server.
+ *
+ * # Safety
+ * `server` must be NULL or a server from `ul_handover_server_bind` not freed yet.
+ */
+void ul_handover_server_free(struct ul_handover_server *server);
 
 /**
  * Zero `*report` and set `report->struct_size = struct_size`; then set its "in" fields.

@@ -5,14 +5,14 @@ use std::ffi::{c_char, c_int};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use lockcore::{ErrorCode, Holder};
+use lockcore::{ErrorCode, HandoverFailure, Holder};
 
 use crate::status::{fill_holder, ul_holder};
 use crate::strings::{copy_truncated, StringArena};
 
 /// Result of every fallible `ul_` function. The numbers are stable and never reused.
 ///
-/// 1 to 9 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
+/// 1 to 10 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
 /// core's code string, e.g. "held"); 100 and up are errors of the C binding itself.
 /// After any code but `UL_OK`, `ul_last_error_message` gives the core's message (which path,
 /// who holds it, what to do next).
@@ -45,6 +45,9 @@ pub enum ul_result {
     UL_ERR_CANCELLED = 8,
     /// "not-held": the handle does not hold the lock (in a child created by fork()).
     UL_ERR_NOT_HELD = 9,
+    /// "handover": a hand-over between the old and the new version did not happen (the
+    /// peer stalled, crashed, refused, runs as another user, or another successor won).
+    UL_ERR_HANDOVER = 10,
     /// "null-argument": a required pointer argument was NULL.
     UL_ERR_NULL_ARGUMENT = 100,
     /// "invalid-argument": an argument is malformed (a struct_size smaller than the struct
@@ -71,6 +74,7 @@ impl ul_result {
             ul_result::UL_ERR_IO => c"io",
             ul_result::UL_ERR_CANCELLED => c"cancelled",
             ul_result::UL_ERR_NOT_HELD => c"not-held",
+            ul_result::UL_ERR_HANDOVER => c"handover",
             ul_result::UL_ERR_NULL_ARGUMENT => c"null-argument",
             ul_result::UL_ERR_INVALID_ARGUMENT => c"invalid-argument",
             ul_result::UL_ERR_BUFFER_TOO_SMALL => c"buffer-too-small",
@@ -78,7 +82,7 @@ impl ul_result {
         }
     }
 
-    pub(crate) const ALL: [ul_result; 14] = [
+    pub(crate) const ALL: [ul_result; 15] = [
         ul_result::UL_OK,
         ul_result::UL_ERR_HELD,
         ul_result::UL_ERR_TIMEOUT,
@@ -89,6 +93,7 @@ impl ul_result {
         ul_result::UL_ERR_IO,
         ul_result::UL_ERR_CANCELLED,
         ul_result::UL_ERR_NOT_HELD,
+        ul_result::UL_ERR_HANDOVER,
         ul_result::UL_ERR_NULL_ARGUMENT,
         ul_result::UL_ERR_INVALID_ARGUMENT,
         ul_result::UL_ERR_BUFFER_TOO_SMALL,
@@ -108,6 +113,7 @@ impl From<ErrorCode> for ul_result {
             ErrorCode::Io => ul_result::UL_ERR_IO,
             ErrorCode::Cancelled => ul_result::UL_ERR_CANCELLED,
             ErrorCode::NotHeld => ul_result::UL_ERR_NOT_HELD,
+            ErrorCode::Handover => ul_result::UL_ERR_HANDOVER,
         }
     }
 }
@@ -144,6 +150,7 @@ struct LastError {
     message: String,
     path: Vec<u8>,
     holder: Option<Holder>,
+    handover: Option<HandoverFailure>,
 }
 
 thread_local! {
@@ -176,12 +183,14 @@ fn record(failure: Failure) -> ul_result {
                 .map(|p| p.as_os_str().as_bytes().to_vec())
                 .unwrap_or_default(),
             holder: e.holder().cloned(),
+            handover: e.handover_failure(),
         },
         Failure::Binding(code, message) => LastError {
             code,
             message,
             path: Vec::new(),
             holder: None,
+            handover: None,
         },
     };
     let code = last.code;
@@ -222,10 +231,10 @@ pub(crate) fn guard_value<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
 
-/// The static name of a result code: "ok", the core's code string for 1 to 9 ("held",
+/// The static name of a result code: "ok", the core's code string for 1 to 10 ("held",
 /// "timeout", "lost", "permission", "supervisor-uid", "invalid-path", "io", "cancelled",
-/// "not-held"), "null-argument", "invalid-argument", "buffer-too-small", "panic", and
-/// "unknown" for any other number.
+/// "not-held", "handover"), "null-argument", "invalid-argument", "buffer-too-small",
+/// "panic", and "unknown" for any other number.
 ///
 /// Takes an `int` so that any number can be passed. The string is static: never free it.
 /// Thread-safe.
@@ -346,6 +355,53 @@ pub unsafe extern "C" fn ul_last_error_holder(
     })
 }
 
+/// The stable string of a hand-over failure reason, as a static C string.
+pub(crate) fn handover_reason_name(reason: HandoverFailure) -> &'static std::ffi::CStr {
+    const NAMES: [&std::ffi::CStr; 10] = [
+        c"stalled",
+        c"peer-gone",
+        c"taken",
+        c"uid",
+        c"version",
+        c"protocol",
+        c"refused",
+        c"already-serving",
+        c"finished",
+        c"too-large",
+    ];
+    NAMES
+        .into_iter()
+        .find(|n| n.to_bytes() == reason.as_str().as_bytes())
+        .unwrap_or(c"unknown")
+}
+
+/// Why this thread's last hand-over failed, when its last error is `UL_ERR_HANDOVER`: one
+/// of the core's stable reason strings, the same in every binding and in `lockctl`:
+///
+/// * "stalled": the peer did not answer a step within its timeout;
+/// * "peer-gone": the peer closed the connection mid-transfer (it crashed or exited);
+/// * "taken": another successor already took over from that old version;
+/// * "uid": the peer runs as another user (and neither side is root);
+/// * "version": the two versions share no protocol version;
+/// * "protocol": the peer does not speak the hand-over protocol;
+/// * "refused": the old version refused (`ul_handover_server_refuse`) or failed its release
+///   step; it keeps serving;
+/// * "already-serving": another process already serves hand-over on that socket;
+/// * "finished": this server has already handed over or was closed;
+/// * "too-large": the state or the descriptors exceed the limits.
+///
+/// NULL when the last error is not `UL_ERR_HANDOVER` (or there is none). The string is
+/// static: never free it. Does not change the thread's last error. Thread-safe (per-thread).
+#[no_mangle]
+pub extern "C" fn ul_last_error_handover_reason() -> *const c_char {
+    guard_value(std::ptr::null(), || {
+        with_last(|l| {
+            l.and_then(|l| l.handover)
+                .map_or(std::ptr::null(), |r| handover_reason_name(r).as_ptr())
+        })
+    })
+}
+
 /// Test hook (debug builds only, not in the header): panics inside the guard, to show that
 /// a panic becomes `UL_ERR_PANIC` instead of crossing into C.
 #[cfg(debug_assertions)]
@@ -371,10 +427,14 @@ mod tests {
             let name = unsafe { std::ffi::CStr::from_ptr(ul_result_name(c as c_int)) };
             assert_eq!(name.to_str().unwrap(), code.as_str());
         }
+        // Every hand-over reason has its C string.
+        for r in HandoverFailure::ALL {
+            assert_eq!(handover_reason_name(r).to_str().unwrap(), r.as_str());
+        }
         // Binding-only codes stay clear of the core's range.
         for c in ul_result::ALL {
             let n = c as u32;
-            assert!(n == 0 || (1..=9).contains(&n) || n >= 100, "{c:?}");
+            assert!(n == 0 || (1..=10).contains(&n) || n >= 100, "{c:?}");
         }
     }
 }

@@ -22,5 +22,6 @@ pub mod cancel;
 pub mod error;
 pub mod lock;
 pub mod options;
+pub mod rendezvous;
 pub mod status;
 mod strings;

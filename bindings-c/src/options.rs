@@ -79,7 +79,7 @@ pub struct ul_handover_options {
 ///
 /// # Safety
 /// `p` points to `struct_size` writable bytes.
-unsafe fn init_struct<T>(
+pub(crate) unsafe fn init_struct<T>(
     p: *mut T,
     struct_size: usize,
     name: &str,
@@ -104,7 +104,7 @@ unsafe fn init_struct<T>(
 /// # Safety
 /// `p` is NULL or points to a struct whose first field is a `size_t struct_size` and that
 /// has at least that many readable bytes.
-unsafe fn read_struct<T: Copy>(
+pub(crate) unsafe fn read_struct<T: Copy>(
     p: *const T,
     func: &str,
     arg: &str,
@@ -129,7 +129,7 @@ unsafe fn read_struct<T: Copy>(
 ///
 /// # Safety
 /// `paths` is NULL or points to `count` pointers, each NULL or a NUL-terminated string.
-unsafe fn path_list(
+pub(crate) unsafe fn path_list(
     paths: *const *const c_char,
     count: usize,
     func: &str,

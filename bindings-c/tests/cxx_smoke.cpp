@@ -1,6 +1,6 @@
 // The header as a C++ translation unit: it must compile with -Wall -Wextra -Werror
 // -pedantic, link against libupdate_lock, and work (take and release a lock, read an
-// error). Run by tests/run.sh; prints "c++ tests: N passed, M failed".
+// error, the hand-over API). Run by tests/run.sh; prints "c++ tests: N passed, M failed".
 #include "update_lock.h"
 
 #include <cstdio>
@@ -80,6 +80,27 @@ int main()
     }
     struct stat st;
     check(lstat(path.c_str(), &st) != 0, "released by the destructor");
+
+    // Hand-over: a first start has no predecessor; a server with nobody asking times out.
+    const std::string sock = std::string(dir) + "/handover.sock";
+    ul_rendezvous_options ro;
+    check(ul_rendezvous_options_init(&ro, sizeof ro) == UL_OK, "ul_rendezvous_options_init");
+    ro.socket = sock.c_str();
+    ro.release = "cxx";
+    ul_inheritance *inh = nullptr;
+    check(ul_handover_take(&ro, &inh) == UL_OK && inh == nullptr, "no predecessor");
+    ul_handover_server *server = nullptr;
+    check(ul_handover_server_bind(&ro, &server) == UL_OK, "bind");
+    ul_handover_request *req = nullptr;
+    check(ul_handover_server_accept(server, 0, nullptr, &req) == UL_OK && req == nullptr,
+          "accept times out");
+    ul_handover_server *second = nullptr;
+    check(ul_handover_server_bind(&ro, &second) == UL_ERR_HANDOVER, "already serving");
+    check(ul_last_error_handover_reason() != nullptr &&
+              std::string(ul_last_error_handover_reason()) == "already-serving",
+          "reason");
+    ul_handover_server_free(server);
+    check(lstat(sock.c_str(), &st) != 0, "socket removed");
     check(std::strlen(ul_version()) > 0, "version");
     rmdir(dir);
     std::printf("c++ tests: %d passed, %d failed\n", passed, failed);

@@ -2,8 +2,9 @@
 # Builds libupdate_lock (debug) and lockctl, then runs the C tests:
 #   1. the header alone compiles as C99/C11 and C++11/C++17 (-Wall -Wextra -Werror -pedantic);
 #   2. test_update_lock.c against the shared library under valgrind (memcheck: no invalid
-#      access, no definite leak);
-#   3. the same tests against the static library built with ASan + UBSan;
+#      access, no definite leak); the hand-over tests' other side, handover_peer.c, runs
+#      under valgrind too;
+#   3. the same tests (and peer) against the static library built with ASan + UBSan;
 #   4. a C++ translation unit including the header, under valgrind.
 # Usage: bash bindings-c/tests/run.sh [TEST-NAME-SUBSTRING...]
 # Needs: gcc, g++, valgrind, procmail (lockfile), util-linux (flock, setpriv); run as root.
@@ -46,7 +47,16 @@ echo "header: 4 passed, 0 failed"
 step "C tests, shared library, under valgrind"
 "$CC" -std=c99 "${WARN[@]}" -g -O1 -I"$CRATE/include" "$HERE/test_update_lock.c" \
   -L"$LIBDIR" -lupdate_lock -Wl,-rpath,"$OUT/lib" -pthread -o "$OUT/test_update_lock"
-if ! timeout 600 valgrind -q --error-exitcode=1 --leak-check=full \
+"$CC" -std=c99 "${WARN[@]}" -g -O1 -I"$CRATE/include" "$HERE/handover_peer.c" \
+  -L"$LIBDIR" -lupdate_lock -Wl,-rpath,"$OUT/lib" -pthread -o "$OUT/handover_peer"
+# The peer under valgrind as well (exec keeps its pid, so the tests can signal it).
+cat > "$OUT/handover_peer_vg" <<EOF
+#!/bin/sh
+exec valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+  --show-leak-kinds=definite "$OUT/handover_peer" "\$@"
+EOF
+chmod +x "$OUT/handover_peer_vg"
+if ! UL_HANDOVER_PEER=$OUT/handover_peer_vg timeout 600 valgrind -q --error-exitcode=1 --leak-check=full \
     --errors-for-leak-kinds=definite --show-leak-kinds=definite \
     "$OUT/test_update_lock" "$@"; then
   echo "C tests under valgrind FAILED" >&2
@@ -57,7 +67,11 @@ step "C tests, static library, ASan + UBSan"
 "$CC" -std=c99 "${WARN[@]}" -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
   -fno-sanitize-recover=undefined -I"$CRATE/include" "$HERE/test_update_lock.c" \
   "$LIBDIR/libupdate_lock.a" -pthread -ldl -lm -o "$OUT/test_update_lock_asan"
-if ! ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+"$CC" -std=c99 "${WARN[@]}" -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+  -fno-sanitize-recover=undefined -I"$CRATE/include" "$HERE/handover_peer.c" \
+  "$LIBDIR/libupdate_lock.a" -pthread -ldl -lm -o "$OUT/handover_peer_asan"
+if ! UL_HANDOVER_PEER=$OUT/handover_peer_asan \
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     timeout 600 "$OUT/test_update_lock_asan" "$@"; then
   echo "C tests under ASan/UBSan FAILED" >&2
   status=1

@@ -5,14 +5,19 @@
  *
  * Multi-process: helpers are fork+exec'd, synchronised through pipes and waitpid (no sleeps).
  * Built by tests/run.sh with -std=c99 -Wall -Wextra -Werror -pedantic and run under valgrind
- * and under ASan/UBSan. Environment: LOCKCTL (path of lockctl), UL_EXPECTED_VERSION.
+ * and under ASan/UBSan. Environment: LOCKCTL (path of lockctl), UL_EXPECTED_VERSION,
+ * UL_HANDOVER_PEER (the hand-over peer program built from tests/handover_peer.c).
  * Ends with "c tests: N passed, M failed"; exits 1 if anything failed.
  * Run a subset: test_update_lock NAME-SUBSTRING...
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -21,8 +26,10 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -261,6 +268,7 @@ static void test_version_and_result_names(void)
         {UL_ERR_IO, "io"},
         {UL_ERR_CANCELLED, "cancelled"},
         {UL_ERR_NOT_HELD, "not-held"},
+        {UL_ERR_HANDOVER, "handover"},
         {UL_ERR_NULL_ARGUMENT, "null-argument"},
         {UL_ERR_INVALID_ARGUMENT, "invalid-argument"},
         {UL_ERR_BUFFER_TOO_SMALL, "buffer-too-small"},
@@ -270,14 +278,14 @@ static void test_version_and_result_names(void)
     CHECK(want != NULL, "UL_EXPECTED_VERSION is not set");
     CHECK(strcmp(ul_version(), want) == 0, "ul_version() = %s, want %s", ul_version(), want);
     /* The numbers are part of the ABI. */
-    CHECK(UL_ERR_HELD == 1 && UL_ERR_NOT_HELD == 9 && UL_ERR_NULL_ARGUMENT == 100 &&
-              UL_ERR_PANIC == 199,
+    CHECK(UL_ERR_HELD == 1 && UL_ERR_NOT_HELD == 9 && UL_ERR_HANDOVER == 10 &&
+              UL_ERR_NULL_ARGUMENT == 100 && UL_ERR_PANIC == 199,
           "result numbers changed");
     for (i = 0; i < sizeof names / sizeof names[0]; i++)
         CHECK(strcmp(ul_result_name(names[i].code), names[i].name) == 0,
               "ul_result_name(%d) = %s, want %s", names[i].code, ul_result_name(names[i].code),
               names[i].name);
-    CHECK(strcmp(ul_result_name(10), "unknown") == 0, "code 10");
+    CHECK(strcmp(ul_result_name(11), "unknown") == 0, "code 11");
     CHECK(strcmp(ul_result_name(-1), "unknown") == 0, "code -1");
     CHECK(strcmp(ul_state_name(UL_STATE_HELD_BY_SUPERVISOR), "held-by-supervisor") == 0, "state");
     CHECK(strcmp(ul_state_name(42), "unknown") == 0, "state 42");
@@ -1289,6 +1297,727 @@ static void test_threads_exclude_each_other(void)
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* Hand-over (issue 6): ul_handover_take / ul_handover_server_*, against a C old or new
+ * version in another process (tests/handover_peer.c, $UL_HANDOVER_PEER) or a thread. */
+
+/* Open descriptors of this process (the directory's own descriptor counts in every call). */
+static int count_fds(void)
+{
+    int n = 0;
+    struct dirent *e;
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+static ul_rendezvous_options rendezvous_for(const char *socket_path, const char *release)
+{
+    ul_rendezvous_options ro;
+    if (ul_rendezvous_options_init(&ro, sizeof ro) != UL_OK) {
+        fprintf(stderr, "ul_rendezvous_options_init failed\n");
+        exit(2);
+    }
+    ro.socket = socket_path;
+    ro.release = release;
+    ro.step_timeout_ms = 10000;
+    ro.release_timeout_ms = 20000;
+    return ro;
+}
+
+#define CHECK_REASON(want)                                                                 \
+    CHECK(ul_last_error_handover_reason() != NULL &&                                       \
+              strcmp(ul_last_error_handover_reason(), (want)) == 0,                        \
+          "hand-over reason %s, want %s",                                                  \
+          ul_last_error_handover_reason() ? ul_last_error_handover_reason() : "(null)", (want))
+
+/* A peer process (tests/handover_peer.c) with pipes to its stdin and from its stdout. */
+struct peer {
+    pid_t pid;
+    int in;  /* its stdin (write end), -1 once closed */
+    int out; /* its stdout (read end) */
+};
+
+static int spawn_peer(struct peer *p, char *const argv[])
+{
+    int in[2], out[2];
+    if (pipe2(in, O_CLOEXEC) != 0)
+        return -1;
+    if (pipe2(out, O_CLOEXEC) != 0) {
+        close(in[0]);
+        close(in[1]);
+        return -1;
+    }
+    p->pid = fork();
+    if (p->pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    p->in = in[1];
+    p->out = out[0];
+    return p->pid > 0 ? 0 : -1;
+}
+
+/* Read one line from the peer (without the newline) within 30 s; 0 on success. */
+static int peer_line(struct peer *p, char *buf, size_t size)
+{
+    size_t n = 0;
+    while (n + 1 < size) {
+        struct pollfd pfd;
+        char c;
+        ssize_t r;
+        pfd.fd = p->out;
+        pfd.events = POLLIN;
+        if (poll(&pfd, 1, 30000) != 1)
+            break;
+        r = read(p->out, &c, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r != 1)
+            break;
+        if (c == '\n') {
+            buf[n] = '\0';
+            return 0;
+        }
+        buf[n++] = c;
+    }
+    buf[n] = '\0';
+    return -1;
+}
+
+/* Close the pipes and reap the peer (bounded: SIGKILL after 30 s). Its exit status. */
+static int peer_finish(struct peer *p)
+{
+    int i, st = 0;
+    if (p->in >= 0)
+        close(p->in);
+    p->in = -1;
+    close(p->out);
+    for (i = 0; i < 3000; i++) {
+        pid_t r = waitpid(p->pid, &st, WNOHANG);
+        if (r == p->pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (r < 0 && errno != EINTR)
+            return -1;
+        /* Polling a child's exit: bounded, not a synchronisation sleep. */
+        poll(NULL, 0, 10);
+    }
+    kill(p->pid, SIGKILL);
+    return wait_child(p->pid) == 128 + SIGKILL ? -2 : -1;
+}
+
+static const char *peer_program(void)
+{
+    const char *p = getenv("UL_HANDOVER_PEER");
+    return p != NULL && access(p, X_OK) == 0 ? p : NULL;
+}
+
+/* A take-over running in a thread, its result and the thread's last error. */
+struct take_job {
+    ul_rendezvous_options ro;
+    ul_inheritance *inh;
+    ul_result rc;
+    char reason[32];
+    char message[2048];
+};
+
+static void *take_thread(void *arg)
+{
+    struct take_job *j = arg;
+    const char *reason;
+    j->rc = ul_handover_take(&j->ro, &j->inh);
+    reason = ul_last_error_handover_reason();
+    snprintf(j->reason, sizeof j->reason, "%s", reason ? reason : "");
+    ul_last_error_message(j->message, sizeof j->message);
+    return NULL;
+}
+
+static void test_handover_first_start_no_predecessor(void)
+{
+    ul_rendezvous_options ro;
+    ul_inheritance *inh = (ul_inheritance *)&ro; /* must be overwritten with NULL */
+    struct sockaddr_un sa;
+    int fds_before = count_fds();
+    int s;
+    make_svc();
+
+    /* Nobody serving, no socket file. */
+    ro = rendezvous_for(in_svc("handover.sock"), "v1");
+    CHECK_RESULT(ul_handover_take(&ro, &inh), UL_OK);
+    CHECK(inh == NULL, "no predecessor must give NULL");
+    CHECK(!exists(in_svc("handover-complete")), "no signal on a first start");
+
+    /* The directory does not even exist. */
+    ro.socket = "/tmp/ul-c-tests-no-such-dir/handover.sock";
+    CHECK_RESULT(ul_handover_take(&ro, &inh), UL_OK);
+    CHECK(inh == NULL, "missing directory");
+
+    /* A stale socket left by a crashed old version: removed, still no predecessor. */
+    s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(s >= 0, "socket");
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", in_svc("handover.sock"));
+    CHECK(bind(s, (struct sockaddr *)&sa, sizeof sa) == 0, "bind: %s", strerror(errno));
+    close(s);
+    CHECK(exists(in_svc("handover.sock")), "stale socket file");
+    ro.socket = in_svc("handover.sock");
+    CHECK_RESULT(ul_handover_take(&ro, &inh), UL_OK);
+    CHECK(inh == NULL, "a stale socket is no predecessor");
+    CHECK(!exists(in_svc("handover.sock")), "the stale socket must be removed");
+    CHECK(count_fds() == fds_before, "descriptors leaked: %d before, %d after", fds_before,
+          count_fds());
+}
+
+/* Both sides in this process: the server here, the successor in a thread. Every accessor. */
+static void test_handover_state_and_descriptors_in_process(void)
+{
+    ul_rendezvous_options ro;
+    ul_handover_server *server = NULL;
+    ul_handover_request *req = NULL;
+    const ul_peer_info *who = NULL, *succ, *pred;
+    ul_handover_fd hfds[2];
+    static struct take_job job; /* static: outlives the test if a CHECK returns early */
+    pthread_t t;
+    struct stat st;
+    const unsigned char *state;
+    size_t state_len = 99;
+    static const char blob[] = "hello\0world"; /* binary: the NUL is part of the state */
+    char buf[16], msg[64];
+    int p[2], fd0, fd1, taken;
+    int fds_before = count_fds();
+    make_svc();
+
+    ro = rendezvous_for(in_svc("handover.sock"), "v1");
+    CHECK_RESULT(ul_handover_server_bind(&ro, &server), UL_OK);
+    CHECK(server != NULL && ul_handover_server_is_serving(server), "serving");
+    CHECK(strcmp(ul_handover_server_socket_path(server), in_svc("handover.sock")) == 0,
+          "socket path %s", ul_handover_server_socket_path(server));
+    CHECK(lstat(in_svc("handover.sock"), &st) == 0 && S_ISSOCK(st.st_mode) &&
+              (st.st_mode & 0777) == 0600,
+          "the socket must exist with mode 0600");
+    CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe");
+
+    memset(&job, 0, sizeof job);
+    job.ro = rendezvous_for(in_svc("handover.sock"), "v2");
+    CHECK(pthread_create(&t, NULL, take_thread, &job) == 0, "pthread_create");
+    CHECK_RESULT(ul_handover_server_accept(server, 20000, NULL, &req), UL_OK);
+    CHECK(req != NULL, "no request");
+    succ = ul_handover_request_successor(req);
+    CHECK(succ != NULL && strcmp(succ->release, "v2") == 0, "successor release");
+    CHECK(succ->pid == getpid() && succ->own_pid == getpid(), "successor pid %d/%d", succ->pid,
+          succ->own_pid);
+    CHECK(succ->uid == geteuid() && succ->protocol == 1 && succ->program[0] != '\0',
+          "successor uid %u protocol %u program %s", succ->uid, succ->protocol, succ->program);
+    hfds[0].label = "pipe-w";
+    hfds[0].fd = p[1];
+    hfds[1].label = "pipe-r";
+    hfds[1].fd = p[0];
+    CHECK_RESULT(ul_handover_server_grant(server, req, blob, sizeof blob - 1, hfds, 2, &who),
+                 UL_OK);
+    CHECK(who != NULL && strcmp(who->release, "v2") == 0, "granted to");
+    CHECK(!ul_handover_server_is_serving(server), "a server that handed over stops serving");
+    CHECK(!exists(in_svc("handover.sock")), "the socket must be removed after the grant");
+    pthread_join(t, NULL);
+    CHECK(job.rc == UL_OK && job.inh != NULL, "take: %s %s", ul_result_name((int)job.rc),
+          job.message);
+
+    pred = ul_inheritance_predecessor(job.inh);
+    CHECK(pred != NULL && strcmp(pred->release, "v1") == 0 && pred->own_pid == getpid() &&
+              pred->uid == geteuid(),
+          "predecessor");
+    state = ul_inheritance_state(job.inh, &state_len);
+    CHECK(state_len == sizeof blob - 1 && memcmp(state, blob, state_len) == 0, "state (%zu)",
+          state_len);
+    CHECK(ul_inheritance_fd_count(job.inh) == 2, "fd count");
+    CHECK(strcmp(ul_inheritance_fd_label(job.inh, 0), "pipe-w") == 0 &&
+              strcmp(ul_inheritance_fd_label(job.inh, 1), "pipe-r") == 0,
+          "labels");
+    CHECK(ul_inheritance_fd_label(job.inh, 2) == NULL && ul_inheritance_fd(job.inh, 2) == -1,
+          "index out of range");
+    CHECK(!ul_inheritance_fd_is_socket(job.inh, 0), "a pipe is no socket");
+    fd0 = ul_inheritance_fd(job.inh, 0);
+    fd1 = ul_inheritance_fd(job.inh, 1);
+    CHECK(fd0 >= 0 && fd1 >= 0 && fd0 != p[1] && fd1 != p[0], "new descriptors %d %d", fd0, fd1);
+    CHECK((fcntl(fd0, F_GETFD) & FD_CLOEXEC) && (fcntl(fd1, F_GETFD) & FD_CLOEXEC),
+          "received descriptors are close-on-exec");
+    /* The same pipe: written through the inherited end, read through ours, and back. */
+    CHECK(write(fd0, "abc", 3) == 3 && read(p[0], buf, sizeof buf) == 3, "inherited write end");
+    CHECK(write(p[1], "xy", 2) == 2 && read(fd1, buf, sizeof buf) == 2, "inherited read end");
+
+    taken = ul_inheritance_take_fd(job.inh, 0);
+    CHECK(taken == fd0, "take_fd gives the descriptor");
+    CHECK(ul_inheritance_fd(job.inh, 0) == -1 && ul_inheritance_take_fd(job.inh, 0) == -1,
+          "a taken descriptor is no longer the handle's");
+    CHECK(ul_inheritance_signalled_count(job.inh) == 1 &&
+              strcmp(ul_inheritance_signalled_path(job.inh, 0), in_svc("handover-complete")) == 0,
+          "signalled %zu", ul_inheritance_signalled_count(job.inh));
+    CHECK(ul_inheritance_signalled_path(job.inh, 1) == NULL, "signalled out of range");
+    CHECK(exists(in_svc("handover-complete")), "handover-complete written beside the socket");
+    CHECK(ul_inheritance_signal_result(job.inh, msg, sizeof msg) == UL_OK && msg[0] == '\0',
+          "signal result");
+    ul_inheritance_free(job.inh);
+    /* The taken descriptor survives the free; the other one was closed by it. */
+    CHECK(fcntl(taken, F_GETFD) >= 0, "the taken descriptor was closed");
+    CHECK(fcntl(fd1, F_GETFD) < 0 || fd1 == taken, "ul_inheritance_free must close the rest");
+    close(taken);
+
+    /* Finished: no second hand-over from this server. */
+    CHECK_RESULT(ul_handover_server_accept(server, 0, NULL, &req), UL_ERR_HANDOVER);
+    CHECK_REASON("finished");
+    CHECK(req == NULL, "no request");
+    ul_handover_server_close(server); /* idempotent */
+    ul_handover_server_free(server);
+    close(p[0]);
+    close(p[1]);
+    unlink(in_svc("handover-complete"));
+    CHECK(count_fds() == fds_before, "descriptors leaked: %d before, %d after", fds_before,
+          count_fds());
+}
+
+/* A C old version in one process hands its listening TCP socket and state to a C new
+ * version in another, which answers a connection made before the hand-over on the same
+ * port: it waited in the shared socket's backlog, nothing was refused. */
+static void test_handover_tcp_listener_between_processes(void)
+{
+    const char *prog = peer_program();
+    struct peer old, young;
+    char line[256], want[256], port[16];
+    struct sockaddr_in addr;
+    ssize_t n = 0;
+    int c, rc;
+    CHECK(prog != NULL, "set UL_HANDOVER_PEER to the handover_peer program");
+    make_svc();
+
+    CHECK(spawn_peer(&old, (char *const[]){(char *)prog, "serve", (char *)in_svc("handover.sock"),
+                                           "v1", "grant", NULL}) == 0,
+          "spawn old");
+    CHECK(peer_line(&old, line, sizeof line) == 0 && strncmp(line, "ready ", 6) == 0,
+          "old: %s", line);
+    snprintf(port, sizeof port, "%.15s", line + 6);
+
+    /* A client connects while the old version is still in charge (it never calls accept:
+     * the connection waits in the backlog of the socket that is about to move). */
+    c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons((unsigned short)atoi(port));
+    CHECK(c >= 0 && connect(c, (struct sockaddr *)&addr, sizeof addr) == 0, "connect: %s",
+          strerror(errno));
+    CHECK(write(c, "ping\n", 5) == 5, "write");
+
+    CHECK(spawn_peer(&young, (char *const[]){(char *)prog, "take",
+                                             (char *)in_svc("handover.sock"), "v2", NULL}) == 0,
+          "spawn new");
+    CHECK(peer_line(&old, line, sizeof line) == 0 && strcmp(line, "release v2") == 0, "old: %s",
+          line);
+    CHECK(peer_line(&old, line, sizeof line) == 0 && strcmp(line, "granted v2") == 0, "old: %s",
+          line);
+    snprintf(want, sizeof want, "taken v1 port=%s", port);
+    CHECK(peer_line(&young, line, sizeof line) == 0 && strcmp(line, want) == 0, "new: %s", line);
+    rc = peer_finish(&old);
+    CHECK(rc == 0, "old exit status %d", rc);
+
+    /* The new version answers the connection queued before the hand-over. */
+    memset(line, 0, sizeof line);
+    while (n >= 0 && (size_t)n < sizeof line - 1 && strchr(line, '\n') == NULL) {
+        ssize_t r = read(c, line + n, sizeof line - 1 - (size_t)n);
+        if (r <= 0)
+            break;
+        n += r;
+    }
+    close(c);
+    CHECK(strcmp(line, "hello from v2\n") == 0, "reply: %s", line);
+    rc = peer_finish(&young);
+    CHECK(rc == 0, "new exit status %d", rc);
+    CHECK(exists(in_svc("handover-complete")), "the new version signalled handover-complete");
+    CHECK(!exists(in_svc("handover.sock")), "socket removed");
+}
+
+/* The old version never finishes its release step: the successor gives up with
+ * "stalled" when its release timeout runs out; nothing was taken. */
+static void test_handover_stalled_peer(void)
+{
+    const char *prog = peer_program();
+    ul_rendezvous_options ro;
+    ul_inheritance *inh = NULL;
+    struct peer old;
+    char line[256];
+    int fds_before, rc;
+    CHECK(prog != NULL, "set UL_HANDOVER_PEER to the handover_peer program");
+    make_svc();
+    CHECK(spawn_peer(&old, (char *const[]){(char *)prog, "serve", (char *)in_svc("handover.sock"),
+                                           "v1", "hold", NULL}) == 0,
+          "spawn old");
+    CHECK(peer_line(&old, line, sizeof line) == 0 && strncmp(line, "ready ", 6) == 0,
+          "old: %s", line);
+    fds_before = count_fds();
+    ro = rendezvous_for(in_svc("handover.sock"), "v2");
+    ro.release_timeout_ms = 300;
+    CHECK_RESULT(ul_handover_take(&ro, &inh), UL_ERR_HANDOVER);
+    CHECK_REASON("stalled");
+    CHECK_MESSAGE_HAS("stalled");
+    CHECK(inh == NULL, "nothing taken");
+    CHECK(strcmp(ul_result_name((int)ul_last_error_code()), "handover") == 0, "code name");
+    CHECK(!exists(in_svc("handover-complete")), "no signal after a failed take-over");
+    CHECK(count_fds() == fds_before, "descriptors leaked: %d before, %d after", fds_before,
+          count_fds());
+    CHECK(peer_line(&old, line, sizeof line) == 0 && strcmp(line, "release v2") == 0, "old: %s",
+          line);
+    rc = peer_finish(&old); /* closes its stdin: the "release step" ends, it exits */
+    CHECK(rc == 0, "old exit status %d", rc);
+}
+
+/* The old version dies (SIGKILL) in its release step: the successor gets "peer-gone";
+ * the socket it left is stale, and the next start has no predecessor. */
+static void test_handover_peer_gone_mid_transfer(void)
+{
+    const char *prog = peer_program();
+    ul_inheritance *inh = NULL;
+    ul_rendezvous_options ro;
+    static struct take_job job; /* static: outlives the test if a CHECK returns early */
+    struct peer old;
+    pthread_t t;
+    char line[256];
+    int fds_before = count_fds();
+    int rc;
+    CHECK(prog != NULL, "set UL_HANDOVER_PEER to the handover_peer program");
+    make_svc();
+    CHECK(spawn_peer(&old, (char *const[]){(char *)prog, "serve", (char *)in_svc("handover.sock"),
+                                           "v1", "hold", NULL}) == 0,
+          "spawn old");
+    CHECK(peer_line(&old, line, sizeof line) == 0 && strncmp(line, "ready ", 6) == 0,
+          "old: %s", line);
+    memset(&job, 0, sizeof job);
+    job.ro = rendezvous_for(in_svc("handover.sock"), "v2");
+    CHECK(pthread_create(&t, NULL, take_thread, &job) == 0, "pthread_create");
+    if (peer_line(&old, line, sizeof line) != 0 || strcmp(line, "release v2") != 0) {
+        kill(old.pid, SIGKILL);
+        pthread_join(t, NULL);
+        peer_finish(&old);
+        CHECK(0, "old: %s", line);
+    }
+    /* The old version is in its release step, the successor waits for its state. */
+    kill(old.pid, SIGKILL);
+    pthread_join(t, NULL);
+    rc = peer_finish(&old);
+    CHECK(rc == 128 + SIGKILL, "old exit status %d", rc);
+    CHECK(job.rc == UL_ERR_HANDOVER, "take: %s %s", ul_result_name((int)job.rc), job.message);
+    CHECK(strcmp(job.reason, "peer-gone") == 0, "reason %s", job.reason);
+    CHECK(job.inh == NULL, "nothing taken");
+    CHECK(count_fds() == fds_before, "descriptors leaked: %d before, %d after", fds_before,
+          count_fds());
+    /* The killed server left its socket behind: stale, removed, no predecessor. */
+    ro = rendezvous_for(in_svc("handover.sock"), "v3");
+    CHECK_RESULT(ul_handover_take(&ro, &inh), UL_OK);
+    CHECK(inh == NULL, "a dead old version is no predecessor");
+    CHECK(!exists(in_svc("handover.sock")), "stale socket removed");
+}
+
+/* The old version refuses (its resources are busy): the successor gets "refused" with the
+ * message, the server keeps serving. A successor that dies before the grant makes the grant
+ * fail with "peer-gone", and the server still keeps serving; the next one gets everything. */
+static void test_handover_refused_and_failed_grant_keep_serving(void)
+{
+    const char *prog = peer_program();
+    ul_rendezvous_options ro;
+    ul_handover_server *server = NULL;
+    ul_handover_request *req = NULL;
+    const ul_peer_info *who = (const ul_peer_info *)&ro;
+    static struct take_job job; /* static: outlives the test if a CHECK returns early */
+    struct peer young;
+    pthread_t t;
+    char line[256];
+    int p[2];
+    int fds_before = count_fds();
+    int rc;
+    CHECK(prog != NULL, "set UL_HANDOVER_PEER to the handover_peer program");
+    make_svc();
+    CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe");
+    ro = rendezvous_for(in_svc("handover.sock"), "v1");
+    CHECK_RESULT(ul_handover_server_bind(&ro, &server), UL_OK);
+
+    /* Refused. */
+    memset(&job, 0, sizeof job);
+    job.ro = rendezvous_for(in_svc("handover.sock"), "v2");
+    CHECK(pthread_create(&t, NULL, take_thread, &job) == 0, "pthread_create");
+    CHECK_RESULT(ul_handover_server_accept(server, 20000, NULL, &req), UL_OK);
+    CHECK(req != NULL, "no request");
+    CHECK_RESULT(ul_handover_server_refuse(server, req, "the database is busy"), UL_OK);
+    pthread_join(t, NULL);
+    CHECK(job.rc == UL_ERR_HANDOVER && job.inh == NULL, "take: %s", ul_result_name((int)job.rc));
+    CHECK(strcmp(job.reason, "refused") == 0, "reason %s", job.reason);
+    CHECK(strstr(job.message, "the database is busy") != NULL, "message: %s", job.message);
+    CHECK(ul_handover_server_is_serving(server), "still serving after a refusal");
+
+    /* The successor (another process) dies while we run our release step. */
+    CHECK(spawn_peer(&young, (char *const[]){(char *)prog, "take",
+                                             (char *)in_svc("handover.sock"), "v2", NULL}) == 0,
+          "spawn new");
+    if (ul_handover_server_accept(server, 20000, NULL, &req) != UL_OK || req == NULL) {
+        kill(young.pid, SIGKILL);
+        peer_finish(&young);
+        CHECK(0, "no request from the new process");
+    }
+    CHECK(ul_handover_request_successor(req)->pid == young.pid, "successor pid %d, want %d",
+          ul_handover_request_successor(req)->pid, (int)young.pid);
+    kill(young.pid, SIGKILL);
+    rc = peer_finish(&young);
+    CHECK(rc == 128 + SIGKILL, "new exit status %d", rc);
+    {
+        ul_handover_fd one = {"pipe", -1};
+        one.fd = p[0];
+        CHECK_RESULT(ul_handover_server_grant(server, req, "s", 1, &one, 1, &who),
+                     UL_ERR_HANDOVER);
+    }
+    CHECK_REASON("peer-gone");
+    CHECK(who == NULL, "no successor after a failed grant");
+    CHECK(ul_handover_server_is_serving(server), "still serving after a failed grant");
+    CHECK(fcntl(p[0], F_GETFD) >= 0, "our descriptor stays ours");
+
+    /* The next successor gets everything. */
+    memset(&job, 0, sizeof job);
+    job.ro = rendezvous_for(in_svc("handover.sock"), "v3");
+    job.ro.signal = false;
+    CHECK(pthread_create(&t, NULL, take_thread, &job) == 0, "pthread_create");
+    CHECK_RESULT(ul_handover_server_accept(server, 20000, NULL, &req), UL_OK);
+    CHECK(req != NULL, "no request");
+    CHECK_RESULT(ul_handover_server_grant(server, req, NULL, 0, NULL, 0, &who), UL_OK);
+    pthread_join(t, NULL);
+    CHECK(job.rc == UL_OK && job.inh != NULL, "take: %s %s", ul_result_name((int)job.rc),
+          job.message);
+    CHECK(strcmp(who->release, "v3") == 0, "granted to %s", who->release);
+    CHECK(ul_inheritance_fd_count(job.inh) == 0, "no descriptors");
+    CHECK(ul_inheritance_signalled_count(job.inh) == 0 && !exists(in_svc("handover-complete")),
+          "signal off");
+    ul_inheritance_state(job.inh, NULL); /* the length pointer is optional */
+    ul_inheritance_free(job.inh);
+    ul_handover_server_free(server);
+    close(p[0]);
+    close(p[1]);
+    (void)line;
+    CHECK(count_fds() == fds_before, "descriptors leaked: %d before, %d after", fds_before,
+          count_fds());
+}
+
+static void *close_later(void *arg)
+{
+    ul_handover_server_close(arg);
+    return NULL;
+}
+
+static void test_handover_accept_timeout_cancel_close(void)
+{
+    ul_rendezvous_options ro;
+    ul_handover_server *server = NULL, *second = (ul_handover_server *)&ro;
+    ul_handover_request *req = (ul_handover_request *)&ro;
+    ul_inheritance *inh = (ul_inheritance *)&ro;
+    ul_cancel_token *token = NULL;
+    pthread_t t;
+    int fds_before = count_fds();
+    make_svc();
+    ro = rendezvous_for(in_svc("handover.sock"), "v1");
+    CHECK_RESULT(ul_handover_server_bind(&ro, &server), UL_OK);
+
+    /* Timeouts: UL_OK with no request. */
+    CHECK_RESULT(ul_handover_server_accept(server, 0, NULL, &req), UL_OK);
+    CHECK(req == NULL, "timeout 0");
+    req = (ul_handover_request *)&ro;
+    CHECK_RESULT(ul_handover_server_accept(server, 50, NULL, &req), UL_OK);
+    CHECK(req == NULL, "timeout 50 ms");
+
+    /* A second server on the same socket. */
+    CHECK_RESULT(ul_handover_server_bind(&ro, &second), UL_ERR_HANDOVER);
+    CHECK_REASON("already-serving");
+    CHECK(second == NULL, "no second server");
+
+    /* Cancelled waits: accept, and a take-over (the server does not answer it). */
+    CHECK_RESULT(ul_cancel_token_new(&token), UL_OK);
+    ul_cancel_token_cancel(token);
+    CHECK_RESULT(ul_handover_server_accept(server, -1, token, &req), UL_ERR_CANCELLED);
+    CHECK(ul_last_error_handover_reason() == NULL, "no reason for a cancelled wait");
+    CHECK(ul_handover_server_is_serving(server), "still serving after a cancelled accept");
+    ro.cancel = token;
+    CHECK_RESULT(ul_handover_take(&ro, &inh), UL_ERR_CANCELLED);
+    CHECK(inh == NULL, "nothing taken");
+    ro.cancel = NULL;
+    ul_cancel_token_free(token);
+
+    /* Close from another thread ends a waiting accept ("finished"). */
+    CHECK(pthread_create(&t, NULL, close_later, server) == 0, "pthread_create");
+    CHECK_RESULT(ul_handover_server_accept(server, -1, NULL, &req), UL_ERR_HANDOVER);
+    CHECK_REASON("finished");
+    pthread_join(t, NULL);
+    CHECK(!ul_handover_server_is_serving(server), "closed");
+    CHECK(!exists(in_svc("handover.sock")), "close removes the socket");
+    ul_handover_server_free(server);
+    CHECK(count_fds() == fds_before, "descriptors leaked: %d before, %d after", fds_before,
+          count_fds());
+}
+
+static void test_handover_arguments(void)
+{
+    struct {
+        ul_rendezvous_options o;
+        unsigned char newer_fields[32];
+    } big;
+    ul_rendezvous_options ro;
+    ul_handover_server *server = NULL;
+    ul_handover_request *req = NULL;
+    ul_inheritance *inh = NULL;
+    static struct take_job job; /* static: outlives the test if a CHECK returns early */
+    ul_handover_fd bad;
+    const char *nul_paths[1] = {NULL};
+    pthread_t t;
+    size_t len = 7, i;
+    char buf[8];
+    int fds_before = count_fds();
+    make_svc();
+
+    /* Defaults and versioning. */
+    memset(&ro, 0xAB, sizeof ro);
+    CHECK_RESULT(ul_rendezvous_options_init(&ro, sizeof ro), UL_OK);
+    CHECK(ro.struct_size == sizeof ro && ro.socket == NULL && ro.release == NULL &&
+              ro.step_timeout_ms == 5000 && ro.release_timeout_ms == 10000 &&
+              ro.max_state == 1u << 20 && ro.signal && ro.signal_paths == NULL &&
+              ro.signal_path_count == 0 && ro.cancel == NULL,
+          "rendezvous defaults");
+    memset(&big, 0xAB, sizeof big);
+    CHECK_RESULT(ul_rendezvous_options_init(&big.o, sizeof big), UL_OK);
+    for (i = 0; i < sizeof big.newer_fields; i++)
+        CHECK(big.newer_fields[i] == 0, "tail byte %zu not zeroed", i);
+    CHECK_RESULT(ul_rendezvous_options_init(&ro, sizeof ro - 1), UL_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("sizeof(ul_rendezvous_options)");
+    CHECK(ul_last_error_handover_reason() == NULL, "no reason for an argument error");
+    CHECK_RESULT(ul_rendezvous_options_init(NULL, sizeof ro), UL_ERR_NULL_ARGUMENT);
+
+    /* NULL arguments. */
+    ro = rendezvous_for(in_svc("handover.sock"), "v1");
+    CHECK_RESULT(ul_handover_take(NULL, &inh), UL_ERR_NULL_ARGUMENT);
+    CHECK_MESSAGE_HAS("`opts` is NULL");
+    CHECK_RESULT(ul_handover_take(&ro, NULL), UL_ERR_NULL_ARGUMENT);
+    CHECK_MESSAGE_HAS("`out` is NULL");
+    CHECK_RESULT(ul_handover_server_bind(NULL, &server), UL_ERR_NULL_ARGUMENT);
+    CHECK_RESULT(ul_handover_server_bind(&ro, NULL), UL_ERR_NULL_ARGUMENT);
+    CHECK_RESULT(ul_handover_server_accept(NULL, 0, NULL, &req), UL_ERR_NULL_ARGUMENT);
+    CHECK_MESSAGE_HAS("`server` is NULL");
+    CHECK_RESULT(ul_handover_server_grant(NULL, NULL, NULL, 0, NULL, 0, NULL),
+                 UL_ERR_NULL_ARGUMENT);
+    CHECK_RESULT(ul_handover_server_refuse(NULL, NULL, NULL), UL_ERR_NULL_ARGUMENT);
+    CHECK(ul_inheritance_predecessor(NULL) == NULL, "predecessor(NULL)");
+    CHECK(ul_inheritance_state(NULL, &len) == NULL && len == 0, "state(NULL)");
+    CHECK(ul_inheritance_fd_count(NULL) == 0 && ul_inheritance_fd(NULL, 0) == -1 &&
+              ul_inheritance_fd_label(NULL, 0) == NULL && !ul_inheritance_fd_is_socket(NULL, 0) &&
+              ul_inheritance_take_fd(NULL, 0) == -1,
+          "fd accessors with NULL");
+    CHECK(ul_inheritance_signalled_count(NULL) == 0 && ul_inheritance_signalled_path(NULL, 0) == NULL,
+          "signalled(NULL)");
+    CHECK(ul_inheritance_signal_result(NULL, buf, sizeof buf) == UL_ERR_NULL_ARGUMENT,
+          "signal_result(NULL)");
+    CHECK(ul_handover_request_successor(NULL) == NULL, "successor(NULL)");
+    CHECK(!ul_handover_server_is_serving(NULL) && ul_handover_server_socket_path(NULL) == NULL,
+          "server accessors with NULL");
+    ul_inheritance_free(NULL);
+    ul_handover_request_free(NULL);
+    ul_handover_server_close(NULL);
+    ul_handover_server_free(NULL);
+
+    /* Malformed options: nothing is created. */
+    ro.struct_size = 8;
+    CHECK_RESULT(ul_handover_take(&ro, &inh), UL_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("ul_rendezvous_options_init");
+    CHECK_RESULT(ul_handover_server_bind(&ro, &server), UL_ERR_INVALID_ARGUMENT);
+    ro = rendezvous_for(in_svc("handover.sock"), "v1");
+    ro.step_timeout_ms = 0;
+    CHECK_RESULT(ul_handover_server_bind(&ro, &server), UL_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("step_timeout_ms");
+    ro = rendezvous_for(in_svc("handover.sock"), "v1");
+    ro.release_timeout_ms = -5;
+    CHECK_RESULT(ul_handover_take(&ro, &inh), UL_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("release_timeout_ms");
+    ro = rendezvous_for(in_svc("handover.sock"), "\xff\xfe");
+    CHECK_RESULT(ul_handover_server_bind(&ro, &server), UL_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("opts->release is not valid UTF-8");
+    ro = rendezvous_for(in_svc("handover.sock"), "v1");
+    ro.signal_paths = nul_paths;
+    ro.signal_path_count = 1;
+    CHECK_RESULT(ul_handover_take(&ro, &inh), UL_ERR_NULL_ARGUMENT);
+    CHECK(!exists(in_svc("handover.sock")), "nothing may be created");
+
+    /* A bad grant (a descriptor that is not open) refuses the successor with the reason;
+     * the request is consumed and the server keeps serving. */
+    ro = rendezvous_for(in_svc("handover.sock"), "v1");
+    CHECK_RESULT(ul_handover_server_bind(&ro, &server), UL_OK);
+    /* A descriptor number nothing in this process has open (not one just closed: the
+     * successor's connection in the thread could reuse that). */
+    CHECK(fcntl(999, F_GETFD) < 0, "descriptor 999 is open");
+    memset(&job, 0, sizeof job);
+    job.ro = rendezvous_for(in_svc("handover.sock"), "v2");
+    CHECK(pthread_create(&t, NULL, take_thread, &job) == 0, "pthread_create");
+    CHECK_RESULT(ul_handover_server_accept(server, 20000, NULL, &req), UL_OK);
+    CHECK(req != NULL, "no request");
+    bad.label = "gone";
+    bad.fd = 999;
+    CHECK_RESULT(ul_handover_server_grant(server, req, NULL, 0, &bad, 1, NULL),
+                 UL_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("fds[0].fd");
+    pthread_join(t, NULL);
+    CHECK(job.rc == UL_ERR_HANDOVER && strcmp(job.reason, "refused") == 0, "take: %s %s",
+          ul_result_name((int)job.rc), job.reason);
+    CHECK(strstr(job.message, "fds[0].fd") != NULL, "message: %s", job.message);
+
+    /* NULL state with a length, NULL fds with a count, a request that is NULL. */
+    memset(&job, 0, sizeof job);
+    job.ro = rendezvous_for(in_svc("handover.sock"), "v2");
+    CHECK(pthread_create(&t, NULL, take_thread, &job) == 0, "pthread_create");
+    CHECK_RESULT(ul_handover_server_accept(server, 20000, NULL, &req), UL_OK);
+    CHECK_RESULT(ul_handover_server_grant(server, req, NULL, 3, NULL, 0, NULL),
+                 UL_ERR_NULL_ARGUMENT);
+    CHECK_MESSAGE_HAS("state");
+    pthread_join(t, NULL);
+    CHECK(job.rc == UL_ERR_HANDOVER && strcmp(job.reason, "refused") == 0, "take: %s",
+          job.reason);
+    memset(&job, 0, sizeof job);
+    job.ro = rendezvous_for(in_svc("handover.sock"), "v2");
+    CHECK(pthread_create(&t, NULL, take_thread, &job) == 0, "pthread_create");
+    CHECK_RESULT(ul_handover_server_accept(server, 20000, NULL, &req), UL_OK);
+    CHECK_RESULT(ul_handover_server_grant(server, req, "x", 1, NULL, 2, NULL),
+                 UL_ERR_NULL_ARGUMENT);
+    CHECK_MESSAGE_HAS("fds (with nfds 2)");
+    pthread_join(t, NULL);
+    CHECK(job.rc == UL_ERR_HANDOVER && strcmp(job.reason, "refused") == 0, "take: %s",
+          job.reason);
+    CHECK_RESULT(ul_handover_server_grant(server, NULL, NULL, 0, NULL, 0, NULL),
+                 UL_ERR_NULL_ARGUMENT);
+    CHECK_MESSAGE_HAS("`request` is NULL");
+    CHECK_RESULT(ul_handover_server_refuse(server, NULL, "x"), UL_ERR_NULL_ARGUMENT);
+
+    /* A request dropped unanswered: the successor sees the old version go away. */
+    memset(&job, 0, sizeof job);
+    job.ro = rendezvous_for(in_svc("handover.sock"), "v2");
+    CHECK(pthread_create(&t, NULL, take_thread, &job) == 0, "pthread_create");
+    CHECK_RESULT(ul_handover_server_accept(server, 20000, NULL, &req), UL_OK);
+    ul_handover_request_free(req);
+    pthread_join(t, NULL);
+    CHECK(job.rc == UL_ERR_HANDOVER && strcmp(job.reason, "peer-gone") == 0, "take: %s",
+          job.reason);
+    CHECK(ul_handover_server_is_serving(server), "still serving");
+    ul_handover_server_free(server);
+    CHECK(!exists(in_svc("handover.sock")), "free removes the socket");
+    CHECK(count_fds() == fds_before, "descriptors leaked: %d before, %d after", fds_before,
+          count_fds());
+}
+
+/* ------------------------------------------------------------------------------------ */
 
 static const struct {
     const char *name;
@@ -1318,6 +2047,14 @@ static const struct {
     T(test_handover_complete),
     T(test_last_error_holder_buffer),
     T(test_threads_exclude_each_other),
+    T(test_handover_first_start_no_predecessor),
+    T(test_handover_state_and_descriptors_in_process),
+    T(test_handover_tcp_listener_between_processes),
+    T(test_handover_stalled_peer),
+    T(test_handover_peer_gone_mid_transfer),
+    T(test_handover_refused_and_failed_grant_keep_serving),
+    T(test_handover_accept_timeout_cancel_close),
+    T(test_handover_arguments),
 #undef T
 };
 

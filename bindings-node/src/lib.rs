@@ -17,6 +17,8 @@ use napi::bindgen_prelude::*;
 use napi::{Env, JsValue};
 use napi_derive::napi;
 use serde_json::{Map, Number, Value};
+pub mod handover;
+
 use update_lock::{
     handover_complete as core_handover_complete, status as core_status, Error as CoreError,
     ErrorCode, HandoverOptions, LockOptions, Reclaimed, UpdateLock,
@@ -118,7 +120,7 @@ fn handover_options(init: &InspectOptionsInit) -> HandoverOptions {
     h
 }
 
-fn path_str(p: &Path) -> String {
+pub(crate) fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
@@ -261,9 +263,9 @@ pub fn held_count(env: &Env) -> u32 {
 }
 
 /// Shared state of one cancellable `acquire`.
-struct CancelState {
-    cancelled: AtomicBool,
-    notify: tokio::sync::Notify,
+pub(crate) struct CancelState {
+    pub(crate) cancelled: AtomicBool,
+    pub(crate) notify: tokio::sync::Notify,
 }
 
 /// Cancels a pending `acquire()` (the JavaScript wrapper calls `cancel()` when the
@@ -271,7 +273,7 @@ struct CancelState {
 /// leaves nothing taken, even when it had just succeeded.
 #[napi]
 pub struct Canceller {
-    state: Arc<CancelState>,
+    pub(crate) state: Arc<CancelState>,
 }
 
 impl Default for Canceller {
@@ -437,15 +439,16 @@ pub fn error_codes() -> Vec<(String, u32)> {
 
 /// The core error as a JavaScript `Error`: `code` (stable string), `errno` (stable number),
 /// `path`, plus `paths` (lost), `holder` (held, timeout), `waitedMs` (timeout), `cancelledBy`
-/// (cancelled) and `osErrno` (permission, io) when they apply.
-fn js_error(env: &Env, e: &CoreError) -> Error {
+/// (cancelled), `reason` (handover: the core's stable reason string) and `osErrno`
+/// (permission, io) when they apply.
+pub(crate) fn js_error(env: &Env, e: &CoreError) -> Error {
     match build_error(env, e) {
         Ok(obj) => Error::from(obj.to_unknown()),
         Err(_) => Error::new(Status::GenericFailure, format!("[{}] {e}", e.code())),
     }
 }
 
-fn build_error<'env>(env: &'env Env, e: &CoreError) -> Result<Object<'env>> {
+pub(crate) fn build_error<'env>(env: &'env Env, e: &CoreError) -> Result<Object<'env>> {
     let mut obj = env.create_error(Error::new(Status::GenericFailure, e.to_string()))?;
     obj.set_named_property("name", "UpdateLockError")?;
     obj.set_named_property("code", e.code().as_str())?;
@@ -470,6 +473,9 @@ fn build_error<'env>(env: &'env Env, e: &CoreError) -> Result<Object<'env>> {
         }
         CoreError::Cancelled { by, .. } => {
             obj.set_named_property("cancelledBy", by.clone())?;
+        }
+        CoreError::Handover { reason, .. } => {
+            obj.set_named_property("reason", reason.as_str())?;
         }
         _ => {}
     }

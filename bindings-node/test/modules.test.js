@@ -7,7 +7,7 @@ const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 const h = require('./helpers')
 
-const API = ['lock', 'lockSync', 'withLock', 'status', 'handoverComplete', 'prepare', 'UpdateLock', 'UpdateLockError', 'LockOptions', 'codes']
+const API = ['lock', 'lockSync', 'withLock', 'status', 'handoverComplete', 'prepare', 'UpdateLock', 'UpdateLockError', 'LockOptions', 'codes', 'takeOver', 'takeOverSync', 'HandoverServer', 'HandoverRequest', 'listenerFd']
 
 test('CommonJS: require("update-lock") has the whole API', () => {
   const ul = require('update-lock')

@@ -5,21 +5,26 @@
 //! `UpdateLock` in a Python object, turns core errors into the exception classes defined in
 //! `update_lock/_errors.py`, releases the GIL while a call waits and checks for Python
 //! signals (Ctrl-C) during the wait. The pure-Python package `update_lock` adds the idioms
-//! (decorator, asyncio, dataclasses).
+//! (decorator, asyncio, dataclasses). Hand-over (`handover_take`, `HandoverServer`) is the
+//! core's rendezvous: this module passes descriptors as plain numbers and the Python layer
+//! turns them into `socket.socket` / file objects.
 #![deny(missing_docs)]
 
+use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use update_lock::{
-    CancelToken, Error, ErrorCode, HandoverOptions, LockOptions, UpdateLock, WaitControl,
+    CancelToken, Error, ErrorCode, HandoverFailure, HandoverOptions, HandoverRequest,
+    HandoverServer, LockOptions, PeerInfo, RendezvousOptions, UpdateLock, WaitControl,
 };
 
 /// How often a waiting call looks for pending Python signals (Ctrl-C): well inside the
@@ -85,6 +90,9 @@ fn build_exception(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
         }
         Error::Cancelled { by: Some(by), .. } => {
             extra.insert("by".into(), by.clone().into());
+        }
+        Error::Handover { reason, .. } => {
+            extra.insert("reason".into(), reason.as_str().into());
         }
         _ => {}
     }
@@ -438,6 +446,317 @@ fn default_handover_paths(py: Python<'_>, legacy: bool) -> PyResult<Bound<'_, Py
     py_paths(py, &update_lock::default_handover_paths(legacy))
 }
 
+// ---------------------------------------------------------------------------------------
+// Hand-over (issue 6): the core's rendezvous, translated.
+// ---------------------------------------------------------------------------------------
+
+/// Run a blocking core call with the GIL released and, on the main thread, Python signals
+/// checked every [`SIGNAL_CHECK`]. A handler that raises (Ctrl-C) cancels the call; its
+/// exception is returned as the outer `Err` when the call failed (nothing was done). When
+/// the call got past its point of no return and succeeded anyway, the success is returned
+/// and a `KeyboardInterrupt` is raised again at the next opportunity (another handler's
+/// exception is reported as unraisable), so neither the result nor the Ctrl-C is lost.
+fn detached_interruptible<T: Send>(
+    py: Python<'_>,
+    call: impl for<'c> FnOnce(WaitControl<'c>) -> Result<T, Error> + Send,
+) -> PyResult<Result<T, Error>> {
+    let mut interrupted: Option<PyErr> = None;
+    let result = py.detach(|| {
+        let slot = &mut interrupted;
+        let ctl = WaitControl::new().check_every(SIGNAL_CHECK, move || {
+            if !on_main_thread() {
+                return Ok(());
+            }
+            match Python::attach(|py| py.check_signals()) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    *slot = Some(e);
+                    Err(Error::Cancelled {
+                        path: PathBuf::new(),
+                        by: Some("a Python signal handler".into()),
+                    })
+                }
+            }
+        });
+        call(ctl)
+    });
+    match (interrupted, result) {
+        (Some(e), Err(_)) => Err(e),
+        (Some(e), Ok(v)) => {
+            if e.is_instance_of::<PyKeyboardInterrupt>(py) {
+                // SAFETY: PyErr_SetInterrupt only sets a flag; we hold the GIL.
+                unsafe { pyo3::ffi::PyErr_SetInterrupt() };
+            } else {
+                e.write_unraisable(py, None);
+            }
+            Ok(Ok(v))
+        }
+        (None, r) => Ok(r),
+    }
+}
+
+/// A positive, finite number of seconds (`name` for the message).
+fn seconds_arg(name: &str, s: f64) -> PyResult<Duration> {
+    if s > 0.0 {
+        if let Ok(d) = Duration::try_from_secs_f64(s) {
+            return Ok(d);
+        }
+    }
+    Err(PyValueError::new_err(format!(
+        "{name} must be a positive number of seconds, not {s}"
+    )))
+}
+
+/// `max_state` in bytes (at most 64 MiB, as the core caps it).
+fn max_state_arg(n: i64) -> PyResult<usize> {
+    usize::try_from(n).map_err(|_| {
+        PyValueError::new_err(format!("max_state must be a number of bytes >= 0, not {n}"))
+    })
+}
+
+/// A peer as the tuple `update_lock.Peer` is built from:
+/// `(pid, own_pid, uid, release, program, protocol)`.
+type PeerTuple = (i32, i32, u32, String, String, u32);
+
+fn peer_tuple(p: &PeerInfo) -> PeerTuple {
+    (
+        p.pid,
+        p.own_pid,
+        p.uid,
+        p.release.clone(),
+        p.program.clone(),
+        p.protocol,
+    )
+}
+
+/// Take over from the old version serving on `socket` (GIL released, Ctrl-C ends it with
+/// nothing taken). `None`: no predecessor. Otherwise `(peer, state, [(label, fd,
+/// is_socket)], signalled, signal_error)`: the descriptors are the caller's to close.
+#[pyfunction]
+#[pyo3(signature = (socket=None, release=None, step_timeout=5.0, release_timeout=10.0, max_state=1048576, signal=true, signal_paths=None, program=None))]
+#[allow(clippy::too_many_arguments)]
+fn handover_take<'py>(
+    py: Python<'py>,
+    socket: Option<PathBuf>,
+    release: Option<String>,
+    step_timeout: f64,
+    release_timeout: f64,
+    max_state: i64,
+    signal: bool,
+    signal_paths: Option<Vec<PathBuf>>,
+    program: Option<String>,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    let mut opts = RendezvousOptions::new()
+        .release(release.unwrap_or_default())
+        .program(program.unwrap_or_default())
+        .step_timeout(seconds_arg("step_timeout", step_timeout)?)
+        .release_timeout(seconds_arg("release_timeout", release_timeout)?)
+        .max_state(max_state_arg(max_state)?)
+        .signal(signal);
+    if let Some(p) = socket {
+        opts = opts.socket(p);
+    }
+    if signal {
+        if let Some(p) = signal_paths {
+            opts = opts.signal_paths(p);
+        }
+    }
+    let got = detached_interruptible(py, |ctl| update_lock::take_over_with(&opts, ctl))?
+        .map_err(|e| to_py(py, e))?;
+    let Some(inh) = got else {
+        return Ok(None);
+    };
+    let signalled = py_paths(py, inh.signalled())?;
+    let signal_error = match inh.signal_error() {
+        Some(e) => Some(build_exception(py, e)?.into_value(py)),
+        None => None,
+    };
+    let (peer, state, fds) = inh.into_parts();
+    let fds: Vec<(String, RawFd, bool)> = fds
+        .into_iter()
+        .map(|f| {
+            let sock = f.is_socket();
+            let (label, fd) = f.into_parts();
+            (label, fd.into_raw_fd(), sock)
+        })
+        .collect();
+    let out = (
+        peer_tuple(&peer),
+        PyBytes::new(py, &state),
+        fds,
+        signalled,
+        signal_error,
+    )
+        .into_pyobject(py)?;
+    Ok(Some(out))
+}
+
+/// The old version's hand-over server (core `HandoverServer`); `update_lock.HandoverServer`
+/// wraps it.
+#[pyclass(frozen, name = "HandoverServer", module = "update_lock._update_lock")]
+pub struct NativeHandoverServer {
+    server: HandoverServer,
+}
+
+/// A successor waiting for `grant` or `refuse` (core `HandoverRequest`); answered once.
+#[pyclass(frozen, name = "HandoverRequest", module = "update_lock._update_lock")]
+pub struct NativeHandoverRequest {
+    request: Mutex<Option<HandoverRequest>>,
+    successor: PeerTuple,
+}
+
+impl NativeHandoverRequest {
+    fn take(&self) -> PyResult<HandoverRequest> {
+        self.request
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| {
+                PyRuntimeError::new_err(
+                    "this hand-over request was already answered (grant or refuse is called once per request)",
+                )
+            })
+    }
+}
+
+#[pymethods]
+impl NativeHandoverRequest {
+    /// `(pid, own_pid, uid, release, program, protocol)` of the successor.
+    #[getter]
+    fn successor(&self) -> PeerTuple {
+        self.successor.clone()
+    }
+
+    /// Whether `grant` or `refuse` was already called.
+    #[getter]
+    fn answered(&self) -> bool {
+        self.request
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+}
+
+#[pymethods]
+impl NativeHandoverServer {
+    /// Bind the socket and start serving (a stale socket is replaced).
+    #[new]
+    #[pyo3(signature = (socket=None, release=None, step_timeout=5.0, max_state=1048576, program=None))]
+    fn new(
+        py: Python<'_>,
+        socket: Option<PathBuf>,
+        release: Option<String>,
+        step_timeout: f64,
+        max_state: i64,
+        program: Option<String>,
+    ) -> PyResult<Self> {
+        let mut opts = RendezvousOptions::new()
+            .release(release.unwrap_or_default())
+            .program(program.unwrap_or_default())
+            .step_timeout(seconds_arg("step_timeout", step_timeout)?)
+            .max_state(max_state_arg(max_state)?);
+        if let Some(p) = socket {
+            opts = opts.socket(p);
+        }
+        let server = py
+            .detach(|| HandoverServer::bind(&opts))
+            .map_err(|e| to_py(py, e))?;
+        Ok(NativeHandoverServer { server })
+    }
+
+    /// Wait for a successor (`None`: the timeout ran out). GIL released, Ctrl-C interrupts.
+    #[pyo3(signature = (timeout=None))]
+    fn accept(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<NativeHandoverRequest>> {
+        let timeout = timeout_from(timeout)?;
+        let server = &self.server;
+        let got = detached_interruptible(py, |ctl| server.accept_with(timeout, ctl))?
+            .map_err(|e| to_py(py, e))?;
+        Ok(got.map(|request| NativeHandoverRequest {
+            successor: peer_tuple(request.successor()),
+            request: Mutex::new(Some(request)),
+        }))
+    }
+
+    /// Send `state` and the descriptors `[(label, fd)]` (copies; the caller keeps its own)
+    /// and wait for the acknowledgement. Returns the successor.
+    fn grant(
+        &self,
+        py: Python<'_>,
+        request: &NativeHandoverRequest,
+        state: PyBackedBytes,
+        fds: Vec<(String, RawFd)>,
+    ) -> PyResult<PeerTuple> {
+        for (label, fd) in &fds {
+            // SAFETY: fcntl(F_GETFD) on any number is harmless; it tells whether it is open.
+            if *fd < 0 || unsafe { libc::fcntl(*fd, libc::F_GETFD) } < 0 {
+                return Err(PyValueError::new_err(format!(
+                    "descriptor {fd} given for {label:?} is not an open file descriptor"
+                )));
+            }
+        }
+        let req = request.take()?;
+        let server = &self.server;
+        let state: &[u8] = &state;
+        let got = detached_interruptible(py, |ctl| {
+            // SAFETY: each descriptor was checked open above and the caller's objects keep
+            // it open for the duration of this call (documented in the Python wrapper).
+            let borrowed: Vec<(&str, BorrowedFd<'_>)> = fds
+                .iter()
+                .map(|(l, fd)| (l.as_str(), unsafe { BorrowedFd::borrow_raw(*fd) }))
+                .collect();
+            server.grant_with(req, state, &borrowed, ctl)
+        })?
+        .map_err(|e| to_py(py, e))?;
+        Ok(peer_tuple(&got))
+    }
+
+    /// Turn the successor away; it gets reason "refused" with `message`.
+    fn refuse(
+        &self,
+        py: Python<'_>,
+        request: &NativeHandoverRequest,
+        message: String,
+    ) -> PyResult<()> {
+        let req = request.take()?;
+        let server = &self.server;
+        py.detach(|| server.refuse(req, &message))
+            .map_err(|e| to_py(py, e))
+    }
+
+    /// Stop serving (the socket is removed); idempotent.
+    fn close(&self) {
+        self.server.close();
+    }
+
+    /// Whether it still serves (not handed over, not closed).
+    #[getter]
+    fn serving(&self) -> bool {
+        self.server.is_serving()
+    }
+
+    /// The socket path.
+    #[getter]
+    fn socket_path<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        py_path(py, self.server.socket_path())
+    }
+}
+
+/// Every hand-over failure reason (`HandoverError.reason`), in the core's order.
+#[pyfunction]
+fn handover_reasons() -> Vec<&'static str> {
+    HandoverFailure::ALL.iter().map(|r| r.as_str()).collect()
+}
+
+/// The default hand-over socket path (`handover.sock` beside the handover-complete file).
+#[pyfunction]
+fn default_handover_socket(py: Python<'_>) -> Bound<'_, PyAny> {
+    py_path(py, &update_lock::default_socket_path())
+}
+
 /// Every core error code as `(code, number)`, in numeric order.
 #[pyfunction]
 fn error_codes() -> Vec<(&'static str, u32)> {
@@ -457,6 +776,13 @@ fn _update_lock(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(default_lock_paths, m)?)?;
     m.add_function(wrap_pyfunction!(default_handover_paths, m)?)?;
     m.add_function(wrap_pyfunction!(error_codes, m)?)?;
+    m.add_class::<NativeHandoverServer>()?;
+    m.add_class::<NativeHandoverRequest>()?;
+    m.add_function(wrap_pyfunction!(handover_take, m)?)?;
+    m.add_function(wrap_pyfunction!(handover_reasons, m)?)?;
+    m.add_function(wrap_pyfunction!(default_handover_socket, m)?)?;
+    m.add("HANDOVER_MAX_FDS", update_lock::MAX_FDS)?;
+    m.add("HANDOVER_PROTOCOL_VERSION", update_lock::PROTOCOL_VERSION)?;
     m.add("STATUS_SCHEMA", update_lock::STATUS_SCHEMA)?;
     m.add("SUPERVISOR_UID", update_lock::SUPERVISOR_UID)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -170,9 +170,16 @@ class Child:
     """A Python child process (tests/child.py ROLE ARGS...) that reports through lines on
     stdout and takes orders on stdin."""
 
-    def __init__(self, role: str, *args: str, env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(
+        self,
+        role: str,
+        *args: str,
+        env: Optional[Dict[str, str]] = None,
+        script: str = CHILD,
+        prefix: Sequence[str] = (),
+    ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, CHILD, role, *args],
+            [*prefix, sys.executable, script, role, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -233,7 +240,14 @@ def children() -> Iterator[List[Child]]:
         c.kill()
 
 
-def spawn(children: List[Child], role: str, *args: object, env: Optional[Dict[str, str]] = None) -> Child:
-    c = Child(role, *(str(a) for a in args), env=env)
+def spawn(
+    children: List[Child],
+    role: str,
+    *args: object,
+    env: Optional[Dict[str, str]] = None,
+    script: str = CHILD,
+    prefix: Sequence[str] = (),
+) -> Child:
+    c = Child(role, *(str(a) for a in args), env=env, script=script, prefix=prefix)
     children.append(c)
     return c

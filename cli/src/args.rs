@@ -1,10 +1,13 @@
 //! Command-line syntax of `lockctl`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use update_lock::{HandoverOptions, LockOptions};
+
+use crate::handover_args::{parse_fd, FdSpec, RendezvousArgs, ServeArgs, TakeArgs};
 
 /// Update locks for balena devices, correct for both the Supervisor (the lock file exists)
 /// and the host OS update reboot (flock on updates.lock).
@@ -20,6 +23,7 @@ pub const EXIT_CODES: &str = "Exit codes:
   73   the lock is held by someone else (after any wait); the Supervisor's lockfile uses 73 too
   77   permission or uid problem (e.g. running as uid 65534)
   64   usage error or invalid path
+  69   (handover take/serve/run) nothing was handed over (the message gives the reason)
   1    anything else
   126/127  (run) the command could not be executed / was not found
   128+N    (run) the command died of signal N, or the wait was interrupted by signal N";
@@ -32,7 +36,7 @@ pub enum Command {
         lock: LockArgs,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
-        command: Vec<std::ffi::OsString>,
+        command: Vec<OsString>,
     },
     /// Take the lock and keep it held in the background until `lockctl release`.
     Acquire {
@@ -55,7 +59,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Hand-over signals.
+    /// Hand-over between two releases: take over, serve, or signal completion.
     Handover {
         #[command(subcommand)]
         action: HandoverAction,
@@ -73,7 +77,96 @@ pub enum HandoverAction {
         #[arg(long)]
         no_legacy: bool,
     },
+    /// New version: take over from the old one (or start fresh), then exec CMD with the
+    /// inherited descriptors at 3.. (systemd socket-activation form) and the state.
+    #[command(after_help = TAKE_HELP)]
+    Take {
+        #[command(flatten)]
+        take: TakeArgs,
+        /// Print what was inherited as one JSON line on stdout before exec'ing CMD.
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Old version: serve the hand-over of descriptors lockctl holds (with `-- CMD`, run CMD
+    /// with them meanwhile) until a successor takes them over.
+    #[command(after_help = SERVE_HELP)]
+    Serve {
+        #[command(flatten)]
+        rendezvous: RendezvousArgs,
+        /// A descriptor lockctl inherited, to hand over as LABEL (repeatable).
+        #[arg(long = "fd", value_name = "LABEL=N", value_parser = parse_fd)]
+        fds: Vec<FdSpec>,
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// The command to run with the descriptors (optional).
+        #[arg(trailing_var_arg = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Both in one entrypoint: take over (or create the --listen listeners), run CMD with
+    /// the descriptors, and serve them to the next version.
+    #[command(after_help = RUN_HELP)]
+    Run {
+        #[command(flatten)]
+        take: TakeArgs,
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Internal: place descriptors at 3.., set LISTEN_PID and exec CMD.
+    #[command(name = "__exec", hide = true)]
+    Exec {
+        /// The descriptors to place at 3.., comma-separated, in order.
+        #[arg(long, default_value = "")]
+        place: String,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true)]
+        command: Vec<OsString>,
+    },
 }
+
+/// What `take` gives CMD, and its exit codes.
+pub const TAKE_HELP: &str = "CMD gets:
+  descriptors 3, 4, ...  the --listen labels first (in the order given: inherited, or created
+                         when nobody handed them over), then every other inherited one
+  LISTEN_FDS, LISTEN_FDNAMES (label:label), LISTEN_PID (CMD's pid: lockctl execs it)
+  UPDATE_LOCK_HANDOVER   'taken' or 'none'
+  UPDATE_LOCK_HANDOVER_STATE_FD  (taken) a memfd holding the old version's state, at offset 0
+  UPDATE_LOCK_PREDECESSOR_RELEASE, _PID, _PROGRAM, _UID  (taken) who handed over
+A --listen label the old version did not send is created here.
+
+Exit codes (CMD replaces lockctl on success):
+  64   usage error: bad --listen, duplicate label, something not a socket at the socket path
+  69   the hand-over failed (the reason is in the message); CMD was not run
+  1    anything else, e.g. a --listen address could not be bound
+  126/127  CMD could not be executed / was not found";
+
+/// How `serve` behaves, and its exit codes.
+pub const SERVE_HELP: &str =
+    "When a successor arrives: SIGTERM to CMD, wait at most --release-grace for it to exit,
+read --state-file, hand the descriptors over (even if CMD still runs), then exit 0.
+SIGTERM/SIGINT to lockctl do not stop serving (a device stops the old container right after
+starting the new one): it serves --term-grace more seconds, then stops CMD and exits; a
+second signal stops at once. A failed hand-over restarts nothing: lockctl reports it and
+keeps serving. CMD gets the descriptors at 3.. with LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID.
+
+Exit codes:
+  0    handed over
+  64   usage error: bad --fd, a descriptor that is not open, something not a socket at the
+       socket path (never removed)
+  69   nothing was handed over: nobody came before --timeout / --term-grace ran out, or
+       another process already serves on the socket
+  N    CMD exited on its own with status N (128+S for signal S) before anyone took over
+  128+S  a second SIGTERM/SIGINT (S) stopped serving";
+
+/// `run`'s exit codes.
+pub const RUN_HELP: &str =
+    "Exit codes: as `take` until CMD runs, then as `serve` (0 once handed over to the next
+version, CMD's status if it exits on its own, 69 if nobody took over in time).";
 
 /// Which lock paths.
 #[derive(Debug, Args)]

@@ -2,14 +2,22 @@
 
 mod args;
 mod failure;
+mod handover;
+mod handover_args;
+mod handover_serve;
+mod handover_take;
 mod hold;
+mod listen_fds;
 mod run;
+mod serve_child;
+mod serve_events;
 mod signals;
 mod status_cmd;
+mod tcp_listen;
 
 use clap::Parser;
 
-use crate::args::{Cli, Command, HandoverAction};
+use crate::args::{Cli, Command};
 use crate::failure::Failure;
 
 fn main() {
@@ -56,15 +64,6 @@ fn dispatch(command: Command) -> Result<i32, Failure> {
                 json,
             )
         }
-        Command::Handover {
-            action: HandoverAction::Complete { paths, no_legacy },
-        } => {
-            let written =
-                update_lock::handover_complete(&args::handover_options(&paths, no_legacy))?;
-            for p in written {
-                println!("hand-over signalled: {}", p.display());
-            }
-            Ok(0)
-        }
+        Command::Handover { action } => handover::dispatch(action),
     }
 }

@@ -35,20 +35,12 @@ impl Forwarder {
     /// thread that receives them: before a child exists a signal cancels the wait for the
     /// lock; afterwards it is sent on to the child.
     pub fn start(cancel: CancelToken) -> std::io::Result<Forwarder> {
-        let set = forwarded_set();
-        set.thread_block().map_err(std::io::Error::from)?;
         let fwd = Forwarder {
             state: Arc::new(Mutex::new(State::default())),
             cancel,
         };
         let worker = fwd.clone();
-        std::thread::Builder::new()
-            .name("lockctl-signals".into())
-            .spawn(move || loop {
-                if let Ok(sig) = set.wait() {
-                    worker.deliver(sig);
-                }
-            })?;
+        spawn_receiver(move |sig| worker.deliver(sig))?;
         Ok(fwd)
     }
 
@@ -81,6 +73,22 @@ impl Forwarder {
             let _ = kill(pid, sig);
         }
     }
+}
+
+/// Block the [`FORWARDED`] signals in this (still single-threaded) process, so every later
+/// thread inherits the mask, and hand each one that arrives to `on_signal` on a dedicated
+/// thread (`sigwait`).
+pub fn spawn_receiver(on_signal: impl Fn(Signal) + Send + 'static) -> std::io::Result<()> {
+    let set = forwarded_set();
+    set.thread_block().map_err(std::io::Error::from)?;
+    std::thread::Builder::new()
+        .name("lockctl-signals".into())
+        .spawn(move || loop {
+            if let Ok(sig) = set.wait() {
+                on_signal(sig);
+            }
+        })?;
+    Ok(())
 }
 
 fn forwarded_set() -> SigSet {

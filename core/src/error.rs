@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::holder::Holder;
+use crate::rendezvous::HandoverFailure;
 
 /// Stable, machine-readable error kinds. Numbers are never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,11 +36,15 @@ pub enum ErrorCode {
     Cancelled = 8,
     /// The operation needs a held lock, but this handle has been released.
     NotHeld = 9,
+    /// A hand-over between the old and the new version did not happen (the peer stalled,
+    /// crashed, refused, runs as another user, or another successor won); see
+    /// [`HandoverFailure`](crate::HandoverFailure) for the reason.
+    Handover = 10,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::Held,
         ErrorCode::Timeout,
         ErrorCode::Lost,
@@ -49,6 +54,7 @@ impl ErrorCode {
         ErrorCode::Io,
         ErrorCode::Cancelled,
         ErrorCode::NotHeld,
+        ErrorCode::Handover,
     ];
 
     /// The stable string code, e.g. `"held"` or `"supervisor-uid"`.
@@ -67,6 +73,7 @@ impl ErrorCode {
             ErrorCode::Io => "io",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::NotHeld => "not-held",
+            ErrorCode::Handover => "handover",
         }
     }
 
@@ -77,13 +84,14 @@ impl ErrorCode {
 
     /// The `lockctl` exit status for this kind: 73 held or timed out (what the
     /// Supervisor's own `lockfile` returns), 77 permission or uid problem, 64 bad input,
-    /// 130 cancelled, 1 anything else.
+    /// 130 cancelled, 69 hand-over failed (EX_UNAVAILABLE), 1 anything else.
     pub fn exit_status(self) -> i32 {
         match self {
             ErrorCode::Held | ErrorCode::Timeout => 73,
             ErrorCode::Permission | ErrorCode::SupervisorUid => 77,
             ErrorCode::InvalidPath => 64,
             ErrorCode::Cancelled => 130,
+            ErrorCode::Handover => 69,
             ErrorCode::Lost | ErrorCode::Io | ErrorCode::NotHeld => 1,
         }
     }
@@ -144,10 +152,12 @@ pub enum Error {
         path: Option<PathBuf>,
     },
     /// The path cannot be used as a lock path.
-    #[error("{}: invalid lock path: {reason}", display_lossy(.path))]
+    #[error("{}: invalid {what}: {reason}", display_lossy(.path))]
     InvalidPath {
         /// The path as given.
         path: PathBuf,
+        /// What the path was meant to be: "lock path", "hand-over socket path".
+        what: &'static str,
         /// Why it cannot be used and what to do instead.
         reason: String,
     },
@@ -168,6 +178,16 @@ pub enum Error {
         path: PathBuf,
         /// What cancelled it, when known (e.g. "SIGINT").
         by: Option<String>,
+    },
+    /// A hand-over with the other version did not happen.
+    #[error("{}: hand-over failed ({reason}): {detail}; {}", .socket.display(), .reason.next_step())]
+    Handover {
+        /// The hand-over socket.
+        socket: PathBuf,
+        /// Why, as a stable reason.
+        reason: HandoverFailure,
+        /// What happened, in words.
+        detail: String,
     },
     /// The handle has been released.
     #[error("this update lock handle was already released{}; acquire a new lock", .path.as_ref().map(|p| format!(" ({})", p.display())).unwrap_or_default())]
@@ -200,6 +220,7 @@ impl Error {
             Error::Io { .. } => ErrorCode::Io,
             Error::Cancelled { .. } => ErrorCode::Cancelled,
             Error::NotHeld { .. } => ErrorCode::NotHeld,
+            Error::Handover { .. } => ErrorCode::Handover,
         }
     }
 
@@ -207,6 +228,14 @@ impl Error {
     pub fn holder(&self) -> Option<&Holder> {
         match self {
             Error::Held { holder, .. } | Error::Timeout { holder, .. } => Some(holder),
+            _ => None,
+        }
+    }
+
+    /// The hand-over failure reason, for [`Error::Handover`].
+    pub fn handover_failure(&self) -> Option<HandoverFailure> {
+        match self {
+            Error::Handover { reason, .. } => Some(*reason),
             _ => None,
         }
     }
@@ -220,6 +249,7 @@ impl Error {
             | Error::InvalidPath { path, .. }
             | Error::Io { path, .. }
             | Error::Cancelled { path, .. } => Some(path),
+            Error::Handover { socket, .. } => Some(socket),
             Error::Lost { paths, .. } => paths.first().map(PathBuf::as_path),
             Error::SupervisorUid { path } | Error::NotHeld { path } => path.as_deref(),
         }
@@ -242,6 +272,7 @@ impl Error {
             },
             Some(libc::ENAMETOOLONG) => Error::InvalidPath {
                 path: path.to_path_buf(),
+                what: "lock path",
                 reason: "the path is too long for the file system; use a shorter one".into(),
             },
             _ => Error::Io {
@@ -255,6 +286,7 @@ impl Error {
     pub(crate) fn invalid(path: &Path, reason: impl Into<String>) -> Error {
         Error::InvalidPath {
             path: path.to_path_buf(),
+            what: "lock path",
             reason: reason.into(),
         }
     }

@@ -43,6 +43,7 @@ mod inspect;
 mod lock;
 mod options;
 mod paths;
+mod rendezvous;
 mod status;
 mod supervisor;
 mod timefmt;
@@ -60,6 +61,13 @@ pub use paths::{
     default_handover_paths, default_lock_paths, primary_handover_path, primary_lock_path,
     DATA_HANDOVER_PATH, DEFAULT_HANDOVER_PATH, DEFAULT_LOCK_PATH, LEGACY_HANDOVER_PATH,
     LEGACY_LOCK_PATH,
+};
+#[cfg(feature = "tokio")]
+pub use rendezvous::take_over_async;
+pub use rendezvous::{
+    default_socket_path, take_over, take_over_with, HandoverFailure, HandoverRequest,
+    HandoverServer, Inheritance, InheritedFd, PeerInfo, RendezvousOptions, MAX_FDS,
+    PROTOCOL_VERSION, SOCKET_NAME,
 };
 pub use status::{status, HandoverStatus, LockState, PathStatus, StatusReport, STATUS_SCHEMA};
 pub use wait::{CancelToken, WaitControl};

@@ -55,3 +55,48 @@ async function main(): Promise<number> {
 }
 
 void main
+
+// Hand-over (issue 6).
+import { takeOver, takeOverSync, HandoverServer, listenerFd } from 'update-lock'
+import type { Inheritance, Peer, HandoverReason, HandoverRequest } from 'update-lock'
+import * as net from 'node:net'
+
+async function handover(): Promise<void> {
+  const ac = new AbortController()
+  const inh: Inheritance | null = await takeOver({ socket: '/tmp/svc/handover.sock', release: 'v2', stepTimeout: 500, abortSignal: ac.signal })
+  if (inh !== null) {
+    const fd: number = inh.fds[0].fd
+    const state: Buffer = inh.state
+    const ownPid: number = inh.predecessor.own_pid
+    net.createServer().listen({ fd })
+    void state, ownPid
+  }
+  takeOverSync({ signal: false, signalPaths: ['/tmp/a'] })
+  // @ts-expect-error the AbortSignal option is abortSignal; signal is a boolean
+  await takeOver({ signal: ac.signal })
+  // @ts-expect-error takeOverSync is not cancellable
+  takeOverSync({ abortSignal: ac.signal })
+
+  const tcp = net.createServer()
+  const server = HandoverServer.bind({ release: 'v1' })
+  const req: HandoverRequest | null = await server.accept({ timeout: 1000 })
+  if (req !== null) {
+    const who: Peer = req.successor
+    const peer: Peer = await server.grant(req, { state: 'x', fds: [{ label: 'http', fd: listenerFd(tcp) }] })
+    void who, peer
+  }
+  const done: Peer | null = await server.serve(async () => ({ state: Buffer.from('s') }), { timeout: 5000, resume: () => {} })
+  try {
+    await takeOver()
+  } catch (e) {
+    if (e instanceof UpdateLockError && e.code === 'handover') {
+      const reason: HandoverReason | undefined = e.reason
+      void reason
+    }
+  }
+  // @ts-expect-error not a reason
+  const badReason: HandoverReason = 'gone'
+  void done, badReason, server.socketPath, server.serving
+}
+
+void handover

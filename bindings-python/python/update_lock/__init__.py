@@ -13,6 +13,10 @@ every lock path, all-or-nothing, and takes over locks whose holder died::
     async with update_lock.lock_async(timeout=30):
         ...
 
+For the ``hand-over`` update strategy, :class:`HandoverServer` (old version) and
+:func:`handover_take` (new version) pass state and open descriptors (a listening socket)
+from one release to the next and signal handover-complete.
+
 Every error is an :class:`UpdateLockError` with the core's stable ``.code``; see the
 subclasses for each kind. All lock semantics live in the Rust core (``update-lock``); this
 package only translates.
@@ -26,6 +30,7 @@ from typing import Iterable, List, Union
 from . import _update_lock as _native
 from ._errors import (
     ERRORS_BY_CODE,
+    HandoverError,
     InvalidPathError,
     LockCancelledError,
     LockHeldError,
@@ -36,6 +41,16 @@ from ._errors import (
     PermissionDeniedError,
     SupervisorUidError,
     UpdateLockError,
+)
+from ._handover import (
+    HANDOVER_REASONS,
+    FdLike,
+    HandoverRequest,
+    HandoverServer,
+    Inheritance,
+    InheritedObject,
+    Peer,
+    handover_take,
 )
 from ._lock import AsyncLock, Lock, PathArg, _path_list, lock, lock_async
 from ._types import (
@@ -56,15 +71,30 @@ STATUS_SCHEMA: int = _native.STATUS_SCHEMA
 SUPERVISOR_UID: int = _native.SUPERVISOR_UID
 """The uid the Supervisor takes its locks as (65534); an app must never run as it."""
 
+HANDOVER_MAX_FDS: int = _native.HANDOVER_MAX_FDS
+"""The most descriptors one hand-over may pass (64)."""
+
+HANDOVER_PROTOCOL_VERSION: int = _native.HANDOVER_PROTOCOL_VERSION
+"""The newest hand-over protocol version this build speaks."""
+
 __version__: str = _native.__version__
 
 __all__ = [
     "AsyncLock",
     "CancelToken",
     "ERRORS_BY_CODE",
+    "FdLike",
+    "HANDOVER_MAX_FDS",
+    "HANDOVER_PROTOCOL_VERSION",
+    "HANDOVER_REASONS",
+    "HandoverError",
+    "HandoverRequest",
+    "HandoverServer",
     "HandoverStatus",
     "Holder",
     "HolderRecord",
+    "Inheritance",
+    "InheritedObject",
     "InvalidPathError",
     "Lock",
     "LockCancelledError",
@@ -74,6 +104,7 @@ __all__ = [
     "LockTimeoutError",
     "NotHeldError",
     "PathStatus",
+    "Peer",
     "PermissionDeniedError",
     "Reclaimed",
     "STATUS_SCHEMA",
@@ -82,8 +113,10 @@ __all__ = [
     "SupervisorUidError",
     "UpdateLockError",
     "default_handover_paths",
+    "default_handover_socket",
     "default_lock_paths",
     "handover_complete",
+    "handover_take",
     "lock",
     "lock_async",
     "status",
@@ -131,3 +164,9 @@ def default_handover_paths(legacy: bool = True) -> List[str]:
     """The default hand-over signal paths."""
     return _native.default_handover_paths(legacy)
 
+
+
+def default_handover_socket() -> str:
+    """The default hand-over socket: ``handover.sock`` beside the handover-complete signal
+    (``$BALENA_SERVICE_HANDOVER_COMPLETE_PATH``, by default ``/tmp/balena/handover.sock``)."""
+    return _native.default_handover_socket()

@@ -19,8 +19,9 @@ class UpdateLockError(Exception):
 
     Attributes:
         code: the core's stable code (``held``, ``timeout``, ``lost``, ``permission``,
-            ``supervisor-uid``, ``invalid-path``, ``io``, ``cancelled``, ``not-held``).
-        number: the code's stable number (1..9).
+            ``supervisor-uid``, ``invalid-path``, ``io``, ``cancelled``, ``not-held``,
+            ``handover``).
+        number: the code's stable number (1..10).
         message: the core's message (also ``str(e)``).
         path: the lock path concerned, when there is one.
         holder: who holds the lock (:class:`Holder`), for ``held`` and ``timeout``.
@@ -43,6 +44,7 @@ class UpdateLockError(Exception):
         errno: Optional[int] = None,
         operation: Optional[str] = None,
         by: Optional[str] = None,
+        reason: Optional[str] = None,
     ) -> None:
         super().__init__(message)
         self._kwargs: Dict[str, Any] = dict(
@@ -55,6 +57,7 @@ class UpdateLockError(Exception):
             errno=errno,
             operation=operation,
             by=by,
+            reason=reason,
         )
         self.message: str = message
         if code is not None:
@@ -173,6 +176,32 @@ class NotHeldError(UpdateLockError, RuntimeError):
     number = 9
 
 
+class HandoverError(UpdateLockError):
+    """``handover`` (10): a hand-over between the old and the new version did not happen.
+    ``.reason`` says why, one of the core's stable strings:
+
+    * ``stalled``: the peer did not answer a step within its timeout;
+    * ``peer-gone``: the peer closed the connection mid-way (it crashed or exited);
+    * ``taken``: another successor already took over from this old version;
+    * ``uid``: the peer runs as another user (only the same uid or root may take over);
+    * ``version``: the two versions share no protocol version;
+    * ``protocol``: the peer does not speak the hand-over protocol;
+    * ``refused``: the old version's app refused (``HandoverServer.refuse``);
+    * ``already-serving``: another process already serves on this socket;
+    * ``finished``: this server has already handed over or was closed;
+    * ``too-large``: the state or the descriptors exceed the limits.
+
+    Whatever the reason, nothing was handed over: the old version keeps its resources (and,
+    for a failed ``grant``, keeps serving)."""
+
+    code = "handover"
+    number = 10
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.reason: Optional[str] = kwargs.get("reason")
+
+
 ERRORS_BY_CODE: Dict[str, Type[UpdateLockError]] = {
     cls.code: cls
     for cls in (
@@ -185,6 +214,7 @@ ERRORS_BY_CODE: Dict[str, Type[UpdateLockError]] = {
         LockIOError,
         LockCancelledError,
         NotHeldError,
+        HandoverError,
     )
 }
 """Exception class for each core code."""
@@ -207,4 +237,5 @@ def _from_native(
         errno=extra.get("errno"),
         operation=extra.get("operation"),
         by=extra.get("by"),
+        reason=extra.get("reason"),
     )

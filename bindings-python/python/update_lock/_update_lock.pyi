@@ -4,24 +4,36 @@ import os
 from types import TracebackType
 from typing import List, Literal, Optional, Sequence, Tuple, Type, TypeVar, Union
 
+from ._errors import UpdateLockError
+
 from typing_extensions import disjoint_base, final
 
 _Path = Union[str, "os.PathLike[str]"]
 _L = TypeVar("_L", bound="NativeLock")
+_Peer = Tuple[int, int, int, str, str, int]
 
+HANDOVER_MAX_FDS: int
+HANDOVER_PROTOCOL_VERSION: int
 STATUS_SCHEMA: int
 SUPERVISOR_UID: int
 __version__: str
 __all__ = [
     "CancelToken",
+    "HANDOVER_MAX_FDS",
+    "HANDOVER_PROTOCOL_VERSION",
+    "HandoverRequest",
+    "HandoverServer",
     "NativeLock",
     "STATUS_SCHEMA",
     "SUPERVISOR_UID",
     "__version__",
     "default_handover_paths",
+    "default_handover_socket",
     "default_lock_paths",
     "error_codes",
     "handover_complete",
+    "handover_reasons",
+    "handover_take",
     "status_json",
 ]
 
@@ -92,3 +104,64 @@ def default_handover_paths(legacy: bool = True) -> List[str]:
 
 def error_codes() -> List[Tuple[str, int]]:
     """Every core error code as ``(code, number)``."""
+
+def handover_take(
+    socket: Optional[str] = None,
+    release: Optional[str] = None,
+    step_timeout: float = 5.0,
+    release_timeout: float = 10.0,
+    max_state: int = 1048576,
+    signal: bool = True,
+    signal_paths: Optional[Sequence[str]] = None,
+    program: Optional[str] = None,
+) -> Optional[
+    Tuple[_Peer, bytes, List[Tuple[str, int, bool]], List[str], Optional[UpdateLockError]]
+]:
+    """Take over; ``None`` without a predecessor, else ``(peer, state, [(label, fd,
+    is_socket)], signalled, signal_error)``."""
+
+def handover_reasons() -> List[str]:
+    """Every hand-over failure reason."""
+
+def default_handover_socket() -> str:
+    """The default hand-over socket path."""
+
+@final
+class HandoverRequest:
+    """A successor waiting for grant or refuse."""
+
+    @property
+    def successor(self) -> _Peer:
+        """``(pid, own_pid, uid, release, program, protocol)``."""
+    @property
+    def answered(self) -> bool:
+        """Whether grant or refuse was called."""
+
+@final
+class HandoverServer:
+    """The old version's hand-over server."""
+
+    def __new__(
+        cls,
+        socket: Optional[str] = None,
+        release: Optional[str] = None,
+        step_timeout: float = 5.0,
+        max_state: int = 1048576,
+        program: Optional[str] = None,
+    ) -> "HandoverServer": ...
+    def accept(self, timeout: Optional[float] = None) -> Optional[HandoverRequest]:
+        """Wait for a successor (GIL released; Ctrl-C interrupts)."""
+    def grant(
+        self, request: HandoverRequest, state: bytes, fds: Sequence[Tuple[str, int]]
+    ) -> _Peer:
+        """Send state and descriptors, wait for the acknowledgement."""
+    def refuse(self, request: HandoverRequest, message: str) -> None:
+        """Turn the successor away."""
+    def close(self) -> None:
+        """Stop serving; idempotent."""
+    @property
+    def serving(self) -> bool:
+        """Whether it still serves."""
+    @property
+    def socket_path(self) -> str:
+        """The socket path."""

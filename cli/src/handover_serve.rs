@@ -1,0 +1,246 @@
+//! `lockctl handover serve --fd LABEL=N ... [-- CMD]`: serve the hand-over of descriptors
+//! lockctl holds (with `-- CMD`, while CMD runs with them) until a successor takes them.
+//!
+//! Choices, also in `--help`:
+//! - the release step for a successor is: SIGTERM to CMD, wait at most `--release-grace` for
+//!   it to exit, read `--state-file`, hand over (even if CMD still runs: the descriptors are
+//!   lockctl's own copies);
+//! - SIGTERM/SIGINT to lockctl do not stop it (a device sends SIGTERM to the old container
+//!   right after starting the new one): it keeps serving `--term-grace` more seconds; a
+//!   second signal stops at once;
+//! - a failed hand-over restarts nothing: lockctl says so and keeps serving (CMD may still
+//!   run if it ignored SIGTERM);
+//! - CMD exiting on its own (before any hand-over) ends serving with CMD's status.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use std::time::{Duration, Instant};
+
+use update_lock::{ErrorCode, HandoverFailure, HandoverServer, RendezvousOptions, WaitControl};
+
+use crate::failure::{Failure, EXIT_OTHER, EXIT_USAGE};
+use crate::handover_args::{duplicate, FdSpec, ServeArgs};
+use crate::listen_fds::ChildFds;
+use crate::serve_events::{Events, Stop};
+
+/// Exit status when nothing was handed over (`ErrorCode::Handover`'s).
+pub const EXIT_NOT_HANDED_OVER: i32 = 69;
+
+/// `serve`: adopt the `--fd` descriptors, then serve them.
+pub fn run(
+    opts: &RendezvousOptions,
+    specs: &[FdSpec],
+    args: &ServeArgs,
+    command: &[OsString],
+) -> Result<i32, Failure> {
+    let fds = adopt(specs)?;
+    let child = ChildFds {
+        fds,
+        taken: None,
+        report_handover: false,
+    };
+    serve(opts, child, args, command)
+}
+
+/// Take our own close-on-exec copies of the `--fd` descriptors (checking each is open);
+/// the originals (3 and up) are closed so CMD only sees the copies placed at 3.. .
+fn adopt(specs: &[FdSpec]) -> Result<Vec<(String, OwnedFd)>, Failure> {
+    if let Some(l) = duplicate(specs.iter().map(|s| s.label.as_str())) {
+        return Err(Failure::other(
+            EXIT_USAGE,
+            format!("error[usage]: --fd label '{l}' is given twice; every label must be unique"),
+        ));
+    }
+    let mut out = Vec::with_capacity(specs.len());
+    for s in specs {
+        // SAFETY: fcntl on a descriptor number; EBADF when it is not open.
+        let copy = unsafe { libc::fcntl(s.fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if copy < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(Failure::other(
+                EXIT_USAGE,
+                format!(
+                    "error[usage]: --fd {}={}: descriptor {} is not open in lockctl ({e}); start lockctl with it open, e.g. from a shell `lockctl handover serve --fd {}={} ... {}<>FILE`",
+                    s.label, s.fd, s.fd, s.label, s.fd, s.fd
+                ),
+            ));
+        }
+        // SAFETY: the copy is new and ours.
+        out.push((s.label.clone(), unsafe { OwnedFd::from_raw_fd(copy) }));
+    }
+    let mut originals: Vec<i32> = specs.iter().map(|s| s.fd).filter(|n| *n > 2).collect();
+    originals.sort_unstable();
+    originals.dedup();
+    for n in originals {
+        // SAFETY: an inherited descriptor that nothing in lockctl owns; we have a copy.
+        unsafe { libc::close(n) };
+    }
+    Ok(out)
+}
+
+/// Serve `child`'s descriptors (running `command` with them, if given) until a successor
+/// has taken them or serving stops. The exit status.
+pub fn serve(
+    opts: &RendezvousOptions,
+    child: ChildFds,
+    args: &ServeArgs,
+    command: &[OsString],
+) -> Result<i32, Failure> {
+    let events = Events::new().map_err(|e| io_failure("create an eventfd", e))?;
+    let ev = events.clone();
+    crate::signals::spawn_receiver(move |sig| ev.on_signal(sig))
+        .map_err(|e| io_failure("set up signal handling", e))?;
+    let server = bind(opts, child.taken.is_some())?;
+    eprintln!(
+        "lockctl: serving hand-over of {} descriptor(s) on {}",
+        child.fds.len(),
+        server.socket_path().display()
+    );
+    if !command.is_empty() {
+        let pid = crate::serve_child::spawn(command, &child)?;
+        events
+            .watch_child(pid)
+            .map_err(|e| io_failure("start a thread", e))?;
+    }
+    // The command has its copies; drop the state memfd (`run`), keep the descriptors.
+    let ChildFds { fds, .. } = child;
+    events
+        .start_watchdog(args.timeout.and_then(|t| t.0), args.term_grace)
+        .map_err(|e| io_failure("start a thread", e))?;
+
+    loop {
+        let ctl = WaitControl::new().cancel_on(events.stop_token.clone());
+        match server.accept_with(None, ctl) {
+            Ok(Some(req)) => {
+                if !events.begin_handover() {
+                    let _ = server.refuse(req, "the old version is stopping");
+                    continue;
+                }
+                let who = req.successor().describe();
+                eprintln!("lockctl: {who} asks to take over; releasing");
+                if let Some(code) = release_step(&events, args) {
+                    eprintln!("lockctl: the command exited with status {code}");
+                }
+                let state = match read_state(args) {
+                    Ok(s) => s,
+                    Err(msg) => {
+                        eprintln!("lockctl: {msg}; refusing {who} and still serving");
+                        let _ = server.refuse(req, &msg);
+                        events.end_handover();
+                        continue;
+                    }
+                };
+                let borrowed: Vec<(&str, BorrowedFd<'_>)> =
+                    fds.iter().map(|(l, fd)| (l.as_str(), fd.as_fd())).collect();
+                match server.grant(req, &state, &borrowed) {
+                    Ok(peer) => {
+                        eprintln!("lockctl: handed over to {}", peer.describe());
+                        if events.child_running() {
+                            events.stop_child(args.release_grace);
+                        }
+                        return Ok(0);
+                    }
+                    Err(e) => {
+                        let what = if events.child_running() {
+                            "the command still runs"
+                        } else {
+                            "the command has stopped and is not restarted"
+                        };
+                        eprintln!(
+                            "lockctl: warning[{}]: the hand-over to {who} failed: {e}; {what}; still serving the descriptors",
+                            e.code()
+                        );
+                        events.end_handover();
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) if e.code() == ErrorCode::Cancelled => break,
+            Err(e) => {
+                server.close();
+                events.stop_child(args.release_grace);
+                return Err(e.into());
+            }
+        }
+    }
+    server.close();
+    Ok(match events.stop_reason() {
+        Some(Stop::ChildExited(code)) => {
+            eprintln!(
+                "lockctl: the command exited with status {code} before anyone took over; stopped serving"
+            );
+            code
+        }
+        Some(Stop::Signal(sig)) => {
+            events.stop_child(args.release_grace);
+            eprintln!(
+                "lockctl: stopped by a second {}; nothing was handed over",
+                sig.as_str()
+            );
+            128 + sig as i32
+        }
+        Some(Stop::Deadline(what)) => {
+            events.stop_child(args.release_grace);
+            eprintln!(
+                "lockctl: error[handover]: nobody took over before {what} ran out; nothing was handed over"
+            );
+            EXIT_NOT_HANDED_OVER
+        }
+        None => EXIT_OTHER,
+    })
+}
+
+/// Bind the hand-over server. Right after a take-over (`run`) the old version may still
+/// hold the socket's companion lock for a moment after its BYE (it releases it when its
+/// grant call returns), so "already serving" is retried for up to one step timeout.
+fn bind(opts: &RendezvousOptions, just_took_over: bool) -> Result<HandoverServer, Failure> {
+    let deadline = Instant::now() + opts.step_timeout_value();
+    loop {
+        match HandoverServer::bind(opts) {
+            Err(e)
+                if just_took_over
+                    && e.handover_failure() == Some(HandoverFailure::AlreadyServing)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            r => return Ok(r?),
+        }
+    }
+}
+
+/// SIGTERM the command and wait for it, at most `--release-grace`. Its status if it exited.
+fn release_step(events: &Events, args: &ServeArgs) -> Option<i32> {
+    if !events.child_running() {
+        return None;
+    }
+    events.signal_child(nix::sys::signal::Signal::SIGTERM, true);
+    let code = events.wait_child(args.release_grace);
+    if code.is_none() {
+        eprintln!(
+            "lockctl: the command still runs {:?} after SIGTERM (--release-grace); handing over anyway",
+            args.release_grace
+        );
+    }
+    code
+}
+
+/// The state to send: `--state-file`'s content (empty when not given or missing).
+fn read_state(args: &ServeArgs) -> Result<Vec<u8>, String> {
+    let Some(path) = &args.state_file else {
+        return Ok(Vec::new());
+    };
+    match std::fs::read(path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!(
+            "cannot read the state file {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+fn io_failure(what: &str, e: std::io::Error) -> Failure {
+    Failure::other(EXIT_OTHER, format!("error[io]: cannot {what}: {e}"))
+}

@@ -1,0 +1,194 @@
+//! Options shared by both sides of a hand-over, and what each side learns of the other.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::handover::HandoverOptions;
+use crate::paths;
+
+/// File name of the hand-over socket when no path is given.
+pub const SOCKET_NAME: &str = "handover.sock";
+
+/// The default hand-over socket: `handover.sock` beside the handover-complete signal
+/// (`$BALENA_SERVICE_HANDOVER_COMPLETE_PATH`, by default in `/tmp/balena`), i.e. in the
+/// service directory the old and the new container share.
+///
+/// ```
+/// let p = update_lock::default_socket_path();
+/// assert!(p.ends_with("handover.sock"));
+/// ```
+pub fn default_socket_path() -> PathBuf {
+    let signal = paths::primary_handover_path();
+    match signal.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(SOCKET_NAME),
+        _ => PathBuf::from(SOCKET_NAME),
+    }
+}
+
+/// How to find the other version and how long each step may take. Used by both the old
+/// version ([`HandoverServer::bind`](crate::HandoverServer::bind)) and the new one
+/// ([`take_over`](crate::take_over)).
+#[derive(Debug, Clone)]
+pub struct RendezvousOptions {
+    pub(crate) socket: Option<PathBuf>,
+    pub(crate) step_timeout: Duration,
+    pub(crate) release_timeout: Duration,
+    pub(crate) max_state: usize,
+    pub(crate) release: String,
+    pub(crate) program: Option<String>,
+    pub(crate) signal: Signal,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Signal {
+    /// Beside the socket (explicit socket) or the Supervisor's defaults.
+    Default,
+    Off,
+    Paths(Vec<PathBuf>),
+}
+
+impl Default for RendezvousOptions {
+    fn default() -> Self {
+        RendezvousOptions {
+            socket: None,
+            step_timeout: Duration::from_secs(5),
+            release_timeout: Duration::from_secs(10),
+            max_state: 1 << 20,
+            release: String::new(),
+            program: None,
+            signal: Signal::Default,
+        }
+    }
+}
+
+impl RendezvousOptions {
+    /// The defaults: [`default_socket_path`], 5 s per step, 10 s for the old version's
+    /// release step, at most 1 MiB of state, signal handover-complete after a take-over.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Use this socket path instead of [`default_socket_path`]. The handover-complete
+    /// signal then defaults to `handover-complete` beside it.
+    pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
+        let p = path.into();
+        self.socket = if p.as_os_str().is_empty() {
+            None
+        } else {
+            Some(p)
+        };
+        self
+    }
+
+    /// How long the peer may take to answer one protocol step (default 5 s).
+    pub fn step_timeout(mut self, t: Duration) -> Self {
+        self.step_timeout = t;
+        self
+    }
+
+    /// How long the successor waits for the old version's release step and its state
+    /// (default 10 s, the Supervisor's default stop grace period).
+    pub fn release_timeout(mut self, t: Duration) -> Self {
+        self.release_timeout = t;
+        self
+    }
+
+    /// The largest state blob either side accepts, in bytes (default 1 MiB, at most 64 MiB).
+    pub fn max_state(mut self, bytes: usize) -> Self {
+        self.max_state = bytes.min(64 << 20);
+        self
+    }
+
+    /// How this version names itself to the other (release name, version, commit).
+    pub fn release(mut self, name: impl Into<String>) -> Self {
+        self.release = name.into();
+        self
+    }
+
+    /// The program name shown to the other version (default: this process's name, as in
+    /// the lock's holder record). Bindings pass the script's name here.
+    pub fn program(mut self, name: impl Into<String>) -> Self {
+        let n = name.into();
+        self.program = if n.is_empty() { None } else { Some(n) };
+        self
+    }
+
+    /// Whether a successful take-over writes the handover-complete signal (default true).
+    pub fn signal(mut self, on: bool) -> Self {
+        self.signal = if on { Signal::Default } else { Signal::Off };
+        self
+    }
+
+    /// Write exactly these handover-complete signal paths after a take-over.
+    pub fn signal_paths<I, P>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<PathBuf>,
+    {
+        self.signal = match paths::path_list(paths) {
+            Some(v) => Signal::Paths(v),
+            None => Signal::Default,
+        };
+        self
+    }
+
+    /// The socket path these options name.
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket.clone().unwrap_or_else(default_socket_path)
+    }
+
+    /// The timeout of one protocol step.
+    pub fn step_timeout_value(&self) -> Duration {
+        self.step_timeout
+    }
+
+    /// The signal files a take-over writes, or `None` when signalling is off.
+    pub fn signal_options(&self) -> Option<HandoverOptions> {
+        match (&self.signal, &self.socket) {
+            (Signal::Off, _) => None,
+            (Signal::Paths(p), _) => Some(HandoverOptions::new().paths(p.clone())),
+            (Signal::Default, None) => Some(HandoverOptions::new()),
+            (Signal::Default, Some(sock)) => {
+                Some(HandoverOptions::new().paths([sibling(sock, "handover-complete")]))
+            }
+        }
+    }
+}
+
+fn sibling(path: &Path, name: &str) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(name),
+        _ => PathBuf::from(name),
+    }
+}
+
+/// What one side of a hand-over knows about the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct PeerInfo {
+    /// The peer's pid as the kernel reports it to us (SO_PEERCRED); 0 when the peer is in a
+    /// PID namespace we cannot see (another container).
+    pub pid: i32,
+    /// The pid the peer reports for itself (in its own PID namespace).
+    pub own_pid: i32,
+    /// The peer's uid (SO_PEERCRED).
+    pub uid: u32,
+    /// The release name the peer gave ([`RendezvousOptions::release`]); may be empty.
+    pub release: String,
+    /// The peer's program name.
+    pub program: String,
+    /// The protocol version both sides agreed on.
+    pub protocol: u32,
+}
+
+impl PeerInfo {
+    /// A short description for messages: `"v2 (myapp, pid 12)"`.
+    pub fn describe(&self) -> String {
+        let name = if self.release.is_empty() {
+            "release unnamed".to_string()
+        } else {
+            format!("release {}", self.release)
+        };
+        format!("{name} ({}, pid {})", self.program, self.own_pid)
+    }
+}

@@ -1,0 +1,322 @@
+//! The socket file in the shared service directory: binding it for the old version,
+//! connecting to it for the new one, and telling a live server from a stale socket left by a
+//! crashed one.
+//!
+//! A server holds `flock` on a companion file (`<socket>.lock`) for as long as it serves, so
+//! a socket whose companion nobody has locked is provably stale and may be replaced or
+//! removed, and two servers never race for the name. The socket is created under a temporary
+//! name (through `/proc/self/fd/<dir>`, so no symlink is followed), made mode 0600 and
+//! renamed into place only once it listens: the name never refers to a socket nobody listens on
+//! while its server lives.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, renameat, OFlag};
+use nix::poll::PollFlags;
+use nix::sys::socket::{
+    bind, connect, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+};
+use nix::sys::stat::{fchmodat, FchmodatFlags, FileStat, Mode, SFlag};
+use nix::unistd::{unlinkat, UnlinkatFlags};
+
+use super::conn::{fail, wait_ready, Conn};
+use super::failure::HandoverFailure;
+use crate::dir::{open_lock_dir, os_err};
+use crate::error::{Error, Result};
+use crate::inspect::{stat_at, try_flock, FileId};
+use crate::paths::split;
+use crate::wait::WaitControl;
+
+/// A bound, listening socket file and the companion flock that proves it is live.
+pub(crate) struct Bound {
+    pub listener: OwnedFd,
+    pub dir: OwnedFd,
+    pub name: CString,
+    pub id: FileId,
+    /// The companion file, flocked while we serve (taken out when serving ends).
+    pub guard: std::sync::Mutex<Option<OwnedFd>>,
+    pub path: PathBuf,
+    /// The process that bound it: a forked child never removes its parent's socket.
+    pub pid: u32,
+}
+
+fn companion_name(name: &CStr) -> Result<CString> {
+    let mut v = name.to_bytes().to_vec();
+    v.extend_from_slice(b".lock");
+    CString::new(v).map_err(|_| Error::invalid(Path::new(""), "socket name"))
+}
+
+fn is_socket(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK
+}
+
+/// Check the final component fits in a socket address reached through `/proc/self/fd`.
+fn check_name(path: &Path, name: &CStr) -> Result<()> {
+    // sun_path holds 108 bytes; "/proc/self/fd/NNNNNNNNNN/" takes at most 25, and the
+    // temporary name adds 24.
+    if name.to_bytes().len() > 58 {
+        return Err(Error::invalid(
+            path,
+            "the socket's file name is too long for a Unix socket address (at most 58 bytes); use a shorter name",
+        ));
+    }
+    Ok(())
+}
+
+fn via_dir(dir: BorrowedFd<'_>, name: &CStr) -> Result<UnixAddr> {
+    let p = format!(
+        "/proc/self/fd/{}/{}",
+        dir.as_raw_fd(),
+        name.to_string_lossy()
+    );
+    UnixAddr::new(p.as_str()).map_err(|e| os_err(Path::new(&p), "build the socket address", e))
+}
+
+/// Open the companion file and try to take its flock. `Ok(None)` when someone holds it.
+fn lock_companion(dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<Option<OwnedFd>> {
+    let cname = companion_name(name)?;
+    let cpath = PathBuf::from(format!("{}.lock", path.display()));
+    let fd = openat(
+        dir,
+        cname.as_c_str(),
+        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| match e {
+        Errno::ELOOP => Error::invalid(
+            &cpath,
+            "a symbolic link sits at the hand-over socket's companion lock; update-lock never follows it: remove it",
+        ),
+        e => os_err(&cpath, "open the hand-over socket's companion lock", e),
+    })?;
+    match try_flock(fd.as_fd()) {
+        Ok(true) => Ok(Some(fd)),
+        Ok(false) => Ok(None),
+        Err(e) => Err(os_err(
+            &cpath,
+            "flock the hand-over socket's companion lock",
+            e,
+        )),
+    }
+}
+
+/// Path errors name the socket, not a lock.
+fn socket_path_error(e: Error) -> Error {
+    match e {
+        Error::InvalidPath { path, reason, .. } => Error::InvalidPath {
+            path,
+            what: "hand-over socket path",
+            reason,
+        },
+        e => e,
+    }
+}
+
+/// Refuse anything at the socket path that is not a socket (never replaced or removed).
+fn refuse_non_socket(dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<Option<FileStat>> {
+    match stat_at(dir, name, path)? {
+        Some(st) if !is_socket(&st) => Err(Error::invalid(
+            path,
+            "something other than a socket is at the hand-over socket path; update-lock never replaces or removes it: remove it yourself or choose another socket path",
+        )),
+        st => Ok(st),
+    }
+}
+
+/// Bind and listen on `path` for the old version.
+pub(crate) fn bind_socket(path: &Path) -> Result<Bound> {
+    bind_socket_inner(path).map_err(socket_path_error)
+}
+
+fn bind_socket_inner(path: &Path) -> Result<Bound> {
+    let s = split(path)?;
+    check_name(path, &s.name)?;
+    let dir = open_lock_dir(&s.dir, true)?;
+    // Look before creating the companion lock, so a refused path leaves nothing behind.
+    refuse_non_socket(dir.as_fd(), &s.name, path)?;
+    let Some(guard) = lock_companion(dir.as_fd(), &s.name, path)? else {
+        return Err(fail(
+            path,
+            HandoverFailure::AlreadyServing,
+            "another process holds the socket's companion lock and serves hand-over on it",
+        ));
+    };
+    // We hold the companion lock, so whatever socket is at the name is stale. Anything that
+    // is not a socket is someone else's file: never replaced.
+    refuse_non_socket(dir.as_fd(), &s.name, path)?;
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = CString::new(format!(".hs.{}.{seq}.tmp", std::process::id()))
+        .map_err(|_| Error::invalid(path, "temporary name"))?;
+    let listener = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| os_err(path, "create the hand-over socket", e))?;
+    // A temporary name left by a crashed process of the same pid would make bind fail.
+    let _ = unlinkat(dir.as_fd(), tmp.as_c_str(), UnlinkatFlags::NoRemoveDir);
+    bind(listener.as_raw_fd(), &via_dir(dir.as_fd(), &tmp)?)
+        .map_err(|e| os_err(path, "bind the hand-over socket", e))?;
+    let placed = (|| {
+        // Only the owner (and root) may connect: 0600.
+        fchmodat(
+            dir.as_fd(),
+            tmp.as_c_str(),
+            Mode::from_bits_truncate(0o600),
+            FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|e| os_err(path, "make the hand-over socket private (mode 0600)", e))?;
+        listen(&listener, Backlog::new(16).unwrap_or(Backlog::MAXCONN))
+            .map_err(|e| os_err(path, "listen on the hand-over socket", e))?;
+        renameat(dir.as_fd(), tmp.as_c_str(), dir.as_fd(), s.name.as_c_str())
+            .map_err(|e| os_err(path, "move the hand-over socket into place", e))?;
+        let st = stat_at(dir.as_fd(), &s.name, path)?
+            .ok_or_else(|| os_err(path, "find the new hand-over socket", Errno::ENOENT))?;
+        Ok(FileId::from(&st))
+    })();
+    let id = match placed {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = unlinkat(dir.as_fd(), tmp.as_c_str(), UnlinkatFlags::NoRemoveDir);
+            return Err(e);
+        }
+    };
+    Ok(Bound {
+        listener,
+        dir,
+        name: s.name,
+        id,
+        guard: std::sync::Mutex::new(Some(guard)),
+        path: path.to_path_buf(),
+        pid: std::process::id(),
+    })
+}
+
+impl Bound {
+    /// Stop serving on the name: remove the socket if it is still ours, then release the
+    /// companion lock, so a successor may bind its own server at once (even while this
+    /// process still has the listener open).
+    pub(crate) fn retire(&self) {
+        self.unlink();
+        if let Ok(mut g) = self.guard.lock() {
+            g.take();
+        }
+    }
+
+    /// Remove the socket file if it is still ours (stops new successors from connecting).
+    pub(crate) fn unlink(&self) {
+        if self.pid != std::process::id() {
+            return;
+        }
+        if let Ok(Some(st)) = stat_at(self.dir.as_fd(), &self.name, &self.path) {
+            if FileId::from(&st) == self.id {
+                let _ = unlinkat(
+                    self.dir.as_fd(),
+                    self.name.as_c_str(),
+                    UnlinkatFlags::NoRemoveDir,
+                );
+            }
+        }
+    }
+}
+
+/// What a successor found at the socket path.
+pub(crate) enum Found {
+    /// A server accepted our connection.
+    Server(Conn),
+    /// Nobody to take from (no socket, no directory, or a stale socket, now removed).
+    NoPredecessor,
+}
+
+/// Connect to the old version's socket.
+pub(crate) fn connect_socket(
+    path: &Path,
+    deadline: Instant,
+    ctl: &mut WaitControl<'_>,
+) -> Result<Found> {
+    connect_socket_inner(path, deadline, ctl).map_err(socket_path_error)
+}
+
+fn connect_socket_inner(
+    path: &Path,
+    deadline: Instant,
+    ctl: &mut WaitControl<'_>,
+) -> Result<Found> {
+    let s = split(path)?;
+    check_name(path, &s.name)?;
+    let dir = match open_lock_dir(&s.dir, false) {
+        Ok(d) => d,
+        Err(Error::InvalidPath { reason, .. }) if reason.contains("does not exist") => {
+            return Ok(Found::NoPredecessor)
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(st) = refuse_non_socket(dir.as_fd(), &s.name, path)? else {
+        return Ok(Found::NoPredecessor);
+    };
+    let addr = via_dir(dir.as_fd(), &s.name)?;
+    loop {
+        let sock = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .map_err(|e| os_err(path, "create a socket", e))?;
+        match connect(sock.as_raw_fd(), &addr) {
+            Ok(()) => return Ok(Found::Server(Conn::new(sock, path))),
+            Err(Errno::ENOENT) => return Ok(Found::NoPredecessor),
+            Err(Errno::ECONNREFUSED) => {
+                remove_if_stale(dir.as_fd(), &s.name, path, FileId::from(&st))?;
+                return Ok(Found::NoPredecessor);
+            }
+            // The listen backlog is full: the server is busy with other successors.
+            Err(Errno::EAGAIN) => {
+                if !wait_ready(sock.as_fd(), PollFlags::POLLOUT, Some(deadline), ctl, path)?
+                    || Instant::now() >= deadline
+                {
+                    return Err(fail(
+                        path,
+                        HandoverFailure::Stalled,
+                        "the old version's hand-over socket stayed busy (listen backlog full)",
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(Errno::EACCES) | Err(Errno::EPERM) => {
+                return Err(fail(
+                    path,
+                    HandoverFailure::Uid,
+                    format!(
+                        "the hand-over socket belongs to uid {} and is private (mode 0600)",
+                        st.st_uid
+                    ),
+                ))
+            }
+            Err(e) => return Err(os_err(path, "connect to the hand-over socket", e)),
+        }
+    }
+}
+
+/// Remove a socket nobody listens on, but only when no server holds the companion lock and
+/// the name still refers to the socket we looked at.
+fn remove_if_stale(dir: BorrowedFd<'_>, name: &CStr, path: &Path, id: FileId) -> Result<()> {
+    let guard = match lock_companion(dir, name, path) {
+        Ok(Some(g)) => g,
+        // A server is starting or stopping right now; leave the name to it.
+        Ok(None) | Err(_) => return Ok(()),
+    };
+    if let Some(st) = stat_at(dir, name, path)? {
+        if is_socket(&st) && FileId::from(&st) == id {
+            let _ = unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
+        }
+    }
+    drop(guard);
+    Ok(())
+}
