@@ -94,8 +94,46 @@ if in_container flock -nx /tmp/balena/updates.lock true; then
 fi
 rm -f "$SVC/updates.lock"
 
-say "6. Hand-over: the new release signals that it has taken over"
-in_container "$LOCKCTL" handover complete --no-legacy
-ls -l "$SVC" | sed 's/^/    /'
+say "6. Hand-over (io.balena.update.strategy: hand-over): v1 passes its listening socket to v2"
+# Each release is its own emulated container (mount + PID namespace, the same service
+# directory at /tmp/balena), started the way the Supervisor does it: v2 while v1 still runs,
+# then SIGTERM to v1 right away (current Supervisors do not wait for handover-complete).
+PORT=18089
+start_release() {
+  unshare -m -p -f --mount-proc --kill-child sh -c '
+    mount --make-rprivate / && mkdir -p /tmp/balena /tmp/resin &&
+    mount --bind "$1" /tmp/balena && mount --bind "$1" /tmp/resin &&
+    export BALENA_SERVICE_HANDOVER_COMPLETE_PATH=/tmp/balena/handover-complete &&
+    exec "$2" handover run --release "$3" --listen "http=127.0.0.1:$4" -- python3 "$5" "$3"' \
+    release "$SVC" "$LOCKCTL" "$1" "$PORT" "$PWD/scripts/demo_http.py" 2>&1 &
+}
+fetch() { python3 -c 'import sys,urllib.request; print("  GET ->", urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().strip())' "http://127.0.0.1:$PORT/"; }
+start_release v1; V1=$!
+for _ in $(seq 100); do fetch >/dev/null 2>&1 && break; sleep 0.05; done  # wait for v1 to listen
+fetch
+# A client on loopback keeps requesting through the whole update and counts failures.
+python3 - "$PORT" > "$ROOT/load" <<'PY' &
+import sys, time, urllib.request
+ok = failed = 0; seen = []
+end = time.monotonic() + 3
+while time.monotonic() < end:
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/", timeout=5).read().decode()
+        ok += 1
+        who = body.split()[2]
+        if not seen or seen[-1] != who: seen.append(who)
+    except Exception:
+        failed += 1
+print(f"  load during the update: {ok} requests answered, {failed} failed; answered by {' then '.join(seen)}")
+PY
+LOAD=$!
+sleep 0.5
+start_release v2; V2=$!
+kill -TERM "$V1"   # the Supervisor stops the old container right after starting the new one
+wait "$V1" && echo "  v1 exited 0: it handed over"
+wait "$LOAD"; cat "$ROOT/load"
+fetch
+echo "  host view of the service directory:"; ls -l "$SVC" | sed 's/^/    /'
+kill -TERM "$V2"; wait "$V2" || true
 echo
 echo "demo finished"

@@ -15,9 +15,8 @@
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use std::time::{Duration, Instant};
 
-use update_lock::{ErrorCode, HandoverFailure, HandoverServer, RendezvousOptions, WaitControl};
+use update_lock::{ErrorCode, HandoverServer, RendezvousOptions, WaitControl};
 
 use crate::failure::{Failure, EXIT_OTHER, EXIT_USAGE};
 use crate::handover_args::{duplicate, FdSpec, ServeArgs};
@@ -91,7 +90,9 @@ pub fn serve(
     let ev = events.clone();
     crate::signals::spawn_receiver(move |sig| ev.on_signal(sig))
         .map_err(|e| io_failure("set up signal handling", e))?;
-    let server = bind(opts, child.taken.is_some())?;
+    // Right after a take-over the name is already free: the old server releases it before
+    // its BYE, and take_over returns only after BYE.
+    let server = HandoverServer::bind(opts)?;
     eprintln!(
         "lockctl: serving hand-over of {} descriptor(s) on {}",
         child.fds.len(),
@@ -189,25 +190,6 @@ pub fn serve(
         }
         None => EXIT_OTHER,
     })
-}
-
-/// Bind the hand-over server. Right after a take-over (`run`) the old version may still
-/// hold the socket's companion lock for a moment after its BYE (it releases it when its
-/// grant call returns), so "already serving" is retried for up to one step timeout.
-fn bind(opts: &RendezvousOptions, just_took_over: bool) -> Result<HandoverServer, Failure> {
-    let deadline = Instant::now() + opts.step_timeout_value();
-    loop {
-        match HandoverServer::bind(opts) {
-            Err(e)
-                if just_took_over
-                    && e.handover_failure() == Some(HandoverFailure::AlreadyServing)
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            r => return Ok(r?),
-        }
-    }
 }
 
 /// SIGTERM the command and wait for it, at most `--release-grace`. Its status if it exited.
