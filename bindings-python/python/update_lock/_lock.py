@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import json
@@ -154,6 +153,10 @@ class AsyncLock:
 
     async def acquire(self) -> "AsyncLock":
         """Take the lock without blocking the event loop; returns the lock itself."""
+        # Imported here: asyncio (and ssl through it) costs ~55 ms and ~10 MiB at import,
+        # which sync-only apps should not pay.
+        import asyncio
+
         loop = asyncio.get_running_loop()
         done: "asyncio.Future[Optional[BaseException]]" = loop.create_future()
         token = _native.CancelToken()
