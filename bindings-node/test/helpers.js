@@ -23,7 +23,16 @@ function serviceDir(t) {
   const svc = path.join(base, 'svc')
   fs.mkdirSync(svc)
   fs.chmodSync(svc, 0o1777)
-  if (t) t.after(() => fs.rmSync(base, { recursive: true, force: true }))
+  if (t) {
+    t.after(() => {
+      // A `lockctl acquire` holder a test left behind is a detached process: end it before
+      // its directory goes (release is a no-op when nothing is held).
+      for (const p of ['updates.lock', 'resin-updates.lock']) {
+        spawnSync(LOCKCTL, ['release', '--path', path.join(svc, p)], { stdio: 'ignore' })
+      }
+      fs.rmSync(base, { recursive: true, force: true })
+    })
+  }
   return {
     base,
     svc,

@@ -22,7 +22,13 @@ function setup(t) {
   fs.chmodSync(svc, 0o1777)
   const device = path.join(base, 'device')
   execFileSync('mkfifo', [device])
-  t.after(() => fs.rmSync(base, { recursive: true, force: true }))
+  t.after(() => {
+    // End a `lockctl acquire` holder a test left behind (detached) before its directory goes.
+    for (const p of ['updates.lock', 'resin-updates.lock']) {
+      spawnSync(LOCKCTL, ['release', '--path', path.join(svc, p)], { stdio: 'ignore' })
+    }
+    fs.rmSync(base, { recursive: true, force: true })
+  })
   return { base, svc, device, lock: path.join(svc, 'updates.lock'), legacy: path.join(svc, 'resin-updates.lock') }
 }
 
