@@ -15,7 +15,6 @@
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 
-
 use update_lock::{ErrorCode, HandoverServer, RendezvousOptions, WaitControl};
 
 use crate::failure::{Failure, EXIT_OTHER, EXIT_USAGE};
