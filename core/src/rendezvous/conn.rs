@@ -155,6 +155,22 @@ impl Conn {
         )
     }
 
+    /// Wait until the socket is ready for `flags`, or fail as stalled (`what` the peer did
+    /// not do in time).
+    fn await_ready(
+        &self,
+        flags: PollFlags,
+        deadline: Instant,
+        ctl: &mut WaitControl<'_>,
+        what: impl FnOnce() -> String,
+    ) -> Result<()> {
+        if wait_ready(self.fd.as_fd(), flags, Some(deadline), ctl, &self.socket)? {
+            Ok(())
+        } else {
+            Err(self.stalled(&what()))
+        }
+    }
+
     /// Send one frame; `fds` travel with its first byte.
     pub(crate) fn send(
         &self,
@@ -185,15 +201,9 @@ impl Conn {
             match r {
                 Ok(n) => sent += n,
                 Err(Errno::EAGAIN) => {
-                    if !wait_ready(
-                        self.fd.as_fd(),
-                        PollFlags::POLLOUT,
-                        Some(deadline),
-                        ctl,
-                        &self.socket,
-                    )? {
-                        return Err(self.stalled(&format!("read our {}", kind.name())));
-                    }
+                    self.await_ready(PollFlags::POLLOUT, deadline, ctl, || {
+                        format!("read our {}", kind.name())
+                    })?
                 }
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(self.io_err("send on the hand-over socket", e)),
@@ -227,15 +237,7 @@ impl Conn {
                 }
                 Ok(n) => got += n,
                 Err(Errno::EAGAIN) => {
-                    if !wait_ready(
-                        self.fd.as_fd(),
-                        PollFlags::POLLIN,
-                        Some(deadline),
-                        ctl,
-                        &self.socket,
-                    )? {
-                        return Err(self.stalled(what));
-                    }
+                    self.await_ready(PollFlags::POLLIN, deadline, ctl, || what.to_string())?
                 }
                 Err(Errno::EINTR) => {}
                 Err(Errno::ENOBUFS) => {
@@ -280,19 +282,9 @@ impl Conn {
                     ))
                 }
                 Ok(n) => off += n,
-                Err(Errno::EAGAIN) => {
-                    if !wait_ready(
-                        self.fd.as_fd(),
-                        PollFlags::POLLIN,
-                        Some(deadline),
-                        ctl,
-                        &self.socket,
-                    )? {
-                        return Err(
-                            self.stalled(&format!("finish its {} frame", header.kind.name()))
-                        );
-                    }
-                }
+                Err(Errno::EAGAIN) => self.await_ready(PollFlags::POLLIN, deadline, ctl, || {
+                    format!("finish its {} frame", header.kind.name())
+                })?,
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(self.io_err("receive on the hand-over socket", e)),
             }
