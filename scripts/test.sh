@@ -37,5 +37,8 @@ bash scripts/test-node.sh
 step "C binding (valgrind, ASan/UBSan, C++, header drift, example)"
 bash scripts/test-c.sh
 
+step "hand-over across languages (matrix, example under HTTP load)"
+bash scripts/test-handover.sh
+
 echo
 echo "all tests passed"

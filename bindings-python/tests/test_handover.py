@@ -494,3 +494,28 @@ def _bounded() -> Iterator[None]:
     t = time.monotonic()
     yield
     assert time.monotonic() - t < 60
+
+
+def test_a_non_blocking_socket_arrives_as_non_blocking(sock: Path) -> None:
+    """O_NONBLOCK is shared with the sender: the socket object must not claim to block."""
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    with update_lock.HandoverServer(sock) as server:
+        t = threading.Thread(
+            target=lambda: server.grant(server.accept(30), b"", {"http": listener}), daemon=True
+        )
+        t.start()
+        got = update_lock.handover_take(sock, signal=False)
+        t.join(30)
+    assert got is not None
+    inherited = got.fds["http"]
+    assert isinstance(inherited, socket.socket)
+    assert inherited.gettimeout() == 0.0
+    with pytest.raises(BlockingIOError):
+        inherited.accept()  # nothing pending, and the socket says it does not block
+    inherited.setblocking(True)
+    assert inherited.gettimeout() is None
+    got.close()
+    listener.close()

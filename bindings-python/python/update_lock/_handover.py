@@ -133,7 +133,14 @@ def _file_mode(fd: int) -> str:
 
 def _wrap(fd: int, is_socket: bool) -> InheritedObject:
     if is_socket:
-        return _socket.socket(fileno=fd)
+        sock = _socket.socket(fileno=fd)
+        # O_NONBLOCK belongs to the open socket, which the old version shares (a Node.js or
+        # asyncio listener is non-blocking). Python's socket object must say so, else a
+        # "blocking" accept() raises BlockingIOError; changing the flag here would change it
+        # under the old version too. Call sock.setblocking(True) to block.
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK:
+            sock.settimeout(0.0)
+        return sock
     raw = os.fdopen(fd, _file_mode(fd), buffering=0)
     assert isinstance(raw, io.FileIO)
     return raw
