@@ -18,10 +18,13 @@ async function serve() {
   const granted = server.grant(req, { state: `port=${port}`, fds: [{ label: 'http', fd: listener._handle.fd }] })
   listener.close()
   const peer = await granted
+  if (process.env.HANDOVER_T0) console.log(`t1 ${Number(process.hrtime.bigint()) / 1e9}`)
   console.log(`granted ${peer.release}`)
 }
 
 async function take() {
+  // For bench/handover.sh: when the take call starts (CLOCK_MONOTONIC, as Python's monotonic).
+  if (process.env.HANDOVER_T0) console.log(`t0 ${Number(process.hrtime.bigint()) / 1e9}`)
   const got = await takeOver({ socket, release })
   if (!got) {
     console.log('none')

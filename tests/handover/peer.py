@@ -9,8 +9,10 @@ bindings-c/tests/handover_peer.c):
                                    line, answer "hello from RELEASE", exit 0
 """
 
+import os
 import socket
 import sys
+import time
 
 import update_lock
 
@@ -23,8 +25,12 @@ if mode == "serve":
         req = server.accept(30)
         assert req is not None, "nobody came"
         peer = server.grant(req, f"port={port}".encode(), {"http": listener})
+        if os.environ.get("HANDOVER_T0"):  # for bench/handover.sh: when the grant returned
+            print(f"t1 {time.monotonic()}", flush=True)
         print(f"granted {peer.release}", flush=True)
 else:
+    if os.environ.get("HANDOVER_T0"):  # for bench/handover.sh: when the take call starts
+        print(f"t0 {time.monotonic()}", flush=True)
     got = update_lock.handover_take(sock, release=release)
     if got is None:
         print("none", flush=True)
