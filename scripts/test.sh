@@ -40,5 +40,8 @@ bash scripts/test-c.sh
 step "hand-over across languages (matrix, example under HTTP load)"
 bash scripts/test-handover.sh
 
+step "torture: every language at once under chaos, the Supervisor, reboot probes, overrides"
+bash scripts/test-torture.sh
+
 echo
 echo "all tests passed"
