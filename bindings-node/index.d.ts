@@ -366,7 +366,7 @@ export declare class HandoverServer {
   refuse(request: HandoverRequest, message?: string): void
   /** Stop serving without handing over (idempotent). */
   close(): void
-  /** accept -> `release(successor)` -> grant, resuming after failures, until handed over (the successor) or `timeout` ran out (`null`). */
+  /** accept -> `release(successor)` -> grant until handed over (the successor), `timeout` ran out or the server was closed (`null`). A failed grant calls `resume(error)` and serving goes on; a release step that throws refuses the successor and rethrows. */
   serve(
     release: (successor: Peer) => GrantOptions | void | PromiseLike<GrantOptions | void>,
     options?: { timeout?: number; resume?: (error: unknown) => unknown; abortSignal?: AbortSignal },

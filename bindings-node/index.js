@@ -733,10 +733,12 @@ class HandoverServer {
 
   /**
    * Serve until one successor has taken over: accept, `await release(successor)` (the
-   * app's release step, returning `{ state, fds }`), grant. When the release step throws,
-   * the successor is refused with its message; when it or the grant fails, `await
-   * resume(error)` runs (restart what the release step stopped) and serving goes on.
-   * Resolves to the successor, or `null` when `timeout` (ms) ran out first.
+   * app's release step, returning `{ state, fds }`), grant. The same contract as Python's
+   * `HandoverServer.serve`: when the grant fails nothing was handed over, `await
+   * resume(error)` runs (restart what the release step stopped) and serving goes on; when
+   * the release step throws, the successor is refused with its message and the error is
+   * rethrown (the server still serves). Resolves to the successor, or `null` when `timeout`
+   * (ms) ran out or the server was closed.
    */
   async serve(release, options) {
     if (typeof release !== 'function') throw invalidArg('serve(release, options): release must be a function')
@@ -750,19 +752,24 @@ class HandoverServer {
     const deadline = timeout === undefined || timeout === Infinity ? undefined : Date.now() + timeout
     for (;;) {
       const left = deadline === undefined ? undefined : Math.max(0, deadline - Date.now())
-      const request = await this.accept({ timeout: left, abortSignal })
+      let request
+      try {
+        request = await this.accept({ timeout: left, abortSignal })
+      } catch (e) {
+        if (e && e.code === 'handover' && e.reason === 'finished' && !this.serving) return null
+        throw e
+      }
       if (request === null) return null
       let given
       try {
         given = (await release(request.successor)) ?? {}
       } catch (e) {
         try {
-          this.refuse(request, `the release step failed: ${e && e.message ? e.message : String(e)}`)
+          this.refuse(request, `the old version's release step failed: ${e && e.message ? e.message : String(e)}`)
         } catch {
           // The successor is gone already; nothing to tell it.
         }
-        if (resume) await resume(e)
-        continue
+        throw e
       }
       try {
         return await this.grant(request, { state: given.state, fds: given.fds })

@@ -2,7 +2,8 @@
 # Cross-language torture (issue 9): holders in Rust, Python, Node.js, C and lockctl contend for
 # one lock directory under SIGKILL chaos, the Supervisor's lockfile (uid 65534), reboot probes
 # (flock -nx) and lock overrides; checked by invariant (tests/torture/README.md). Bounded by
-# TORTURE_SECONDS (default 40) plus start-up. Needs the Python wheel (scripts/test-python.sh)
+# TORTURE_SECONDS (default 45) plus start-up; the run is cut at
+# TORTURE_SECONDS + 50 s, and every process it started is killed on any exit. Needs the Python wheel (scripts/test-python.sh)
 # and the Node.js addon (scripts/test-node.sh) first; fails, never skips, when one is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,5 +28,24 @@ gcc -std=c99 -D_DEFAULT_SOURCE -O1 -Wall -Werror -Ibindings-c/include tests/tort
 export C_HOLDER=$OUT/c_holder RUST_HOLDER=$TARGET/debug/examples/torture_holder \
   LOCKCTL=$TARGET/debug/lockctl NODE_PATH=$OUT/node_modules
 
-echo "==> torture (${TORTURE_SECONDS:-40} s)"
-timeout $(( ${TORTURE_SECONDS:-40} + 120 )) python3 tests/torture/torture.py
+SECS=${TORTURE_SECONDS:-45}
+SECS=${SECS%.*}
+echo "==> torture (${SECS} s)"
+# The orchestrator leads its own process group (setsid); each holder leads another one, and
+# the orchestrator kills those on any exit it can catch. The trap covers the rest (a SIGKILL
+# of the orchestrator, ^C of this script): its group, then every holder group it recorded in
+# TORTURE_PGID_FILE (one line per holder started).
+TORTURE_PID=
+export TORTURE_PGID_FILE=$OUT/pgids
+: > "$TORTURE_PGID_FILE"
+cleanup() {
+  if [ -n "$TORTURE_PID" ]; then
+    kill -KILL -- "-$TORTURE_PID" 2>/dev/null || true
+  fi
+  while read -r g; do kill -KILL -- "-$g" 2>/dev/null || true; done < "$TORTURE_PGID_FILE"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+setsid timeout -k 5 $(( SECS + 50 )) python3 tests/torture/torture.py &
+TORTURE_PID=$!
+wait "$TORTURE_PID"

@@ -240,6 +240,7 @@ async fn run_cancellable<T: Send + 'static>(
         return Ok((
             Err(CoreError::Cancelled {
                 path: socket,
+                waiting_for: CoreError::WAITING_FOR_HANDOVER,
                 by: Some("an AbortSignal".to_string()),
             }),
             true,
@@ -272,8 +273,13 @@ async fn run_cancellable<T: Send + 'static>(
 
 fn by_abort(e: CoreError, aborted: bool) -> CoreError {
     match e {
-        CoreError::Cancelled { path, by: None } if aborted => CoreError::Cancelled {
+        CoreError::Cancelled {
             path,
+            waiting_for,
+            by: None,
+        } if aborted => CoreError::Cancelled {
+            path,
+            waiting_for,
             by: Some("an AbortSignal".to_string()),
         },
         other => other,
@@ -414,6 +420,7 @@ impl NativeHandoverServer {
                 // connection closed and the server keeps serving).
                 Ok((Ok(Some(_req)), true)) => Err(CoreError::Cancelled {
                     path: socket,
+                    waiting_for: CoreError::WAITING_FOR_HANDOVER,
                     by: Some("an AbortSignal".to_string()),
                 }),
                 Ok((Ok(found), _)) => Ok(found.map(|req| NativeRequest {

@@ -312,6 +312,7 @@ impl Canceller {
 fn cancelled_error(opts: &LockOptions, by: Option<String>) -> CoreError {
     CoreError::Cancelled {
         path: opts.lock_paths().into_iter().next().unwrap_or_default(),
+        waiting_for: CoreError::WAITING_FOR_LOCK,
         by,
     }
 }

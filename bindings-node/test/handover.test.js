@@ -410,3 +410,27 @@ test('options are checked: unknown keys, the boolean signal vs abortSignal, bad 
   assert.throws(() => new ul.HandoverServer(), TypeError)
   assert.deepEqual(h.listing(d.svc), [])
 })
+
+test('serve(): a throwing release step refuses the successor and rethrows; close() ends it with null', TIMEOUT, async (t) => {
+  const d = h.serviceDir(t)
+  const socket = path.join(d.svc, 'handover.sock')
+  const server = ul.HandoverServer.bind({ socket, release: 'v1' })
+  t.after(() => server.close())
+  const serving = server.serve(() => {
+    throw new Error('the database would not close')
+  })
+  const taker = ul.takeOver({ socket, release: 'v2', signal: false })
+  await assert.rejects(serving, /the database would not close/)
+  await assert.rejects(taker, (e) => {
+    assert.equal(e.code, 'handover')
+    assert.equal(e.reason, 'refused')
+    assert.match(e.message, /release step failed: the database would not close/)
+    return true
+  })
+  assert.ok(server.serving, 'still serving after the refusal')
+  // Closed from elsewhere while serving: resolves to null, as Python's serve returns None.
+  const again = server.serve(() => ({}))
+  setImmediate(() => server.close())
+  assert.equal(await again, null)
+  assert.equal(fs.existsSync(socket), false)
+})

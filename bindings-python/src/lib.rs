@@ -147,6 +147,7 @@ fn acquire_detached(
                         *interrupted = Some(e);
                         Err(Error::Cancelled {
                             path: PathBuf::new(),
+                            waiting_for: Error::WAITING_FOR_LOCK,
                             by: Some("a Python signal handler".into()),
                         })
                     }
@@ -473,6 +474,7 @@ fn detached_interruptible<T: Send>(
                     *slot = Some(e);
                     Err(Error::Cancelled {
                         path: PathBuf::new(),
+                        waiting_for: Error::WAITING_FOR_HANDOVER,
                         by: Some("a Python signal handler".into()),
                     })
                 }

@@ -431,6 +431,33 @@ def test_serve_times_out_and_close_ends_accept(sock: Path) -> None:
         assert info.value.reason == "finished"
 
 
+def test_serve_refuses_and_reraises_when_the_release_step_fails(sock: Path) -> None:
+    """Same contract as Node's serve(): the successor hears why, the app gets its error."""
+
+    def release(peer: update_lock.Peer) -> Tuple[bytes, Dict[str, int]]:
+        raise RuntimeError("the database would not close")
+
+    with update_lock.HandoverServer(sock, release="v1") as server:
+        outcome: List[BaseException] = []
+
+        def take() -> None:
+            try:
+                update_lock.handover_take(sock, release="v2", signal=False)
+            except BaseException as e:
+                outcome.append(e)
+
+        t = threading.Thread(target=take)
+        t.start()
+        with pytest.raises(RuntimeError, match="would not close"):
+            server.serve(release)
+        t.join(STEP * 4)
+        assert not t.is_alive()
+        assert isinstance(outcome[0], update_lock.HandoverError)
+        assert outcome[0].reason == "refused"
+        assert "release step failed" in str(outcome[0]) and "would not close" in str(outcome[0])
+        assert server.serving
+
+
 def test_a_bad_descriptor_is_refused_at_once(sock: Path) -> None:
     with update_lock.HandoverServer(sock) as server:
         errors: List[BaseException] = []

@@ -14,7 +14,7 @@ pub fn usage(e: &clap::Error) -> i32 {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("invalid command line")
         .trim_start_matches("error: ");
-    eprintln!("lockctl: error[usage]: {first}; see `lockctl --help` (or `lockctl COMMAND --help`)");
+    say!("lockctl: error[usage]: {first}; see `lockctl --help` (or `lockctl COMMAND --help`)");
     EXIT_USAGE
 }
 
@@ -45,11 +45,11 @@ impl Failure {
     pub fn report(self) -> i32 {
         match self {
             Failure::Lock(e) => {
-                eprintln!("lockctl: error[{}]: {e}", e.code());
+                say!("lockctl: error[{}]: {e}", e.code());
                 e.code().exit_status()
             }
             Failure::Other { code, message } => {
-                eprintln!("lockctl: {message}");
+                say!("lockctl: {message}");
                 code
             }
         }

@@ -12,7 +12,7 @@ pub fn dispatch(action: HandoverAction) -> Result<i32, Failure> {
         HandoverAction::Complete { paths, no_legacy } => {
             let written = handover_complete(&args::handover_options(&paths, no_legacy))?;
             for p in written {
-                println!("hand-over signalled: {}", p.display());
+                out!("hand-over signalled: {}", p.display());
             }
             Ok(0)
         }

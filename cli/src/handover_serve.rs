@@ -92,7 +92,7 @@ pub fn serve(
     // Right after a take-over the name is already free: the old server releases it before
     // its BYE, and take_over returns only after BYE.
     let server = HandoverServer::bind(opts)?;
-    eprintln!(
+    say!(
         "lockctl: serving hand-over of {} descriptor(s) on {}",
         child.fds.len(),
         server.socket_path().display()
@@ -118,14 +118,14 @@ pub fn serve(
                     continue;
                 }
                 let who = req.successor().describe();
-                eprintln!("lockctl: {who} asks to take over; releasing");
+                say!("lockctl: {who} asks to take over; releasing");
                 if let Some(code) = release_step(&events, args) {
-                    eprintln!("lockctl: the command exited with status {code}");
+                    say!("lockctl: the command exited with status {code}");
                 }
                 let state = match read_state(args) {
                     Ok(s) => s,
                     Err(msg) => {
-                        eprintln!("lockctl: {msg}; refusing {who} and still serving");
+                        say!("lockctl: {msg}; refusing {who} and still serving");
                         let _ = server.refuse(req, &msg);
                         events.end_handover();
                         continue;
@@ -135,7 +135,7 @@ pub fn serve(
                     fds.iter().map(|(l, fd)| (l.as_str(), fd.as_fd())).collect();
                 match server.grant(req, &state, &borrowed) {
                     Ok(peer) => {
-                        eprintln!("lockctl: handed over to {}", peer.describe());
+                        say!("lockctl: handed over to {}", peer.describe());
                         if events.child_running() {
                             events.stop_child(args.release_grace);
                         }
@@ -147,7 +147,7 @@ pub fn serve(
                         } else {
                             "the command has stopped and is not restarted"
                         };
-                        eprintln!(
+                        say!(
                             "lockctl: warning[{}]: the hand-over to {who} failed: {e}; {what}; still serving the descriptors",
                             e.code()
                         );
@@ -167,14 +167,14 @@ pub fn serve(
     server.close();
     Ok(match events.stop_reason() {
         Some(Stop::ChildExited(code)) => {
-            eprintln!(
+            say!(
                 "lockctl: the command exited with status {code} before anyone took over; stopped serving"
             );
             code
         }
         Some(Stop::Signal(sig)) => {
             events.stop_child(args.release_grace);
-            eprintln!(
+            say!(
                 "lockctl: stopped by a second {}; nothing was handed over",
                 sig.as_str()
             );
@@ -182,7 +182,7 @@ pub fn serve(
         }
         Some(Stop::Deadline(what)) => {
             events.stop_child(args.release_grace);
-            eprintln!(
+            say!(
                 "lockctl: error[handover]: nobody took over before {what} ran out; nothing was handed over"
             );
             EXIT_NOT_HANDED_OVER
@@ -199,7 +199,7 @@ fn release_step(events: &Events, args: &ServeArgs) -> Option<i32> {
     events.signal_child(nix::sys::signal::Signal::SIGTERM, true);
     let code = events.wait_child(args.release_grace);
     if code.is_none() {
-        eprintln!(
+        say!(
             "lockctl: the command still runs {:?} after SIGTERM (--release-grace); handing over anyway",
             args.release_grace
         );

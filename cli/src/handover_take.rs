@@ -41,7 +41,7 @@ pub fn take(args: &TakeArgs) -> Result<(ChildFds, serde_json::Value), Failure> {
     });
     let (taken, inherited) = match got {
         None => {
-            eprintln!(
+            say!(
                 "lockctl: no predecessor serves hand-over on {}; starting fresh",
                 socket.display()
             );
@@ -49,7 +49,7 @@ pub fn take(args: &TakeArgs) -> Result<(ChildFds, serde_json::Value), Failure> {
         }
         Some(inh) => {
             if let Some(e) = inh.signal_error() {
-                eprintln!(
+                say!(
                     "lockctl: warning[{}]: took over, but the handover-complete signal failed: {e}",
                     e.code()
                 );
@@ -57,7 +57,7 @@ pub fn take(args: &TakeArgs) -> Result<(ChildFds, serde_json::Value), Failure> {
             }
             report["signalled"] = json!(inh.signalled());
             let (peer, state, fds) = inh.into_parts();
-            eprintln!(
+            say!(
                 "lockctl: took over from {}: {} descriptor(s), {} byte(s) of state",
                 peer.describe(),
                 fds.len(),
@@ -104,7 +104,7 @@ pub fn is_socket(fd: &OwnedFd) -> bool {
 pub fn run(args: &TakeArgs, json_out: bool, command: &[OsString]) -> Result<i32, Failure> {
     let (child, report) = take(args)?;
     if json_out {
-        println!("{report}");
+        out!("{report}");
     }
     Err(exec(child, command))
 }

@@ -60,7 +60,7 @@ fn parent_report(msg: &str, paths: &[String]) -> Result<i32, Failure> {
     match lines.next() {
         Some("ok") => {
             for l in lines {
-                eprintln!("lockctl: {l}");
+                say!("lockctl: {l}");
             }
             Ok(0)
         }
@@ -201,7 +201,7 @@ pub fn release(opts: &LockOptions) -> Result<i32, Failure> {
         }
     }
     if holders.is_empty() && !stale {
-        eprintln!("lockctl: nothing to release: the lock is not held");
+        say!("lockctl: nothing to release: the lock is not held");
         return Ok(0);
     }
     // Right after this a waiting app, or the Supervisor, may well take the lock: that is
@@ -212,7 +212,7 @@ pub fn release(opts: &LockOptions) -> Result<i32, Failure> {
         .filter(|l| l.state != LockState::Free)
         .map(|l| l.path.display().to_string())
         .collect();
-    eprintln!("lockctl: released {}", paths.join(", "));
+    say!("lockctl: released {}", paths.join(", "));
     Ok(0)
 }
 

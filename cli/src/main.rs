@@ -1,5 +1,22 @@
 //! `lockctl`: update locks for shell scripts and container entrypoints.
 
+/// `eprintln!` that ignores a closed stderr instead of panicking: lockctl holds locks and
+/// serves hand-overs, and must not die (exit 101) because nobody reads its log any more.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that ignores a closed stdout (e.g. `lockctl status | head -1`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod args;
 mod failure;
 mod handover;

@@ -23,15 +23,16 @@ pub fn run(opts: &LockOptions, command: &[OsString]) -> Result<i32, Failure> {
             let sig = fwd.early_signal();
             let e = Error::Cancelled {
                 path,
+                waiting_for: Error::WAITING_FOR_LOCK,
                 by: sig.map(|s| s.as_str().to_string()),
             };
-            eprintln!("lockctl: error[{}]: {e}", e.code());
+            say!("lockctl: error[{}]: {e}", e.code());
             return Ok(128 + sig.map(|s| s as i32).unwrap_or(2));
         }
         Err(e) => return Err(e.into()),
     };
     for r in lock.reclaimed() {
-        eprintln!(
+        say!(
             "lockctl: took over {} from a dead holder ({})",
             r.path.display(),
             r.previous.summary()
@@ -113,6 +114,6 @@ fn wait_for(pid: Pid, mut child: std::process::Child) -> i32 {
 
 fn release(lock: &mut UpdateLock) {
     if let Err(e) = lock.release() {
-        eprintln!("lockctl: warning[{}]: {e}", e.code());
+        say!("lockctl: warning[{}]: {e}", e.code());
     }
 }

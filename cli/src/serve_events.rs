@@ -122,7 +122,7 @@ impl Events {
         let mut st = self.lock();
         if matches!(sig, Signal::SIGTERM | Signal::SIGINT) {
             if st.signals.is_empty() {
-                eprintln!(
+                say!(
                     "lockctl: got {}; still serving hand-over until a successor takes over or the grace runs out",
                     sig.as_str()
                 );
@@ -221,7 +221,7 @@ impl Events {
             return Some(code);
         }
         if self.child_running() {
-            eprintln!(
+            say!(
                 "lockctl: the command did not exit within {grace:?} after SIGTERM; sending SIGKILL"
             );
         }

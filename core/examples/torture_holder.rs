@@ -2,7 +2,7 @@
 //! shared critical section (`inside.py`), check, release, forever. Prints `acquiring`,
 //! `reclaimed N`, `done ok|lost` or `err CODE`, one per line.
 //!
-//! `cargo run -p update-lock --example torture_holder -- DIR MARKER OVERRIDDEN HOLD_MS INSIDE_PY`
+//! `cargo run -p update-lock --example torture_holder -- DIR MARKER HOLD_MS INSIDE_PY`
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,8 +13,8 @@ use update_lock::{ErrorCode, LockOptions, UpdateLock};
 
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    if a.len() != 5 {
-        eprintln!("usage: torture_holder DIR MARKER OVERRIDDEN HOLD_MS INSIDE_PY");
+    if a.len() != 4 {
+        eprintln!("usage: torture_holder DIR MARKER HOLD_MS INSIDE_PY");
         std::process::exit(64);
     }
     let dir = PathBuf::from(&a[0]);
@@ -36,9 +36,9 @@ fn main() {
             let _ = writeln!(out, "reclaimed {}", lock.reclaimed().len());
         }
         let _ = Command::new("python3")
-            .args([&a[4], &a[1], &a[2]])
+            .args([&a[3], &a[1]])
             .arg(&paths[0])
-            .arg(&a[3])
+            .arg(&a[2])
             .status();
         let mut lost = matches!(lock.check(), Err(e) if e.code() == ErrorCode::Lost);
         if matches!(lock.release(), Err(e) if e.code() == ErrorCode::Lost) {

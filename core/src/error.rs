@@ -172,10 +172,13 @@ pub enum Error {
         source: io::Error,
     },
     /// A wait was cancelled.
-    #[error("waiting for the update lock on {} was cancelled{}; nothing was taken", .path.display(), .by.as_ref().map(|b| format!(" by {b}")).unwrap_or_default())]
+    #[error("waiting for {waiting_for} on {} was cancelled{}; nothing was taken", .path.display(), .by.as_ref().map(|b| format!(" by {b}")).unwrap_or_default())]
     Cancelled {
-        /// The path we were waiting for.
+        /// The path we were waiting for (a lock path, or the hand-over socket).
         path: PathBuf,
+        /// What we were waiting for: [`Error::WAITING_FOR_LOCK`] or
+        /// [`Error::WAITING_FOR_HANDOVER`].
+        waiting_for: &'static str,
         /// What cancelled it, when known (e.g. "SIGINT").
         by: Option<String>,
     },
@@ -201,6 +204,11 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// `waiting_for` of a cancelled wait for the update lock.
+    pub const WAITING_FOR_LOCK: &'static str = "the update lock";
+    /// `waiting_for` of a cancelled wait in a hand-over (accept, take-over).
+    pub const WAITING_FOR_HANDOVER: &'static str = "the hand-over";
+
     /// The stable machine code of this error.
     ///
     /// ```

@@ -223,6 +223,7 @@ pub(crate) fn block(
         if t.is_cancelled() {
             return Err(Error::Cancelled {
                 path: path.to_path_buf(),
+                waiting_for: Error::WAITING_FOR_LOCK,
                 by: None,
             });
         }

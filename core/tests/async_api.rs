@@ -80,6 +80,7 @@ fn a_check_error_ends_the_wait_with_that_error() {
     let ctl = WaitControl::new().check_every(Duration::from_millis(1), || {
         Err(update_lock::Error::Cancelled {
             path: PathBuf::from("x"),
+            waiting_for: update_lock::Error::WAITING_FOR_LOCK,
             by: Some("SIGINT".into()),
         })
     });

@@ -85,9 +85,9 @@ def pair(old: str, new: str) -> float:
                 c.sendall(b"hi\n")
                 answer = c.makefile("rb").readline().decode().strip()
             assert answer == f"hello from {new}-new", f"the client got {answer!r}"
+            took = time.monotonic() - t0
             rc = o.finish()
             assert rc == 0, f"{old} serve exited {rc}; stderr: {o.stderr()}"
-            took = time.monotonic() - t0
             rc = n.finish()
             assert rc == 0, f"{new} take exited {rc}; stderr: {n.stderr()}"
             assert not os.path.exists(sock), "the socket file outlived its server"

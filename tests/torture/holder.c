@@ -1,5 +1,5 @@
 /* C torture holder (see holder.py): ul_acquire, inside.py, ul_check, ul_release, forever.
- *   holder DIR MARKER OVERRIDDEN HOLD_MAX_MS INSIDE_PY */
+ *   holder DIR MARKER HOLD_MAX_MS INSIDE_PY */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +9,7 @@
 #include "update_lock.h"
 
 int main(int argc, char **argv) {
-    if (argc != 6) return 64;
+    if (argc != 5) return 64;
     char a[4096], b[4096];
     snprintf(a, sizeof a, "%s/updates.lock", argv[1]);
     snprintf(b, sizeof b, "%s/resin-updates.lock", argv[1]);
@@ -30,7 +30,7 @@ int main(int argc, char **argv) {
         }
         pid_t pid = fork();
         if (pid == 0) {
-            execlp("python3", "python3", argv[5], argv[2], argv[3], a, argv[4], (char *)NULL);
+            execlp("python3", "python3", argv[4], argv[2], a, argv[3], (char *)NULL);
             _exit(127);
         }
         int st;

@@ -4,7 +4,7 @@ const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 const { lockSync } = require('update-lock')
 
-const [d, marker, overridden, hold] = process.argv.slice(2)
+const [d, marker, hold] = process.argv.slice(2)
 const paths = [path.join(d, 'updates.lock'), path.join(d, 'resin-updates.lock')]
 const inside = path.join(__dirname, 'inside.py')
 const PY = process.env.PYTHON3 || 'python3'
@@ -18,7 +18,7 @@ for (;;) {
     continue
   }
   if (lock.reclaimed.length) console.log(`reclaimed ${lock.reclaimed.length}`)
-  spawnSync(PY, [inside, marker, overridden, paths[0], hold], { stdio: ['ignore', 'inherit', 'inherit'] })
+  spawnSync(PY, [inside, marker, paths[0], hold], { stdio: ['ignore', 'inherit', 'inherit'] })
   let lost = false
   try {
     lock.check()

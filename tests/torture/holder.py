@@ -1,5 +1,5 @@
 """Python torture holder: acquire, run inside.py, check, release, forever.
-    holder.py DIR MARKER OVERRIDDEN HOLD_MAX_MS   (lines: acquiring / done ok|lost / err CODE)"""
+    holder.py DIR MARKER HOLD_MAX_MS   (lines: acquiring / done ok|lost / err CODE)"""
 import os
 import random
 import subprocess
@@ -8,7 +8,7 @@ import time
 
 import update_lock
 
-d, marker, overridden, hold = sys.argv[1:5]
+d, marker, hold = sys.argv[1:4]
 paths = [os.path.join(d, "updates.lock"), os.path.join(d, "resin-updates.lock")]
 inside = os.path.join(os.path.dirname(os.path.abspath(__file__)), "inside.py")
 while True:
@@ -20,7 +20,7 @@ while True:
         continue
     if lock.reclaimed:
         print(f"reclaimed {len(lock.reclaimed)}", flush=True)
-    subprocess.run([sys.executable, inside, marker, overridden, paths[0], hold])
+    subprocess.run([sys.executable, inside, marker, paths[0], hold])
     lost = False
     try:
         lock.check()

@@ -1,13 +1,15 @@
 """The critical section every torture holder runs while it holds the lock (as a child, so the
 checks are the same in every language):
 
-    inside.py MARKER OVERRIDDEN LOCKPATH HOLD_MAX_MS     (owner = the parent: the holder)
+    inside.py MARKER LOCKPATH HOLD_MAX_MS     (owner = the parent: the holder)
 
 0. If the lock files no longer carry the owner's pid, the override took the lock right after
    it was acquired: prints "gone" and stops (the holder's check() must say "lost").
-1. Claim MARKER with O_EXCL, writing the owner's pid. If it exists with a live owner, prints
-   "overlap PID" (the orchestrator requires that PID's lock was deleted by an override) and
-   takes it over; a dead owner's marker (a killed holder) is simply replaced.
+1. Claim MARKER with O_EXCL, writing "OWNER ROUND" (ROUND: a random id of this critical
+   section, printed first as "round ROUND"). If it exists with a live owner, prints
+   "overlap PID ROUND" (the orchestrator requires that that round ended "lost": its lock was
+   deleted by an override) and takes it over; a dead owner's marker (a killed holder) is
+   simply replaced.
 2. Prints "inside", then runs the reboot script's check on a fresh descriptor of LOCKPATH
    (flock(1) -nx on an fd opened without O_CREAT, as safe_reboot probes existing files):
    prints "probe RC" (1 = busy, as it must be; 0 = the reboot could proceed; 2 = no file).
@@ -23,9 +25,11 @@ import sys
 import time
 
 ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-marker, overridden, lockpath, hold_ms = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+marker, lockpath, hold_ms = sys.argv[1], sys.argv[2], int(sys.argv[3])
 owner = os.getppid()
-me = f"{owner}\n".encode()
+round_id = os.urandom(6).hex()
+me = f"{owner} {round_id}\n".encode()
+print(f"round {round_id}", flush=True)
 
 
 def alive(pid: int) -> bool:
@@ -68,13 +72,11 @@ while True:
         content = read(marker)
         if not content.strip():
             continue  # being written or just removed: look again
-        other = int(content)
-        if other == owner:
-            break
-        if alive(other):
+        other, _, other_round = content.strip().partition(" ")
+        if alive(int(other)):
             # Another process is inside. Fine only if the override deleted its lock: the
-            # orchestrator checks that against its record of overrides at the end.
-            print(f"overlap {other}", flush=True)
+            # orchestrator checks at the end that that round ended "lost".
+            print(f"overlap {other} {other_round}", flush=True)
         # Take the marker over atomically (a dead owner: a killed holder).
         tmp = f"{marker}.{os.getpid()}"
         with open(tmp, "wb") as f:

@@ -2,14 +2,14 @@
 # lockctl torture holder (see holder.py): `lockctl run` around inside.py, forever. A lost lock
 # shows as lockctl's "warning[lost]" line.
 set -u
-d=$1 marker=$2 overridden=$3 hold=$4
+d=$1 marker=$2 hold=$3
 inside=$(dirname "$0")/inside.py
 err=$(mktemp)
 trap 'rm -f "$err"' EXIT
 while :; do
   echo acquiring
   "$LOCKCTL" run --timeout 10 --path "$d/updates.lock" --path "$d/resin-updates.lock" -- \
-    python3 "$inside" "$marker" "$overridden" "$d/updates.lock" "$hold" 2> "$err" &
+    python3 "$inside" "$marker" "$d/updates.lock" "$hold" 2> "$err" &
   lp=$!
   echo "holder-pid $lp"   # the pid in this round's lock record
   wait $lp

@@ -4,10 +4,12 @@ directory while a chaos loop SIGKILLs them at random moments, the Supervisor (pr
 fresh descriptor) runs, and an override deletes the app's lock files now and then. Checked by
 invariant, not by timing (see README.md). Prints the counts; exits 1 on any violation.
 
-    python3 torture.py      env: TORTURE_SECONDS (default 40), PY, NODE, C_HOLDER, RUST_HOLDER,
+    python3 torture.py      env: TORTURE_SECONDS (default 45), PY, NODE, C_HOLDER, RUST_HOLDER,
                             LOCKCTL, NODE_PATH
 """
 
+import atexit
+import fcntl
 import os
 import queue
 import random
@@ -20,27 +22,29 @@ import time
 from collections import Counter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECONDS = float(os.environ.get("TORTURE_SECONDS", "40"))
+SECONDS = float(os.environ.get("TORTURE_SECONDS", "45"))
 HOLD_MS = "15"
-SUPERVISOR = "-1"  # marker content of the Supervisor's critical section
+PGID_FILE = os.environ.get("TORTURE_PGID_FILE", "")
+# The Supervisor's critical section marks MARKER with our own (live) pid and a round id that
+# starts with "sup": an app holder that finds it reports an overlap no override can excuse.
+SUPERVISOR_PID = os.getpid()
 
 base = tempfile.mkdtemp(prefix="torture-")
 os.chmod(base, 0o755)
 D = os.path.join(base, "svc")
 os.mkdir(D)
 os.chmod(D, 0o1777)
-MARKER, OVERRIDDEN, TRASH = os.path.join(base, "inside"), os.path.join(base, "overridden"), os.path.join(base, "trash")
-open(OVERRIDDEN, "w").close()
+MARKER, TRASH = os.path.join(base, "inside"), os.path.join(base, "trash")
 os.mkdir(TRASH)
 PATHS = [os.path.join(D, "updates.lock"), os.path.join(D, "resin-updates.lock")]
 INSIDE = os.path.join(HERE, "inside.py")
 
 COMMANDS = {
-    "rust": lambda: [os.environ["RUST_HOLDER"], D, MARKER, OVERRIDDEN, HOLD_MS, INSIDE],
-    "python": lambda: [os.environ["PY"], os.path.join(HERE, "holder.py"), D, MARKER, OVERRIDDEN, HOLD_MS],
-    "node": lambda: ["node", os.path.join(HERE, "holder.js"), D, MARKER, OVERRIDDEN, HOLD_MS],
-    "c": lambda: [os.environ["C_HOLDER"], D, MARKER, OVERRIDDEN, HOLD_MS, INSIDE],
-    "lockctl": lambda: ["bash", os.path.join(HERE, "lockctl_holder.sh"), D, MARKER, OVERRIDDEN, HOLD_MS],
+    "rust": lambda: [os.environ["RUST_HOLDER"], D, MARKER, HOLD_MS, INSIDE],
+    "python": lambda: [os.environ["PY"], os.path.join(HERE, "holder.py"), D, MARKER, HOLD_MS],
+    "node": lambda: ["node", os.path.join(HERE, "holder.js"), D, MARKER, HOLD_MS],
+    "c": lambda: [os.environ["C_HOLDER"], D, MARKER, HOLD_MS, INSIDE],
+    "lockctl": lambda: ["bash", os.path.join(HERE, "lockctl_holder.sh"), D, MARKER, HOLD_MS],
 }
 
 events: "queue.Queue[tuple]" = queue.Queue()
@@ -50,9 +54,12 @@ count: Counter = Counter()
 acquisitions: Counter = Counter()
 violations: list = []
 lost_by_pid: Counter = Counter()  # rounds that ended "lost", per pid in the lock record
-overridden_by_pid: Counter = Counter()  # overrides that deleted a lock of that pid
+overridden_by_pid: dict = {}  # pid -> {acquired_at of its held lock files an override deleted}
 killed_pids: set = set()
-overlaps: list = []  # (who entered, pid found inside): fine only if that pid was overridden
+round_result: dict = {}  # (record pid, round id) -> "ok" | "lost"
+overlaps: list = []  # (who entered, pid, round found inside): fine only if that round ended lost
+outside_probes: list = []  # (pid, round) of a critical section a reboot probe succeeded in
+pgids: set = set()  # every holder's process group, killed on any exit
 
 
 def violation(msg: str) -> None:
@@ -72,6 +79,11 @@ class Holder:
         self.gone = False  # the critical section found the files were not ours (idem)
         self.dead = False
         self.record_pid = self.proc.pid  # the pid in our lock record (lockctl: per round)
+        self.round = ""
+        pgids.add(self.proc.pid)
+        if PGID_FILE:  # for the test script's trap, should we be SIGKILLed
+            with open(PGID_FILE, "a") as f:
+                f.write(f"{self.proc.pid}\n")
         threading.Thread(target=self.read, daemon=True).start()
 
     def read(self) -> None:
@@ -110,14 +122,18 @@ def handle(h: Holder, line: str) -> None:
                 count["probes inside failed (as they must)"] += 1
             else:
                 h.probe_ok = True  # only fine when the override took the lock meanwhile
+        elif word == "round":
+            h.round = rest
         elif word == "overlap":
-            overlaps.append((f"{h.lang} {h.record_pid}", int(rest)))
+            pid, _, rnd = rest.partition(" ")
+            overlaps.append((f"{h.lang} {h.record_pid}", int(pid), rnd))
         elif word == "gone":
             count["lock overridden before its critical section"] += 1
             h.gone = True
         elif word == "done":
             # Overrides are matched to the rounds that noticed them at the end, per holder
             # pid (the override thread and this loop see the same round in either order).
+            round_result[(h.record_pid, h.round)] = rest
             if rest == "lost":
                 lost_by_pid[h.record_pid] += 1
                 count["overrides noticed by check()/release()"] += 1
@@ -155,30 +171,37 @@ def alive(pid: int) -> bool:
         return False
 
 
-def claim_marker(content: str) -> bool:
+def read_marker() -> tuple:
+    """(pid, round) of whoever is inside, or (0, "") when nobody is."""
+    try:
+        with open(MARKER) as f:
+            pid, _, rnd = f.read().strip().partition(" ")
+        return (int(pid), rnd)
+    except (FileNotFoundError, ValueError):
+        return (0, "")
+
+
+def claim_marker(content: str) -> None:
+    """The Supervisor enters its critical section: a live app marker is an overlap (checked at
+    the end: only an overridden round may still be inside); a dead one is a killed holder's."""
     while True:
         try:
             fd = os.open(MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             os.write(fd, f"{content}\n".encode())
             os.close(fd)
-            return True
+            return
         except FileExistsError:
-            try:
-                other = open(MARKER).read().strip()
-            except FileNotFoundError:
-                continue
-            if not other:
-                continue
-            if alive(int(other)):
+            pid, rnd = read_marker()
+            if not pid:
+                continue  # being written or just removed: look again
+            if alive(pid):
                 with lock:
-                    overlaps.append(("the Supervisor", int(other)))
-            if True:
-                tmp = MARKER + ".sup"
-                with open(tmp, "w") as f:
-                    f.write(f"{content}\n")
-                os.rename(tmp, MARKER)
-                return True
-            return False  # not reached
+                    overlaps.append(("the Supervisor", pid, rnd))
+            tmp = MARKER + ".sup"
+            with open(tmp, "w") as f:
+                f.write(f"{content}\n")
+            os.rename(tmp, MARKER)
+            return
 
 
 def supervisor() -> None:
@@ -197,9 +220,12 @@ def supervisor() -> None:
         if len(got) == len(PATHS):
             with lock:
                 count["supervisor takes"] += 1
-            inside = claim_marker(SUPERVISOR)
+            me = f"{SUPERVISOR_PID} sup{n}"
+            claim_marker(me)
             time.sleep(random.uniform(0.01, 0.05))
-            if inside and open(MARKER).read().strip() == SUPERVISOR:
+            if read_marker() != (SUPERVISOR_PID, f"sup{n}"):
+                violation("an app holder entered its critical section while the Supervisor held the lock")
+            else:
                 os.remove(MARKER)
         else:
             with lock:
@@ -216,13 +242,6 @@ def override() -> None:
     """The Supervisor's lock override: delete the app's lock files (never one owned by 65534).
     Files are moved to a trash directory (atomically) so their holder record says whose lock
     was deleted; that holder must notice."""
-    try:
-        inside = open(MARKER).read().strip()
-    except FileNotFoundError:
-        inside = ""
-    if inside and inside != SUPERVISOR:
-        with open(OVERRIDDEN, "a") as f:  # before the deletion: its successor may enter at once
-            f.write(inside + "\n")
     victims = set()
     for p in PATHS:
         ident = own_file(p)
@@ -237,28 +256,43 @@ def override() -> None:
         if st.st_uid == 65534:  # replaced between the look and the move: put it back
             os.rename(dest, p)
             continue
-        record = open(dest).read()
-        for line in record.splitlines():
-            if line.startswith("pid="):
-                victims.add(int(line[4:]))
+        with open(dest) as f:
+            fields = dict(l.split("=", 1) for l in f.read().splitlines() if "=" in l)
+            try:  # flocked: a live holder's lock (not a killed one's, not an undone attempt's)
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = False
+            except BlockingIOError:
+                held = True
+        if "pid" in fields:
+            # Both files of one acquisition carry the same record: one round, one key.
+            victims.add((int(fields["pid"]), fields.get("acquired_at", ""), held))
     if not victims:
         return
-    with open(OVERRIDDEN, "a") as f:
-        f.write("".join(f"{v}\n" for v in victims))
     with lock:
         count["overrides"] += 1
-        for v in victims:
-            if alive(v):
-                overridden_by_pid[v] += 1
+        for pid, at, held in victims:
+            if held:
+                overridden_by_pid.setdefault(pid, set()).add(at)
             else:  # the stale lock of a killed holder: nobody to notice
                 count["overrides of a stale lock"] += 1
 
 
 def probe() -> None:
     while not stop.wait(random.uniform(0.01, 0.05)):
+        before = read_marker()
         rc = subprocess.run(["bash", "-c", '{ exec 9<"$1"; } 2>/dev/null || exit 2; flock -nx 9', "probe", PATHS[0]]).returncode
+        # The same app critical section (same round id) was inside before and after the probe,
+        # and its holder still lives: it held the lock throughout, so the probe had to fail
+        # unless the override deleted that lock (then the round must end "lost").
+        during = before[0] not in (0, SUPERVISOR_PID) and read_marker() == before and alive(before[0])
         with lock:
             count[f"reboot probes: {'busy' if rc == 1 else 'free' if rc == 0 else 'no file'}"] += 1
+            if during:
+                count["reboot probes during an app critical section"] += 1
+                if rc == 1:
+                    count["reboot probes during an app critical section failed"] += 1
+                else:
+                    outside_probes.append(before)
 
 
 def chaos() -> None:
@@ -277,13 +311,31 @@ def chaos() -> None:
             h.dead = True
             killed_pids.add(h.record_pid)
         h.kill()
+        pgids.discard(h.proc.pid)
         with lock:
             count[f"kills while {state}"] += 1
             holders.remove(h)
             holders.append(Holder(h.lang))
 
 
+def cleanup() -> None:
+    """Kill every holder's process group, whatever way we leave."""
+    for g in list(pgids):
+        try:
+            os.killpg(g, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def on_signal(signum, _frame) -> None:
+    cleanup()
+    sys.exit(128 + signum)
+
+
 def main() -> int:
+    atexit.register(cleanup)
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, on_signal)
     for lang in COMMANDS:
         holders.append(Holder(lang))
     actors = [supervisor, probe] + ([] if os.environ.get("TORTURE_NO_CHAOS") else [chaos])
@@ -302,19 +354,28 @@ def main() -> int:
         t.join(30)
     with lock:
         for h in holders:
+            killed_pids.add(h.record_pid)
             h.kill()
     # Every override that deleted a live holder's lock was noticed by that holder, and no
     # holder lost its lock without one. (A holder killed before its check may owe one.)
     for pid in set(lost_by_pid) | set(overridden_by_pid):
-        lost, ovr = lost_by_pid[pid], overridden_by_pid[pid]
+        lost, ovr = lost_by_pid[pid], len(overridden_by_pid.get(pid, ()))
         if lost > ovr:
             violations.append(f"holder {pid} lost its lock {lost} times but was overridden {ovr} times")
         elif lost < ovr and not (pid in killed_pids and lost == ovr - 1):
             violations.append(f"holder {pid}: {ovr - lost} override(s) deleted its lock unnoticed by check()/release()")
-    for who, pid in overlaps:
-        if overridden_by_pid[pid] == 0:
-            violations.append(f"{who} entered while {pid} was inside and {pid}'s lock had not been deleted by an override")
+    # An overlap or a successful probe is fine only in a round whose lock the override deleted
+    # (its check() said "lost"), or whose holder was killed before it could say.
+    def overridden_round(pid: int, rnd: str) -> bool:
+        result = round_result.get((pid, rnd))
+        return result == "lost" or (result is None and pid in killed_pids and not rnd.startswith("sup"))
+    for who, pid, rnd in overlaps:
+        if not overridden_round(pid, rnd):
+            violations.append(f"{who} entered while {pid} (round {rnd}) was inside and that round's lock had not been deleted by an override")
     count["entered while an overridden holder was still inside"] = len(overlaps)
+    for pid, rnd in outside_probes:
+        if not overridden_round(pid, rnd):
+            violations.append(f"a reboot probe got flock while {pid} (round {rnd}) was inside, its lock not overridden")
     # Whatever the kills left behind (stale locks of dead holders) must not block: one fresh
     # acquisition without waiting succeeds, reclaiming them.
     final = subprocess.run([os.environ["LOCKCTL"], "run", "--no-wait", "--path", PATHS[0], "--path", PATHS[1],
@@ -328,8 +389,8 @@ def main() -> int:
     for lang in COMMANDS:
         print(f"  acquisitions {lang:<8} {acquisitions[lang]}")
     for k in sorted(count):
-        print(f"  {k:<44} {count[k]}")
-    print(f"  violations                                   {len(violations)}")
+        print(f"  {k:<52} {count[k]}")
+    print(f"  {'violations':<52} {len(violations)}")
     for v in violations:
         print(f"    {v}")
     missing = [lang for lang in COMMANDS if acquisitions[lang] == 0]

@@ -101,6 +101,7 @@ pub(crate) fn wait_ready_or(
             if t.is_cancelled() {
                 return Err(Error::Cancelled {
                     path: socket.to_path_buf(),
+                    waiting_for: Error::WAITING_FOR_HANDOVER,
                     by: None,
                 });
             }

@@ -137,11 +137,6 @@ impl RendezvousOptions {
         self.socket.clone().unwrap_or_else(default_socket_path)
     }
 
-    /// The timeout of one protocol step.
-    pub fn step_timeout_value(&self) -> Duration {
-        self.step_timeout
-    }
-
     /// The signal files a take-over writes, or `None` when signalling is off.
     pub fn signal_options(&self) -> Option<HandoverOptions> {
         match (&self.signal, &self.socket) {

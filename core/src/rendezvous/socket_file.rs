@@ -127,6 +127,31 @@ fn refuse_non_socket(dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<Op
     }
 }
 
+/// Who listens on the socket, for messages: " (pid P, uid U)", "" when unknown. The pid is
+/// 0 when the server is in another PID namespace (another container).
+fn serving_process(dir: BorrowedFd<'_>, name: &CStr) -> String {
+    let Ok(addr) = via_dir(dir, name) else {
+        return String::new();
+    };
+    let Ok(sock) = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    ) else {
+        return String::new();
+    };
+    if connect(sock.as_raw_fd(), &addr).is_err() {
+        return String::new();
+    }
+    // The server sees a connection that closes without HELLO and turns it away.
+    match Conn::new(sock, Path::new("")).peer_cred() {
+        Ok((uid, pid)) if pid > 0 => format!(" (pid {pid}, uid {uid})"),
+        Ok((uid, _)) => format!(" (in another container, uid {uid})"),
+        Err(_) => String::new(),
+    }
+}
+
 /// Bind and listen on `path` for the old version.
 pub(crate) fn bind_socket(path: &Path) -> Result<Bound> {
     bind_socket_inner(path).map_err(socket_path_error)
@@ -142,7 +167,10 @@ fn bind_socket_inner(path: &Path) -> Result<Bound> {
         return Err(fail(
             path,
             HandoverFailure::AlreadyServing,
-            "another process holds the socket's companion lock and serves hand-over on it",
+            format!(
+                "another process{} holds the socket's companion lock and serves hand-over on it",
+                serving_process(dir.as_fd(), &s.name)
+            ),
         ));
     };
     // We hold the companion lock, so whatever socket is at the name is stale. Anything that
@@ -250,13 +278,11 @@ fn connect_socket_inner(
 ) -> Result<Found> {
     let s = split(path)?;
     check_name(path, &s.name)?;
-    let dir = match open_lock_dir(&s.dir, false) {
-        Ok(d) => d,
-        Err(Error::InvalidPath { reason, .. }) if reason.contains("does not exist") => {
-            return Ok(Found::NoPredecessor)
-        }
-        Err(e) => return Err(e),
-    };
+    // No service directory: nobody ever served here (a first start off a device).
+    if matches!(nix::sys::stat::lstat(&s.dir), Err(Errno::ENOENT)) {
+        return Ok(Found::NoPredecessor);
+    }
+    let dir = open_lock_dir(&s.dir, false)?;
     let Some(st) = refuse_non_socket(dir.as_fd(), &s.name, path)? else {
         return Ok(Found::NoPredecessor);
     };

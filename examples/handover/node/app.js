@@ -37,21 +37,16 @@ async function main() {
   // Keep serving after SIGTERM until the grace runs out, then close (serve() returns null).
   process.on('SIGTERM', () => setTimeout(() => server.close(), GRACE).unref())
   const fd = listenerFd(httpd)
-  let successor = null
-  try {
-    successor = await server.serve(
-      async (succ) => {
-        // Node closes a listener's descriptor when the server closes, so the socket is sent
-        // first and the server stops accepting right after the grant (connections it still
-        // accepts in between are served: both processes share the one kernel socket).
-        log(`${succ.release} asks to take over`)
-        return { state: Buffer.from(String(served)), fds: [{ label: 'http', fd }] }
-      },
-      { resume: (err) => log(`hand-over failed (${err.code}/${err.reason}); serving on`) },
-    )
-  } catch (e) {
-    if (e.code !== 'handover' || e.reason !== 'finished') throw e // closed after the grace
-  }
+  const successor = await server.serve(
+    async (succ) => {
+      // Node closes a listener's descriptor when the server closes, so the socket is sent
+      // first and the server stops accepting right after the grant (connections it still
+      // accepts in between are served: both processes share the one kernel socket).
+      log(`${succ.release} asks to take over`)
+      return { state: Buffer.from(String(served)), fds: [{ label: 'http', fd }] }
+    },
+    { resume: (err) => log(`hand-over failed (${err.code}/${err.reason}); serving on`) },
+  ) // null: closed after the grace with nobody taking over
   if (!successor) log('no successor came: stopping')
   // Stop accepting and wait for the requests in flight.
   await new Promise((resolve) => httpd.close(resolve))
