@@ -108,6 +108,8 @@ start_release() {
     release "$SVC" "$LOCKCTL" "$1" "$PORT" "$PWD/scripts/demo_http.py" 2>&1 &
 }
 fetch() { python3 -c 'import sys,urllib.request; print("  GET ->", urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().strip())' "http://127.0.0.1:$PORT/"; }
+# docker stop: SIGTERM to the container's PID 1 (unshare does not pass signals on).
+stop_container() { kill -TERM "$(pgrep -P "$1")" 2>/dev/null || true; }
 start_release v1; V1=$!
 for _ in $(seq 100); do fetch >/dev/null 2>&1 && break; sleep 0.05; done  # wait for v1 to listen
 fetch
@@ -129,11 +131,26 @@ PY
 LOAD=$!
 sleep 0.5
 start_release v2; V2=$!
-kill -TERM "$V1"   # the Supervisor stops the old container right after starting the new one
+stop_container "$V1"   # the Supervisor stops the old container right after starting the new one
 wait "$V1" && echo "  v1 exited 0: it handed over"
 wait "$LOAD"; cat "$ROOT/load"
 fetch
 echo "  host view of the service directory:"; ls -l "$SVC" | sed 's/^/    /'
-kill -TERM "$V2"; wait "$V2" || true
+stop_container "$V2"; wait "$V2" || true
+
+say "7. Rehearse an update before it reaches a fleet: lockctl rehearse"
+# The old release holds the update lock for its first 1.5 s (a critical section): the
+# Supervisor's lockfile (uid 65534) is refused and retried with its backoff; then SIGTERM,
+# the new release starts, the Supervisor releases its lock. Each release is an emulated
+# container, exactly as in the acts above.
+"$LOCKCTL" rehearse --update-after 0.2s --download 0.5s --stop-grace 2s --observe 0.5s \
+  --old "$LOCKCTL run -- sleep 1.5; trap 'exit 0' TERM; sleep 60 & wait" \
+  --new "trap 'exit 0' TERM; sleep 60 & wait" 2>&1 | sed 's/^/  /'
+echo
+echo "  The same HTTP service (the hand-over entrypoint of act 6) under all four strategies:"
+svc() { echo "exec $LOCKCTL handover run --term-grace 1 --release $1 --listen http=127.0.0.1:$PORT -- python3 $PWD/scripts/demo_http.py $1"; }
+"$LOCKCTL" rehearse -q --compare --old "$(svc v1)" --new "$(svc v2)" --probe "http://127.0.0.1:$PORT/" \
+  --download 1s --svg target/rehearse-demo.svg | sed 's/^/  /'
+echo "  (picture of the four timelines: target/rehearse-demo.svg; docs/rehearse.md explains every column)"
 echo
 echo "demo finished"

@@ -40,6 +40,9 @@ bash scripts/test-c.sh
 step "hand-over across languages (matrix, example under HTTP load)"
 bash scripts/test-handover.sh
 
+step "rehearse: the examples updated as the Supervisor would (lockctl rehearse)"
+bash scripts/test-rehearse.sh
+
 step "torture: every language at once under chaos, the Supervisor, reboot probes, overrides"
 bash scripts/test-torture.sh
 

@@ -24,6 +24,7 @@ pub const EXIT_CODES: &str = "Exit codes:
   77   permission or uid problem (e.g. running as uid 65534)
   64   usage error or invalid path
   69   (handover take/serve/run) nothing was handed over (the message gives the reason)
+  70   (rehearse) the rehearsal could not run (a missing tool, no namespaces)
   1    anything else
   126/127  (run) the command could not be executed / was not found
   128+N    (run) the command died of signal N, or the wait was interrupted by signal N";
@@ -59,6 +60,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rehearse a Supervisor update of one service locally: the old version, the update with
+    /// one strategy (or all four with --compare), the locks, hand-over, downtime.
+    #[command(after_help = crate::rehearse::args::REHEARSE_HELP, args_override_self = true)]
+    Rehearse(Box<crate::rehearse::args::RehearseArgs>),
     /// Hand-over between two releases: take over, serve, or signal completion.
     Handover {
         #[command(subcommand)]

@@ -25,6 +25,7 @@ mod handover_serve;
 mod handover_take;
 mod hold;
 mod listen_fds;
+mod rehearse;
 mod run;
 mod serve_child;
 mod serve_events;
@@ -82,5 +83,6 @@ fn dispatch(command: Command) -> Result<i32, Failure> {
             )
         }
         Command::Handover { action } => handover::dispatch(action),
+        Command::Rehearse(args) => rehearse::rehearse(*args),
     }
 }

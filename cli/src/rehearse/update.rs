@@ -1,0 +1,602 @@
+//! One rehearsal: start the old version, update it to the new one step by step as the
+//! Supervisor would with the chosen strategy, watch the result, and clean everything up.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::monitor::Monitor;
+use super::plan::{Step, Strategy};
+use super::probe::{Probe, ProbeKind};
+use super::reboot::{wait_for_flock, RebootWait};
+use super::report::{Actor, Lane, Report, Settings, REPORT_SCHEMA};
+use super::summary::{summarize, Measured};
+use super::supervisor_lock::{LockSettings, NotTaken, SupervisorLock};
+use super::timeline::Timeline;
+use super::version::{describe_status, secs, Launch, Version};
+use crate::failure::Failure;
+
+/// The hand-over signal names the Supervisor watches in the service directory.
+const SIGNAL_NAMES: [&str; 2] = ["handover-complete", "resin-kill-me"];
+/// How often the Supervisor looks for the hand-over signal.
+const SIGNAL_POLL: Duration = Duration::from_millis(100);
+/// Exit status when the rehearsal itself cannot run.
+pub const EXIT_CANNOT_RUN: i32 = 70;
+
+/// Everything a rehearsal needs to know, from the command line.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub old: String,
+    pub new: String,
+    pub requested_strategy: String,
+    pub documented: bool,
+    pub handover_timeout: Duration,
+    pub stop_grace: Duration,
+    pub force: bool,
+    pub probe: Option<String>,
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
+    pub ready_timeout: Duration,
+    pub update_after: Duration,
+    pub observe: Duration,
+    pub download: Duration,
+    pub old_image: u64,
+    pub new_image: u64,
+    pub poll_interval: Duration,
+    pub reboot: bool,
+    pub reboot_poll: Duration,
+    pub timeout: Duration,
+    pub namespaced: bool,
+    pub as_65534: bool,
+    pub service_dir: Option<PathBuf>,
+    pub live: bool,
+    pub expect_max_downtime: Option<f64>,
+    pub expect_max_blocked: Option<f64>,
+    pub expect_handover: bool,
+}
+
+/// Image bytes on disk, modelled from the sizes: what each strategy needs at its peak.
+struct Disk {
+    now: u64,
+    peak: u64,
+}
+
+impl Disk {
+    fn add(&mut self, b: u64) {
+        self.now += b;
+        self.peak = self.peak.max(self.now);
+    }
+    fn remove(&mut self, b: u64) {
+        self.now = self.now.saturating_sub(b);
+    }
+}
+
+/// A service directory for one run: the one given, or a new private one under /tmp.
+fn service_dir(cfg: &Config) -> Result<PathBuf, Failure> {
+    if let Some(d) = &cfg.service_dir {
+        let md = d.symlink_metadata().map_err(|e| {
+            Failure::other(
+                crate::failure::EXIT_USAGE,
+                format!("--service-dir {}: {e}", d.display()),
+            )
+        })?;
+        if !md.is_dir() {
+            return Err(Failure::other(
+                crate::failure::EXIT_USAGE,
+                format!(
+                    "--service-dir {} is not a directory (a symlink is not followed)",
+                    d.display()
+                ),
+            ));
+        }
+        return Ok(d.clone());
+    }
+    for n in 0..1000u32 {
+        let p = std::env::temp_dir().join(format!("lockctl-rehearse.{}.{n}", std::process::id()));
+        match std::fs::create_dir(&p) {
+            Ok(()) => {
+                super::cleanup::add_dir(p.clone());
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o1777));
+                return Ok(p);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(Failure::other(
+                    EXIT_CANNOT_RUN,
+                    format!(
+                        "could not create a service directory in {}: {e}",
+                        std::env::temp_dir().display()
+                    ),
+                ))
+            }
+        }
+    }
+    Err(Failure::other(
+        EXIT_CANNOT_RUN,
+        "could not create a service directory",
+    ))
+}
+
+/// Rehearse one update with `strategy`.
+pub fn rehearse(cfg: &Config, strategy: Strategy, fell_back: bool) -> Result<Report, Failure> {
+    let dir = service_dir(cfg)?;
+    for n in SIGNAL_NAMES {
+        let _ = std::fs::remove_file(dir.join(n));
+    }
+    let probe_kind = match &cfg.probe {
+        Some(p) => Some(
+            ProbeKind::parse(p, &dir).map_err(|e| Failure::other(crate::failure::EXIT_USAGE, e))?,
+        ),
+        None => None,
+    };
+    let tl = Arc::new(Timeline::new(cfg.live));
+    let supervisor = if cfg.documented {
+        "documented"
+    } else {
+        "current"
+    };
+    tl.event(
+        Actor::Rehearsal,
+        "start",
+        format!(
+            "{} update, {supervisor} Supervisor, service directory {} ({})",
+            strategy.name(),
+            dir.display(),
+            if cfg.namespaced {
+                "each version in its own mount+PID namespace"
+            } else {
+                "plain processes"
+            }
+        ),
+    );
+    let mut run = Run {
+        cfg,
+        strategy,
+        dir: dir.clone(),
+        tl: Arc::clone(&tl),
+        monitor: Monitor::start(dir.clone(), Arc::clone(&tl)),
+        probe: probe_kind
+            .map(|k| Probe::start(k, cfg.probe_interval, cfg.probe_timeout, Arc::clone(&tl))),
+        launch: Launch {
+            namespaced: cfg.namespaced,
+            service_dir: dir.clone(),
+            show_output: cfg.live,
+        },
+        old: None,
+        new: None,
+        lock: None,
+        disk: Disk {
+            now: cfg.old_image,
+            peak: cfg.old_image,
+        },
+        m: Measured::default(),
+        problems: Vec::new(),
+        notes: Vec::new(),
+    };
+    if fell_back {
+        run.notes.push(format!(
+            "unknown strategy '{}': the Supervisor falls back to download-then-kill",
+            cfg.requested_strategy
+        ));
+        tl.event(
+            Actor::Supervisor,
+            "strategy-fallback",
+            format!(
+                "unknown strategy '{}': using download-then-kill",
+                cfg.requested_strategy
+            ),
+        );
+    }
+    let outcome = run.go();
+    let fatal = outcome.err();
+    run.teardown();
+    let Run {
+        monitor,
+        probe,
+        mut m,
+        problems,
+        mut notes,
+        disk,
+        ..
+    } = run;
+    if let Some(p) = probe {
+        p.finish();
+    }
+    let peaks = monitor.finish();
+    let (events, spans) = tl.finish();
+    if let Some(f) = fatal {
+        return Err(f);
+    }
+    m.peaks = peaks;
+    m.peak_disk = disk.peak;
+    if cfg.probe.is_none() {
+        notes.push("no --probe: downtime was not measured".into());
+    }
+    let settings = Settings {
+        requested_strategy: cfg.requested_strategy.clone(),
+        supervisor: supervisor.into(),
+        namespaces: cfg.namespaced,
+        supervisor_uid_65534: cfg.as_65534,
+        handover_timeout_ms: cfg.handover_timeout.as_millis() as u64,
+        stop_grace_ms: cfg.stop_grace.as_millis() as u64,
+        force: cfg.force,
+        old_image_bytes: cfg.old_image,
+        new_image_bytes: cfg.new_image,
+        probe: cfg.probe.clone(),
+        reboot: cfg.reboot,
+    };
+    let (summary, expectations) = summarize(cfg, &events, &spans, &m);
+    let ok = problems.is_empty() && expectations.iter().all(|e| e.met);
+    Ok(Report {
+        schema: REPORT_SCHEMA,
+        strategy: strategy.name().into(),
+        settings,
+        events,
+        spans,
+        summary,
+        problems,
+        notes,
+        expectations,
+        ok,
+    })
+}
+
+/// The state of one rehearsal in progress.
+struct Run<'a> {
+    cfg: &'a Config,
+    strategy: Strategy,
+    dir: PathBuf,
+    tl: Arc<Timeline>,
+    monitor: Monitor,
+    probe: Option<Probe>,
+    launch: Launch,
+    old: Option<Version>,
+    new: Option<Version>,
+    lock: Option<SupervisorLock>,
+    disk: Disk,
+    m: Measured,
+    problems: Vec<String>,
+    notes: Vec<String>,
+}
+
+/// Why the update stopped early: a problem has been recorded, or the rehearsal cannot run.
+enum Stop {
+    Problem,
+    Fatal(Failure),
+}
+
+impl From<Failure> for Stop {
+    fn from(f: Failure) -> Self {
+        Stop::Fatal(f)
+    }
+}
+
+impl Run<'_> {
+    fn go(&mut self) -> Result<(), Failure> {
+        match self.steps() {
+            Ok(()) | Err(Stop::Problem) => Ok(()),
+            Err(Stop::Fatal(f)) => Err(f),
+        }
+    }
+
+    fn problem(&mut self, p: String) -> Stop {
+        self.tl.event(Actor::Rehearsal, "problem", p.clone());
+        self.problems.push(p);
+        Stop::Problem
+    }
+
+    fn start(&mut self, role: Actor) -> Result<(), Stop> {
+        let cmd = if role == Actor::Old {
+            &self.cfg.old
+        } else {
+            &self.cfg.new
+        };
+        match Version::start(role, cmd, &self.launch, &self.tl) {
+            Ok(v) => {
+                self.monitor.watch(v.root_pid());
+                let t = self.tl.event(
+                    role,
+                    "started",
+                    format!("the {} version started: {cmd}", role.name()),
+                );
+                if role == Actor::New {
+                    self.m.new_started_ms = Some(t);
+                }
+                if role == Actor::Old {
+                    self.old = Some(v);
+                } else {
+                    self.new = Some(v);
+                }
+                Ok(())
+            }
+            Err(e) => Err(Stop::Fatal(Failure::other(EXIT_CANNOT_RUN, e))),
+        }
+    }
+
+    fn steps(&mut self) -> Result<(), Stop> {
+        self.start(Actor::Old)?;
+        self.wait_ready(Actor::Old)?;
+        let Some(old) = &self.old else { return Ok(()) };
+        if let Some(s) = old.wait_exit(self.cfg.update_after) {
+            let out = old.last_output();
+            return Err(self.problem(format!(
+                "the old version ended ({}) before the update began; its last output: {out}",
+                describe_status(s)
+            )));
+        }
+        let t = self.tl.event(
+            Actor::Supervisor,
+            "update-start",
+            format!("a new release is the target: {}", self.strategy.name()),
+        );
+        self.m.update_start_ms = Some(t);
+        for &step in self.strategy.steps() {
+            self.step(step)?;
+        }
+        let t = self.tl.event(
+            Actor::Supervisor,
+            "update-settled",
+            "the device runs the target release",
+        );
+        self.m.update_end_ms = Some(t);
+        self.check_new()?;
+        if self.cfg.reboot {
+            self.reboot()?;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, step: Step) -> Result<(), Stop> {
+        match step {
+            Step::Download => self.download(),
+            Step::TakeLock => {
+                let settings = LockSettings {
+                    as_65534: self.cfg.as_65534,
+                    force: self.cfg.force,
+                    poll_interval: self.cfg.poll_interval,
+                    timeout: self.cfg.timeout,
+                };
+                self.tl.event(
+                    Actor::Supervisor,
+                    "lock-attempt",
+                    "taking the update lock before stopping the old version",
+                );
+                match SupervisorLock::take(&self.dir, &settings, &self.tl) {
+                    Ok((lock, attempts)) => {
+                        self.m.lock_attempts = attempts;
+                        self.lock = Some(lock);
+                        Ok(())
+                    }
+                    Err(NotTaken::Blocked(why)) => Err(self.problem(why)),
+                    Err(NotTaken::Failed(why)) => {
+                        Err(Stop::Fatal(Failure::other(EXIT_CANNOT_RUN, why)))
+                    }
+                }
+            }
+            Step::StopOld => {
+                if let Some(old) = &self.old {
+                    let killed = old.stop(self.cfg.stop_grace, &self.tl, Actor::Supervisor);
+                    self.m.old_killed = killed;
+                    if killed {
+                        self.notes.push(format!(
+                            "the old version did not exit within the stop grace period ({}) and was killed: handle SIGTERM (as PID 1 a process without a handler ignores it)",
+                            secs(self.cfg.stop_grace)
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Step::RemoveOldImage => {
+                self.disk.remove(self.cfg.old_image);
+                self.tl.event(
+                    Actor::Supervisor,
+                    "old-image-removed",
+                    "removed the old image",
+                );
+                Ok(())
+            }
+            Step::StartNew => self.start(Actor::New),
+            Step::WaitHandover => {
+                self.wait_handover();
+                Ok(())
+            }
+            Step::ReleaseLock => {
+                if let Some(lock) = self.lock.take() {
+                    lock.release(&self.tl);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn download(&mut self) -> Result<(), Stop> {
+        self.tl.open(Lane::Download);
+        self.tl.event(
+            Actor::Download,
+            "download-start",
+            format!(
+                "fetching the new image ({:.1} MB, {})",
+                self.cfg.new_image as f64 / 1e6,
+                secs(self.cfg.download)
+            ),
+        );
+        std::thread::sleep(self.cfg.download);
+        self.disk.add(self.cfg.new_image);
+        self.tl.close(Lane::Download);
+        self.tl
+            .event(Actor::Download, "download-done", "the new image is on disk");
+        self.m.download_ms = self.cfg.download.as_secs_f64() * 1000.0;
+        Ok(())
+    }
+
+    /// Documented Supervisors poll for the signal every 100 ms (and remove it) until the
+    /// handover-timeout; current ones return at once.
+    fn wait_handover(&mut self) {
+        if !self.cfg.documented {
+            self.tl.event(
+                Actor::Supervisor,
+                "handover-wait-skipped",
+                "current Supervisor (v14.13.10+): the wait for handover-complete returns at once",
+            );
+            return;
+        }
+        self.tl.event(
+            Actor::Supervisor,
+            "handover-wait",
+            format!(
+                "waiting for handover-complete (timeout {})",
+                secs(self.cfg.handover_timeout)
+            ),
+        );
+        let deadline = std::time::Instant::now() + self.cfg.handover_timeout;
+        loop {
+            for n in SIGNAL_NAMES {
+                let p = self.dir.join(n);
+                if p.symlink_metadata().is_ok() {
+                    let _ = std::fs::remove_file(&p);
+                    let t = self.tl.event(
+                        Actor::Supervisor,
+                        "handover-complete-seen",
+                        format!("saw {n} and removed it"),
+                    );
+                    self.monitor.handover_seen(t);
+                    return;
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                self.tl.event(
+                    Actor::Supervisor,
+                    "handover-timeout",
+                    format!(
+                        "no handover-complete within {}: stopping the old version anyway",
+                        secs(self.cfg.handover_timeout)
+                    ),
+                );
+                self.notes.push(format!(
+                    "the new version never wrote handover-complete: the Supervisor waited the whole handover-timeout ({})",
+                    secs(self.cfg.handover_timeout)
+                ));
+                return;
+            }
+            std::thread::sleep(SIGNAL_POLL);
+        }
+    }
+
+    fn wait_ready(&mut self, role: Actor) -> Result<(), Stop> {
+        let v = if role == Actor::Old {
+            self.old.as_ref()
+        } else {
+            self.new.as_ref()
+        };
+        let (Some(probe), Some(v)) = (self.probe.as_ref(), v) else {
+            return Ok(());
+        };
+        probe.mark();
+        if probe.wait_up(self.cfg.ready_timeout, || v.status().is_some()) {
+            return Ok(());
+        }
+        let why = match v.wait_exit(Duration::from_millis(100)) {
+            Some(s) => format!(
+                "the {} version ended ({}) before it was ready; its last output: {}",
+                role.name(),
+                describe_status(s),
+                v.last_output()
+            ),
+            None => format!(
+                "the {} version never became ready: the probe {} did not succeed within {} (--ready-timeout)",
+                role.name(),
+                self.cfg.probe.as_deref().unwrap_or(""),
+                secs(self.cfg.ready_timeout)
+            ),
+        };
+        Err(self.problem(why))
+    }
+
+    /// After the update: the new version must be ready and keep running for --observe.
+    fn check_new(&mut self) -> Result<(), Stop> {
+        if self.new.is_none() {
+            return Ok(());
+        }
+        self.wait_ready(Actor::New)?;
+        let Some(new) = &self.new else { return Ok(()) };
+        if let Some(s) = new.wait_exit(self.cfg.observe) {
+            let out = new.last_output();
+            return Err(self.problem(format!(
+                "the new version ended ({}) after the update; its last output: {out}",
+                describe_status(s)
+            )));
+        }
+        self.m.new_running = true;
+        if let Some(p) = &self.probe {
+            if !p.is_up() {
+                return Err(self.problem("the new version stopped answering the probe".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn reboot(&mut self) -> Result<(), Stop> {
+        match wait_for_flock(&self.dir, self.cfg.reboot_poll, self.cfg.timeout, &self.tl) {
+            RebootWait::Free(ms) => {
+                self.m.reboot_blocked_ms = Some(ms);
+                for v in [self.old.as_ref(), self.new.as_ref()].into_iter().flatten() {
+                    v.stop(self.cfg.stop_grace, &self.tl, Actor::Reboot);
+                }
+                self.tl.event(
+                    Actor::Reboot,
+                    "rebooted",
+                    "the device rebooted into the new host OS",
+                );
+                Ok(())
+            }
+            RebootWait::StillHeld(why) => {
+                self.m.reboot_blocked_ms = Some(self.cfg.timeout.as_secs_f64() * 1000.0);
+                Err(self.problem(why))
+            }
+            RebootWait::Failed(why) => Err(Stop::Fatal(Failure::other(EXIT_CANNOT_RUN, why))),
+        }
+    }
+
+    /// Stop whatever still runs and give back the Supervisor's lock.
+    fn teardown(&mut self) {
+        let running: Vec<&Version> = [self.old.as_ref(), self.new.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|v| v.status().is_none())
+            .collect();
+        if !running.is_empty() {
+            self.tl.event(
+                Actor::Rehearsal,
+                "teardown",
+                "rehearsal over: killing what still runs",
+            );
+        }
+        for v in &running {
+            v.kill();
+        }
+        for v in &running {
+            v.wait_exit(Duration::from_secs(10));
+        }
+        if let Some(old) = &self.old {
+            self.m.old_exit = old.status().map(describe_status);
+        }
+        if let Some(lock) = self.lock.take() {
+            lock.release(&self.tl);
+        }
+    }
+}
+
+/// Whether `name` is an executable on PATH.
+pub fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| is_executable(&d.join(name))))
+        .unwrap_or(false)
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
