@@ -45,6 +45,20 @@ export type ErrorCode =
   | 'cancelled'
   | 'not-held'
   | 'handover'
+  | 'api'
+
+/**
+ * Why a Supervisor API call failed (`err.reason` with code `api`); stable strings, the same
+ * in every binding and in `lockctl`. A refusal because an update lock is held (HTTP 423) has
+ * code `held` instead.
+ */
+export type ApiReason =
+  | 'not-configured'
+  | 'unreachable'
+  | 'timeout'
+  | 'unauthorized'
+  | 'http-status'
+  | 'bad-response'
 
 /**
  * Why a hand-over did not happen (`err.reason` with code `handover`); stable strings, the
@@ -141,8 +155,8 @@ export declare class UpdateLockError extends Error {
   osErrno?: number
   /** `cancelled` by an AbortSignal: the signal's reason. */
   cause?: unknown
-  /** `handover`: why the hand-over did not happen. */
-  reason?: HandoverReason
+  /** `handover`: why the hand-over did not happen; `api`: why the API call failed. */
+  reason?: HandoverReason | ApiReason
 }
 
 /** A taken-over lock left by a dead holder. */

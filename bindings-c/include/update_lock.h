@@ -32,7 +32,7 @@
 /**
  * Result of every fallible `ul_` function. The numbers are stable and never reused.
  *
- * 1 to 10 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
+ * 1 to 11 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
  * core's code string, e.g. "held"); 100 and up are errors of the C binding itself.
  * After any code but `UL_OK`, `ul_last_error_message` gives the core's message (which path,
  * who holds it, what to do next).
@@ -89,6 +89,12 @@ typedef enum ul_result {
    * peer stalled, crashed, refused, runs as another user, or another successor won).
    */
   UL_ERR_HANDOVER = 10,
+  /**
+   * "api": a call to the Supervisor API failed (not configured, unreachable, timed out,
+   * key refused, an error answer); `ul_last_error_api_reason()` says why. A refusal
+   * because an update lock is held (HTTP 423) is `UL_ERR_HELD`.
+   */
+  UL_ERR_API = 11,
   /**
    * "null-argument": a required pointer argument was NULL.
    */
@@ -853,6 +859,17 @@ enum ul_result ul_last_error_holder(struct ul_holder *out,
  * static: never free it. Does not change the thread's last error. Thread-safe (per-thread).
  */
 const char *ul_last_error_handover_reason(void);
+
+/**
+ * Why this thread's last Supervisor API call failed, when its last error is `UL_ERR_API`:
+ * "not-configured" (no address or key: not on a device, or the service lacks the
+ * `io.balena.features.supervisor-api` label), "unreachable", "timeout", "unauthorized"
+ * (the key was refused), "http-status" (another error answer) or "bad-response".
+ *
+ * NULL when the last error is not `UL_ERR_API` (or there is none). The string is static:
+ * never free it. Does not change the thread's last error. Thread-safe (per-thread).
+ */
+const char *ul_last_error_api_reason(void);
 
 /**
  * Take the update lock on every path of `opts`, all-or-nothing, waiting as long as

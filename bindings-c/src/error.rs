@@ -5,14 +5,14 @@ use std::ffi::{c_char, c_int};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use lockcore::{ErrorCode, HandoverFailure, Holder};
+use lockcore::{ApiFailure, ErrorCode, HandoverFailure, Holder};
 
 use crate::status::{fill_holder, ul_holder};
 use crate::strings::{copy_truncated, StringArena};
 
 /// Result of every fallible `ul_` function. The numbers are stable and never reused.
 ///
-/// 1 to 10 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
+/// 1 to 11 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
 /// core's code string, e.g. "held"); 100 and up are errors of the C binding itself.
 /// After any code but `UL_OK`, `ul_last_error_message` gives the core's message (which path,
 /// who holds it, what to do next).
@@ -48,6 +48,10 @@ pub enum ul_result {
     /// "handover": a hand-over between the old and the new version did not happen (the
     /// peer stalled, crashed, refused, runs as another user, or another successor won).
     UL_ERR_HANDOVER = 10,
+    /// "api": a call to the Supervisor API failed (not configured, unreachable, timed out,
+    /// key refused, an error answer); `ul_last_error_api_reason()` says why. A refusal
+    /// because an update lock is held (HTTP 423) is `UL_ERR_HELD`.
+    UL_ERR_API = 11,
     /// "null-argument": a required pointer argument was NULL.
     UL_ERR_NULL_ARGUMENT = 100,
     /// "invalid-argument": an argument is malformed (a struct_size smaller than the struct
@@ -75,6 +79,7 @@ impl ul_result {
             ul_result::UL_ERR_CANCELLED => c"cancelled",
             ul_result::UL_ERR_NOT_HELD => c"not-held",
             ul_result::UL_ERR_HANDOVER => c"handover",
+            ul_result::UL_ERR_API => c"api",
             ul_result::UL_ERR_NULL_ARGUMENT => c"null-argument",
             ul_result::UL_ERR_INVALID_ARGUMENT => c"invalid-argument",
             ul_result::UL_ERR_BUFFER_TOO_SMALL => c"buffer-too-small",
@@ -82,7 +87,7 @@ impl ul_result {
         }
     }
 
-    pub(crate) const ALL: [ul_result; 15] = [
+    pub(crate) const ALL: [ul_result; 16] = [
         ul_result::UL_OK,
         ul_result::UL_ERR_HELD,
         ul_result::UL_ERR_TIMEOUT,
@@ -94,6 +99,7 @@ impl ul_result {
         ul_result::UL_ERR_CANCELLED,
         ul_result::UL_ERR_NOT_HELD,
         ul_result::UL_ERR_HANDOVER,
+        ul_result::UL_ERR_API,
         ul_result::UL_ERR_NULL_ARGUMENT,
         ul_result::UL_ERR_INVALID_ARGUMENT,
         ul_result::UL_ERR_BUFFER_TOO_SMALL,
@@ -114,6 +120,7 @@ impl From<ErrorCode> for ul_result {
             ErrorCode::Cancelled => ul_result::UL_ERR_CANCELLED,
             ErrorCode::NotHeld => ul_result::UL_ERR_NOT_HELD,
             ErrorCode::Handover => ul_result::UL_ERR_HANDOVER,
+            ErrorCode::Api => ul_result::UL_ERR_API,
         }
     }
 }
@@ -151,6 +158,7 @@ struct LastError {
     path: Vec<u8>,
     holder: Option<Holder>,
     handover: Option<HandoverFailure>,
+    api: Option<ApiFailure>,
 }
 
 thread_local! {
@@ -184,6 +192,7 @@ fn record(failure: Failure) -> ul_result {
                 .unwrap_or_default(),
             holder: e.holder().cloned(),
             handover: e.handover_failure(),
+            api: e.api_failure(),
         },
         Failure::Binding(code, message) => LastError {
             code,
@@ -191,6 +200,7 @@ fn record(failure: Failure) -> ul_result {
             path: Vec::new(),
             holder: None,
             handover: None,
+            api: None,
         },
     };
     let code = last.code;
@@ -402,6 +412,39 @@ pub extern "C" fn ul_last_error_handover_reason() -> *const c_char {
     })
 }
 
+/// The stable string of a Supervisor API failure reason, as a static C string.
+pub(crate) fn api_reason_name(reason: ApiFailure) -> &'static std::ffi::CStr {
+    const NAMES: [&std::ffi::CStr; 6] = [
+        c"not-configured",
+        c"unreachable",
+        c"timeout",
+        c"unauthorized",
+        c"http-status",
+        c"bad-response",
+    ];
+    NAMES
+        .into_iter()
+        .find(|n| n.to_bytes() == reason.as_str().as_bytes())
+        .unwrap_or(c"unknown")
+}
+
+/// Why this thread's last Supervisor API call failed, when its last error is `UL_ERR_API`:
+/// "not-configured" (no address or key: not on a device, or the service lacks the
+/// `io.balena.features.supervisor-api` label), "unreachable", "timeout", "unauthorized"
+/// (the key was refused), "http-status" (another error answer) or "bad-response".
+///
+/// NULL when the last error is not `UL_ERR_API` (or there is none). The string is static:
+/// never free it. Does not change the thread's last error. Thread-safe (per-thread).
+#[no_mangle]
+pub extern "C" fn ul_last_error_api_reason() -> *const c_char {
+    guard_value(std::ptr::null(), || {
+        with_last(|l| {
+            l.and_then(|l| l.api)
+                .map_or(std::ptr::null(), |r| api_reason_name(r).as_ptr())
+        })
+    })
+}
+
 /// Test hook (debug builds only, not in the header): panics inside the guard, to show that
 /// a panic becomes `UL_ERR_PANIC` instead of crossing into C.
 #[cfg(debug_assertions)]
@@ -431,10 +474,13 @@ mod tests {
         for r in HandoverFailure::ALL {
             assert_eq!(handover_reason_name(r).to_str().unwrap(), r.as_str());
         }
+        for r in ApiFailure::ALL {
+            assert_eq!(api_reason_name(r).to_str().unwrap(), r.as_str());
+        }
         // Binding-only codes stay clear of the core's range.
         for c in ul_result::ALL {
             let n = c as u32;
-            assert!(n == 0 || (1..=10).contains(&n) || n >= 100, "{c:?}");
+            assert!(n == 0 || (1..=11).contains(&n) || n >= 100, "{c:?}");
         }
     }
 }

@@ -440,7 +440,7 @@ pub fn error_codes() -> Vec<(String, u32)> {
 
 /// The core error as a JavaScript `Error`: `code` (stable string), `errno` (stable number),
 /// `path`, plus `paths` (lost), `holder` (held, timeout), `waitedMs` (timeout), `cancelledBy`
-/// (cancelled), `reason` (handover: the core's stable reason string) and `osErrno`
+/// (cancelled), `reason` (handover, api: the core's stable reason string) and `osErrno`
 /// (permission, io) when they apply.
 pub(crate) fn js_error(env: &Env, e: &CoreError) -> Error {
     match build_error(env, e) {
@@ -476,6 +476,9 @@ pub(crate) fn build_error<'env>(env: &'env Env, e: &CoreError) -> Result<Object<
             obj.set_named_property("cancelledBy", by.clone())?;
         }
         CoreError::Handover { reason, .. } => {
+            obj.set_named_property("reason", reason.as_str())?;
+        }
+        CoreError::Api { reason, .. } => {
             obj.set_named_property("reason", reason.as_str())?;
         }
         _ => {}

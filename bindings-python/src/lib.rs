@@ -94,6 +94,9 @@ fn build_exception(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
         Error::Handover { reason, .. } => {
             extra.insert("reason".into(), reason.as_str().into());
         }
+        Error::Api { reason, .. } => {
+            extra.insert("reason".into(), reason.as_str().into());
+        }
         _ => {}
     }
     let code = e.code();

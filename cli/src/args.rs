@@ -23,7 +23,8 @@ pub const EXIT_CODES: &str = "Exit codes:
   73   the lock is held by someone else (after any wait); the Supervisor's lockfile uses 73 too
   77   permission or uid problem (e.g. running as uid 65534)
   64   usage error or invalid path
-  69   (handover take/serve/run) nothing was handed over (the message gives the reason)
+  69   (handover take/serve/run) nothing was handed over; (device/update/reboot) the Supervisor
+       API is not configured, unreachable, too slow or refused the key (the message says which)
   70   (rehearse) the rehearsal could not run (a missing tool, no namespaces)
   1    anything else
   126/127  (run) the command could not be executed / was not found
@@ -59,6 +60,35 @@ pub enum Command {
         /// Print the stable JSON report (schema 1) instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Ask the Supervisor API for the device state: is an update pending or downloaded?
+    /// (Needs the service label io.balena.features.supervisor-api.)
+    Device {
+        /// Print the device state as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds the call may take.
+        #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+        timeout: f64,
+    },
+    /// Ask the Supervisor to check for an update now (POST /v1/update).
+    Update {
+        /// Override update locks: the Supervisor deletes the apps' lock files.
+        #[arg(long)]
+        force: bool,
+        /// Seconds the call may take.
+        #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+        timeout: f64,
+    },
+    /// Ask the Supervisor to reboot the device (POST /v1/reboot); refused (exit 73) while an
+    /// update lock is held, unless --force.
+    Reboot {
+        /// Override update locks.
+        #[arg(long)]
+        force: bool,
+        /// Seconds the call may take.
+        #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+        timeout: f64,
     },
     /// Rehearse a Supervisor update of one service locally: the old version, the update with
     /// one strategy (or all four with --compare), the locks, hand-over, downtime.

@@ -17,6 +17,7 @@ macro_rules! out {
     }};
 }
 
+mod api_cmd;
 mod args;
 mod failure;
 mod handover;
@@ -84,5 +85,8 @@ fn dispatch(command: Command) -> Result<i32, Failure> {
         }
         Command::Handover { action } => handover::dispatch(action),
         Command::Rehearse(args) => rehearse::rehearse(*args),
+        Command::Device { json, timeout } => api_cmd::device(json, timeout),
+        Command::Update { force, timeout } => api_cmd::update(force, timeout),
+        Command::Reboot { force, timeout } => api_cmd::reboot(force, timeout),
     }
 }

@@ -56,6 +56,9 @@ pub fn status(locks: &LockOptions, handover: &HandoverOptions, json: bool) -> Re
             }
         );
     }
+    if let Some(line) = crate::api_cmd::status_line() {
+        let _ = writeln!(out, "{line}");
+    }
     print_all(&out);
     Ok(0)
 }

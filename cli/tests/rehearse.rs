@@ -893,3 +893,43 @@ fn compare_runs_all_four_strategies_and_writes_the_pictures() {
     assert_nothing_left(&t1);
     assert_nothing_left(&t2);
 }
+
+#[test]
+fn a_tcp_probe_counts_the_update_outage_and_not_the_teardown() {
+    // Each version listens through lockctl (a plain listener: nothing is handed over under
+    // download-then-kill), so the port is closed between the old and the new version; the
+    // new one takes 0.3 s to start, longer than many probe intervals.
+    let (t1, t2) = (token(), token());
+    let port = 18400 + (std::process::id() % 500) as u16;
+    let v = |tok: &str| {
+        format!("exec {LOCKCTL} handover run --term-grace 0 --listen tcp=127.0.0.1:{port} -- sleep {tok}")
+    };
+    let (old, new) = (v(&t1), format!("sleep 0.3; {}", v(&t2)));
+    let probe = format!("tcp:{port}");
+    let (c, r, err) = rehearse(&args(&["--probe", &probe, "--old", &old, "--new", &new]));
+    assert_eq!(c, 0, "{err}\n{r:#}");
+    assert_eq!(
+        r["summary"]["outages"], 1,
+        "one outage, during the update: {r:#}"
+    );
+    assert!(r["summary"]["downtime_ms"].as_f64().unwrap() >= 300.0);
+    let down = spans(&r, "down");
+    let at = |k: &str| {
+        r["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == k)
+            .unwrap()["t_ms"]
+            .as_f64()
+            .unwrap()
+    };
+    // It begins when the old version stops and ends once the new one listens, long before
+    // the teardown kills the new version (which is not downtime).
+    assert!(
+        down[0].0 >= at("stop-sent") && down[0].1 < at("teardown"),
+        "{down:?}"
+    );
+    assert_nothing_left(&t1);
+    assert_nothing_left(&t2);
+}

@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::api::ApiFailure;
 use crate::holder::Holder;
 use crate::rendezvous::HandoverFailure;
 
@@ -40,11 +41,15 @@ pub enum ErrorCode {
     /// crashed, refused, runs as another user, or another successor won); see
     /// [`HandoverFailure`](crate::HandoverFailure) for the reason.
     Handover = 10,
+    /// A call to the Supervisor API failed (not configured, unreachable, timed out, key
+    /// refused, an error answer); see [`ApiFailure`](crate::ApiFailure) for the reason. A
+    /// refusal because an update lock is held (HTTP 423) is [`ErrorCode::Held`] instead.
+    Api = 11,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::Held,
         ErrorCode::Timeout,
         ErrorCode::Lost,
@@ -55,6 +60,7 @@ impl ErrorCode {
         ErrorCode::Cancelled,
         ErrorCode::NotHeld,
         ErrorCode::Handover,
+        ErrorCode::Api,
     ];
 
     /// The stable string code, e.g. `"held"` or `"supervisor-uid"`.
@@ -74,6 +80,7 @@ impl ErrorCode {
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::NotHeld => "not-held",
             ErrorCode::Handover => "handover",
+            ErrorCode::Api => "api",
         }
     }
 
@@ -84,14 +91,15 @@ impl ErrorCode {
 
     /// The `lockctl` exit status for this kind: 73 held or timed out (what the
     /// Supervisor's own `lockfile` returns), 77 permission or uid problem, 64 bad input,
-    /// 130 cancelled, 69 hand-over failed (EX_UNAVAILABLE), 1 anything else.
+    /// 130 cancelled, 69 hand-over failed or Supervisor API unavailable (EX_UNAVAILABLE),
+    /// 1 anything else.
     pub fn exit_status(self) -> i32 {
         match self {
             ErrorCode::Held | ErrorCode::Timeout => 73,
             ErrorCode::Permission | ErrorCode::SupervisorUid => 77,
             ErrorCode::InvalidPath => 64,
             ErrorCode::Cancelled => 130,
-            ErrorCode::Handover => 69,
+            ErrorCode::Handover | ErrorCode::Api => 69,
             ErrorCode::Lost | ErrorCode::Io | ErrorCode::NotHeld => 1,
         }
     }
@@ -192,6 +200,24 @@ pub enum Error {
         /// What happened, in words.
         detail: String,
     },
+    /// A call to the Supervisor API failed. The message never contains the API key.
+    #[error("Supervisor API {call}: {reason}: {detail}; {}", .reason.next_step())]
+    Api {
+        /// The call, e.g. `GET /v1/device`.
+        call: String,
+        /// Why, as a stable reason.
+        reason: ApiFailure,
+        /// What happened, in words.
+        detail: String,
+    },
+    /// The Supervisor refused because an update lock is held (HTTP 423): the `held` kind.
+    #[error("Supervisor API {call}: refused (HTTP 423) because an update lock is held{}; release the lock at a safe point and try again, or call with force to override the lock", if .detail.is_empty() { String::new() } else { format!(" ({})", .detail) })]
+    ApiLocked {
+        /// The call, e.g. `POST /v1/reboot`.
+        call: String,
+        /// The Supervisor's answer.
+        detail: String,
+    },
     /// The handle has been released.
     #[error("this update lock handle was already released{}; acquire a new lock", .path.as_ref().map(|p| format!(" ({})", p.display())).unwrap_or_default())]
     NotHeld {
@@ -229,6 +255,8 @@ impl Error {
             Error::Cancelled { .. } => ErrorCode::Cancelled,
             Error::NotHeld { .. } => ErrorCode::NotHeld,
             Error::Handover { .. } => ErrorCode::Handover,
+            Error::Api { .. } => ErrorCode::Api,
+            Error::ApiLocked { .. } => ErrorCode::Held,
         }
     }
 
@@ -248,6 +276,14 @@ impl Error {
         }
     }
 
+    /// The Supervisor API failure reason, for [`Error::Api`].
+    pub fn api_failure(&self) -> Option<ApiFailure> {
+        match self {
+            Error::Api { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+
     /// The path this error is about, when there is one.
     pub fn path(&self) -> Option<&Path> {
         match self {
@@ -260,6 +296,7 @@ impl Error {
             Error::Handover { socket, .. } => Some(socket),
             Error::Lost { paths, .. } => paths.first().map(PathBuf::as_path),
             Error::SupervisorUid { path } | Error::NotHeld { path } => path.as_deref(),
+            Error::Api { .. } | Error::ApiLocked { .. } => None,
         }
     }
 

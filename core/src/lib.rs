@@ -33,6 +33,7 @@
 //! Errors carry a stable [`ErrorCode`]; every binding exposes the same codes.
 #![deny(missing_docs)]
 
+mod api;
 mod dir;
 mod error;
 mod handover;
@@ -52,6 +53,7 @@ mod wait;
 #[cfg(feature = "tokio")]
 mod async_lock;
 
+pub use api::{ApiFailure, DeviceState, SafePoint, SupervisorApi, UpdateGate, DEFAULT_API_TIMEOUT};
 pub use error::{Error, ErrorCode, Result};
 pub use handover::{handover_complete, HandoverOptions};
 pub use holder::{ForeignKind, Holder, HolderRecord, RECORD_MAGIC, RECORD_VERSION, SUPERVISOR_UID};

@@ -39,6 +39,7 @@ from ._errors import (
     LockTimeoutError,
     NotHeldError,
     PermissionDeniedError,
+    SupervisorApiError,
     SupervisorUidError,
     UpdateLockError,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "HANDOVER_PROTOCOL_VERSION",
     "HANDOVER_REASONS",
     "HandoverError",
+    "SupervisorApiError",
     "HandoverRequest",
     "HandoverServer",
     "HandoverStatus",

@@ -202,6 +202,28 @@ class HandoverError(UpdateLockError):
         self.reason: Optional[str] = kwargs.get("reason")
 
 
+class SupervisorApiError(UpdateLockError):
+    """``api`` (11): a call to the Supervisor API failed. ``.reason`` says why:
+
+    * ``not-configured``: no address or key (not on a device, or the service lacks the
+      ``io.balena.features.supervisor-api`` label);
+    * ``unreachable``: nobody answers at the address;
+    * ``timeout``: no answer within the call's timeout;
+    * ``unauthorized``: the key was refused;
+    * ``http-status``: another error answer;
+    * ``bad-response``: an answer that is not the Supervisor's.
+
+    A refusal because an update lock is held (HTTP 423) raises :class:`LockHeldError`
+    instead. The API key never appears in the message."""
+
+    code = "api"
+    number = 11
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.reason: Optional[str] = kwargs.get("reason")
+
+
 ERRORS_BY_CODE: Dict[str, Type[UpdateLockError]] = {
     cls.code: cls
     for cls in (
@@ -215,6 +237,7 @@ ERRORS_BY_CODE: Dict[str, Type[UpdateLockError]] = {
         LockCancelledError,
         NotHeldError,
         HandoverError,
+        SupervisorApiError,
     )
 }
 """Exception class for each core code."""

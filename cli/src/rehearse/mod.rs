@@ -1,6 +1,7 @@
 //! `lockctl rehearse`: a local rehearsal of the Supervisor's update of one service, faithful
 //! to what the device does (see `docs/rehearse.md`).
 
+mod api_server;
 pub mod args;
 mod cleanup;
 mod monitor;

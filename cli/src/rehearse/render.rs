@@ -397,6 +397,7 @@ mod tests {
                 new_image_bytes: 1,
                 probe: None,
                 reboot: false,
+                api_address: "http://127.0.0.1:1".into(),
             },
             events: vec![Event {
                 t_ms: 12.5,

@@ -188,6 +188,8 @@ pub struct Settings {
     pub probe: Option<String>,
     /// A host OS reboot was rehearsed after the update.
     pub reboot: bool,
+    /// Where the rehearsal served the Supervisor API (the key is not reported).
+    pub api_address: String,
 }
 
 /// Everything about one rehearsal.

@@ -6,6 +6,8 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use update_lock::{HandoverOptions, LockOptions, SUPERVISOR_UID};
@@ -31,6 +33,8 @@ pub struct LockSettings {
     pub as_65534: bool,
     /// Lock override: delete the app's lock files first.
     pub force: bool,
+    /// The override asked for later, through the API (`POST /v1/update {"force": true}`).
+    pub force_flag: Arc<AtomicBool>,
     /// Longest pause between attempts.
     pub poll_interval: Duration,
     /// Give up (report the update as blocked) after this long.
@@ -58,7 +62,7 @@ impl SupervisorLock {
         let started = Instant::now();
         let mut attempt: u32 = 0;
         loop {
-            if s.force {
+            if s.force || s.force_flag.load(Ordering::SeqCst) {
                 delete_app_locks(dir, timeline);
             }
             attempt += 1;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::api_server::ApiServer;
 use super::monitor::Monitor;
 use super::plan::{Step, Strategy};
 use super::probe::{Probe, ProbeKind};
@@ -131,6 +132,8 @@ pub fn rehearse(cfg: &Config, strategy: Strategy, fell_back: bool) -> Result<Rep
         None => None,
     };
     let tl = Arc::new(Timeline::new(cfg.live));
+    let api = ApiServer::start(dir.clone(), Arc::clone(&tl))
+        .map_err(|e| Failure::other(EXIT_CANNOT_RUN, e))?;
     let supervisor = if cfg.documented {
         "documented"
     } else {
@@ -162,7 +165,9 @@ pub fn rehearse(cfg: &Config, strategy: Strategy, fell_back: bool) -> Result<Rep
             namespaced: cfg.namespaced,
             service_dir: dir.clone(),
             show_output: cfg.live,
+            extra_env: api.environment(),
         },
+        api,
         old: None,
         new: None,
         lock: None,
@@ -194,6 +199,7 @@ pub fn rehearse(cfg: &Config, strategy: Strategy, fell_back: bool) -> Result<Rep
     let Run {
         monitor,
         probe,
+        api,
         mut m,
         problems,
         mut notes,
@@ -204,6 +210,8 @@ pub fn rehearse(cfg: &Config, strategy: Strategy, fell_back: bool) -> Result<Rep
         p.finish();
     }
     let peaks = monitor.finish();
+    let api_address = api.address().to_string();
+    api.finish();
     let (events, spans) = tl.finish();
     if let Some(f) = fatal {
         return Err(f);
@@ -225,6 +233,7 @@ pub fn rehearse(cfg: &Config, strategy: Strategy, fell_back: bool) -> Result<Rep
         new_image_bytes: cfg.new_image,
         probe: cfg.probe.clone(),
         reboot: cfg.reboot,
+        api_address,
     };
     let (summary, expectations) = summarize(cfg, &events, &spans, &m);
     let ok = problems.is_empty() && expectations.iter().all(|e| e.met);
@@ -251,6 +260,7 @@ struct Run<'a> {
     monitor: Monitor,
     probe: Option<Probe>,
     launch: Launch,
+    api: ApiServer,
     old: Option<Version>,
     new: Option<Version>,
     lock: Option<SupervisorLock>,
@@ -331,6 +341,10 @@ impl Run<'_> {
             format!("a new release is the target: {}", self.strategy.name()),
         );
         self.m.update_start_ms = Some(t);
+        self.api.set(|s| {
+            s.pending = true;
+            s.status = "Downloading";
+        });
         for &step in self.strategy.steps() {
             self.step(step)?;
         }
@@ -340,7 +354,13 @@ impl Run<'_> {
             "the device runs the target release",
         );
         self.m.update_end_ms = Some(t);
-        self.check_new()?;
+        let checked = self.check_new();
+        // Downtime is the update's: stop probing before a reboot or the teardown stops the
+        // new version on purpose.
+        if let Some(p) = self.probe.take() {
+            p.finish();
+        }
+        checked?;
         if self.cfg.reboot {
             self.reboot()?;
         }
@@ -354,6 +374,7 @@ impl Run<'_> {
                 let settings = LockSettings {
                     as_65534: self.cfg.as_65534,
                     force: self.cfg.force,
+                    force_flag: self.api.force_flag(),
                     poll_interval: self.cfg.poll_interval,
                     timeout: self.cfg.timeout,
                 };
@@ -421,7 +442,16 @@ impl Run<'_> {
                 secs(self.cfg.download)
             ),
         );
-        std::thread::sleep(self.cfg.download);
+        // Ten steps, so that the API reports the download's progress.
+        for i in 1..=10u32 {
+            std::thread::sleep(self.cfg.download / 10);
+            self.api.set(|s| s.progress = Some(i * 10));
+        }
+        self.api.set(|s| {
+            s.downloaded = true;
+            s.progress = None;
+            s.status = "Idle";
+        });
         self.disk.add(self.cfg.new_image);
         self.tl.close(Lane::Download);
         self.tl
@@ -560,6 +590,9 @@ impl Run<'_> {
 
     /// Stop whatever still runs and give back the Supervisor's lock.
     fn teardown(&mut self) {
+        if let Some(p) = self.probe.take() {
+            p.finish();
+        }
         let running: Vec<&Version> = [self.old.as_ref(), self.new.as_ref()]
             .into_iter()
             .flatten()

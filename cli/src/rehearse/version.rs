@@ -32,6 +32,8 @@ pub struct Launch {
     pub service_dir: std::path::PathBuf,
     /// Print the version's output on stderr.
     pub show_output: bool,
+    /// More environment (the Supervisor API's address and key).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Launch {
@@ -49,7 +51,7 @@ impl Launch {
         let d = self.dir_inside();
         let lock = d.join("updates.lock").display().to_string();
         let signal = d.join("handover-complete").display().to_string();
-        vec![
+        let mut v: Vec<(String, String)> = vec![
             ("BALENA_APP_LOCK_PATH".into(), lock.clone()),
             ("RESIN_APP_LOCK_PATH".into(), lock),
             (
@@ -60,7 +62,9 @@ impl Launch {
             ("BALENA".into(), "1".into()),
             ("BALENA_SERVICE_NAME".into(), "main".into()),
             ("UPDATE_LOCK_REHEARSAL".into(), role.name().into()),
-        ]
+        ];
+        v.extend(self.extra_env.iter().cloned());
+        v
     }
 }
 
