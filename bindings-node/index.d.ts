@@ -387,3 +387,66 @@ export declare class HandoverServer {
   ): Promise<Peer | null>
   [Symbol.dispose](): void
 }
+
+/** What `GET /v1/device` says (the field names of `lockctl device --json`). */
+export interface DeviceState {
+  status: string | null
+  /** An update is waiting to be applied. */
+  update_pending: boolean
+  /** Its images are downloaded: with `update_pending`, the moment to let it in. */
+  update_downloaded: boolean
+  update_failed: boolean
+  /** Percent, while downloading. */
+  download_progress: number | null
+  commit: string | null
+  os_version: string | null
+  supervisor_version: string | null
+  ip_address: string | null
+}
+
+export interface SupervisorApiOptions {
+  /** Default `$BALENA_SUPERVISOR_ADDRESS`. */
+  address?: string
+  /** Default `$BALENA_SUPERVISOR_API_KEY`. */
+  key?: string
+  /** Milliseconds each call may take (default 10000). */
+  timeout?: number
+}
+
+/** A client of the Supervisor API; rejects with code `api` (see `ApiReason`) or `held` (HTTP 423). */
+export declare class SupervisorApi {
+  constructor(options?: SupervisorApiOptions)
+  readonly address: string
+  /** Milliseconds each call may take. */
+  readonly timeout: number
+  ping(): Promise<void>
+  device(): Promise<DeviceState>
+  update(options?: { force?: boolean }): Promise<void>
+  reboot(options?: { force?: boolean }): Promise<void>
+  restartService(service: string, options?: { appId?: number; force?: boolean }): Promise<void>
+}
+
+export interface UpdateGateOptions extends Omit<LockOptionsInit, 'signal'> {
+  /** Default: `new SupervisorApi()` from the environment. */
+  api?: SupervisorApi
+  /** Take the lock again after the update. */
+  retake?: boolean
+  /** Longest wait for the update to finish before retaking, ms (default 600000). */
+  settleTimeout?: number
+  /** How often to ask while waiting, ms (default 2000). */
+  pollInterval?: number
+}
+
+export type SafePoint = 'no-update' | 'released' | 'retaken' | 'retaken-unsettled'
+
+/** The update lock, held until a downloaded update waits and the app is at a safe point. */
+export declare class UpdateGate {
+  private constructor()
+  static acquire(options?: UpdateGateOptions): Promise<UpdateGate>
+  readonly api: SupervisorApi
+  /** Let a downloaded update in at this safe point; rejects (keeping the lock) when the API cannot be asked. */
+  safePoint(): Promise<SafePoint>
+  updateWaiting(): Promise<boolean>
+  readonly held: boolean
+  release(): void
+}

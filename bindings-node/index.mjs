@@ -17,5 +17,7 @@ export const {
   HandoverServer,
   HandoverRequest,
   listenerFd,
+  SupervisorApi,
+  UpdateGate,
 } = cjs
 export default cjs

@@ -112,6 +112,38 @@ export declare class NativeRequest {
   get pending(): boolean
 }
 
+/** The core's Supervisor API client. */
+export declare class NativeSupervisorApi {
+  /** A client; throws `api` (`not-configured`) without an address or key. */
+  constructor(init: ApiInit)
+  /** The address it calls. */
+  get address(): string
+  /** Milliseconds each call may take. */
+  get timeoutMs(): number
+  /** `GET /ping`. */
+  ping(): Promise<void>
+  /** `GET /v1/device` as JSON text. */
+  deviceJson(): Promise<string>
+  /** `POST /v1/update`. */
+  update(force: boolean): Promise<void>
+  /** `POST /v1/reboot`. */
+  reboot(force: boolean): Promise<void>
+  /** `POST /v2/applications/{appId}/restart-service`. */
+  restartService(appId: number, service: string, force: boolean): Promise<void>
+}
+
+/** The core's update gate. */
+export declare class NativeUpdateGate {
+  /** At a safe point: "no-update", "released", "retaken" or "retaken-unsettled". */
+  safePoint(): Promise<string>
+  /** Whether a downloaded update waits (one API call). */
+  updateWaiting(): Promise<boolean>
+  /** Whether the lock is held now. */
+  get held(): boolean
+  /** Release for good (idempotent). */
+  release(): void
+}
+
 /**
  * Lock options converted once into the core's type, so repeated locking with the same
  * options does not convert them again.
@@ -133,6 +165,16 @@ export declare function acquire(options: PreparedOptions, canceller?: Canceller 
 /** Take the lock, blocking the calling thread while waiting (for scripts). */
 export declare function acquireSync(options: PreparedOptions): NativeLock
 
+/** Options of `new SupervisorApi()` as the JavaScript wrapper passes them. */
+export interface ApiInit {
+  /** e.g. `http://127.0.0.1:48484`; missing: `$BALENA_SUPERVISOR_ADDRESS`. */
+  address?: string
+  /** Missing: `$BALENA_SUPERVISOR_API_KEY`. */
+  key?: string
+  /** How long each call may take, in milliseconds (default 10000). */
+  timeoutMs?: number
+}
+
 /**
  * The core's `Error::Cancelled` for these options, as a JavaScript error (for an abort
  * that lands after the native acquisition finished; the wrapper releases the lock first).
@@ -141,6 +183,16 @@ export declare function cancelled(options: PreparedOptions, by?: string | undefi
 
 /** Every stable error code with its number, in numeric order: `[["held", 1], ...]`. */
 export declare function errorCodes(): Array<[string, number]>
+
+/** Options of the update gate beyond the lock's. */
+export interface GateInit {
+  /** Take the lock again after the update (default false). */
+  retake?: boolean
+  /** Longest wait for the update to finish before retaking, ms (default 600000). */
+  settleTimeoutMs?: number
+  /** How often to ask while waiting, ms (default 2000). */
+  pollIntervalMs?: number
+}
 
 /**
  * A descriptor to hand over: its label and the app's descriptor number (a copy is sent;
@@ -269,3 +321,6 @@ export declare function takeOverSync(options: RendezvousInit): NativeInheritance
  * zero timeout, a held lock throws `held` as usual; any other error throws.
  */
 export declare function tryAcquire(options: PreparedOptions): NativeLock | null
+
+/** Take the lock (on the blocking pool) and resolve with the gate. */
+export declare function updateGateAcquire(api: NativeSupervisorApi, lock: PreparedOptions, gate: GateInit): Promise<NativeUpdateGate>

@@ -116,6 +116,28 @@ typedef enum ul_result {
 } ul_result;
 
 /**
+ * What `ul_update_gate_safe_point` did.
+ */
+typedef enum ul_safe_point {
+  /**
+   * No downloaded update waits: the lock is still held.
+   */
+  UL_SAFE_POINT_NO_UPDATE = 0,
+  /**
+   * An update waited: the lock was released (the Supervisor may now stop this service).
+   */
+  UL_SAFE_POINT_RELEASED = 1,
+  /**
+   * Released for the update, which finished, and taken again.
+   */
+  UL_SAFE_POINT_RETAKEN = 2,
+  /**
+   * Released, and taken again when the settle timeout ran out before the update finished.
+   */
+  UL_SAFE_POINT_RETAKEN_UNSETTLED = 3,
+} ul_safe_point;
+
+/**
  * The state of one lock path (`state` in `lockctl status --json`; `ul_state_name` gives
  * that string).
  */
@@ -190,6 +212,11 @@ typedef enum ul_foreign_kind {
 } ul_foreign_kind;
 
 /**
+ * A Supervisor API client. Opaque; made by `ul_api_new`, freed by `ul_api_free`.
+ */
+typedef struct ul_api ul_api;
+
+/**
  * A cancellation token (opaque; wraps the core's `CancelToken`, an eventfd). Created by
  * `ul_cancel_token_new`, freed by `ul_cancel_token_free`. Put it in `ul_options.cancel`;
  * `ul_cancel_token_cancel` then ends any wait using it with `UL_ERR_CANCELLED` (nothing is
@@ -255,6 +282,107 @@ typedef struct ul_inheritance ul_inheritance;
  * of the descriptors (the parent keeps its lock).
  */
 typedef struct ul_lock ul_lock;
+
+/**
+ * The update lock, held until a downloaded update waits and the app calls
+ * `ul_update_gate_safe_point`. Opaque; freed by `ul_update_gate_free`.
+ */
+typedef struct ul_update_gate ul_update_gate;
+
+/**
+ * What `GET /v1/device` says. Filled by `ul_api_device`; strings are truncated to fit
+ * (always NUL-terminated) and empty when the Supervisor left them out.
+ */
+typedef struct ul_device_state {
+  /**
+   * An update is waiting to be applied.
+   */
+  bool update_pending;
+  /**
+   * Its images are downloaded (with `update_pending`: the moment to let it in).
+   */
+  bool update_downloaded;
+  /**
+   * The last update failed.
+   */
+  bool update_failed;
+  /**
+   * Download progress in percent, or -1.
+   */
+  int32_t download_progress;
+  /**
+   * The Supervisor's status, e.g. "Idle", "Downloading".
+   */
+  char status[32];
+  /**
+   * The release the device runs.
+   */
+  char commit[72];
+} ul_device_state;
+
+/**
+ * What to lock and how. Caller-owned; initialise it with `ul_options_init` (which sets
+ * `struct_size` and the defaults), then change the fields you need.
+ *
+ * Fields may be added at the end in later versions: the library reads only the first
+ * `struct_size` bytes, so a program built against an older header keeps working.
+ *
+ * ```c
+ * const char *paths[] = { "/tmp/balena/updates.lock" };
+ * ul_options opts;
+ * ul_options_init(&opts, sizeof opts);
+ * opts.paths = paths;
+ * opts.path_count = 1;
+ * opts.timeout_ms = 30000;
+ * ```
+ */
+typedef struct ul_options {
+  /**
+   * Size of the caller's struct in bytes (`sizeof(ul_options)`); set by `ul_options_init`.
+   */
+  size_t struct_size;
+  /**
+   * The lock paths, in locking order (`path_count` entries). NULL or a count of 0 means
+   * the defaults: `$BALENA_APP_LOCK_PATH` (else `$RESIN_APP_LOCK_PATH`, else
+   * `/tmp/balena/updates.lock`) plus, with `legacy`, `/tmp/resin/resin-updates.lock`.
+   * Borrowed for the duration of each call only.
+   */
+  const char *const *paths;
+  /**
+   * Number of entries in `paths`.
+   */
+  size_t path_count;
+  /**
+   * With the default paths, also lock the legacy `/tmp/resin/resin-updates.lock`.
+   * Default true; ignored when `paths` are given.
+   */
+  bool legacy;
+  /**
+   * How long `ul_acquire` waits: negative waits forever (default -1), 0 tries once,
+   * otherwise milliseconds (monotonic clock).
+   */
+  int64_t timeout_ms;
+  /**
+   * Take over locks left by dead holders (our record, nobody holds its flock). Default
+   * true.
+   */
+  bool reclaim_stale;
+  /**
+   * Create a missing lock directory with mode 1777, as the Supervisor does. Default true.
+   */
+  bool create_dir;
+  /**
+   * Program name written in the holder record (UTF-8), shown by `lockctl status`. NULL
+   * (default) means this process's name.
+   */
+  const char *program;
+  /**
+   * A token that cancels a waiting `ul_acquire` from another thread or a signal handler
+   * (`ul_cancel_token_cancel`). NULL (default): no cancellation. Borrowed: it must stay
+   * alive until the call returns.
+   */
+  const struct ul_cancel_token *cancel;
+} ul_options;
 
 /**
  * The holder record update-lock writes into every lock file it creates (informational:
@@ -366,70 +494,6 @@ typedef struct ul_holder {
    */
   const char *description;
 } ul_holder;
-
-/**
- * What to lock and how. Caller-owned; initialise it with `ul_options_init` (which sets
- * `struct_size` and the defaults), then change the fields you need.
- *
- * Fields may be added at the end in later versions: the library reads only the first
- * `struct_size` bytes, so a program built against an older header keeps working.
- *
- * ```c
- * const char *paths[] = { "/tmp/balena/updates.lock" };
- * ul_options opts;
- * ul_options_init(&opts, sizeof opts);
- * opts.paths = paths;
- * opts.path_count = 1;
- * opts.timeout_ms = 30000;
- * ```
- */
-typedef struct ul_options {
-  /**
-   * Size of the caller's struct in bytes (`sizeof(ul_options)`); set by `ul_options_init`.
-   */
-  size_t struct_size;
-  /**
-   * The lock paths, in locking order (`path_count` entries). NULL or a count of 0 means
-   * the defaults: `$BALENA_APP_LOCK_PATH` (else `$RESIN_APP_LOCK_PATH`, else
-   * `/tmp/balena/updates.lock`) plus, with `legacy`, `/tmp/resin/resin-updates.lock`.
-   * Borrowed for the duration of each call only.
-   */
-  const char *const *paths;
-  /**
-   * Number of entries in `paths`.
-   */
-  size_t path_count;
-  /**
-   * With the default paths, also lock the legacy `/tmp/resin/resin-updates.lock`.
-   * Default true; ignored when `paths` are given.
-   */
-  bool legacy;
-  /**
-   * How long `ul_acquire` waits: negative waits forever (default -1), 0 tries once,
-   * otherwise milliseconds (monotonic clock).
-   */
-  int64_t timeout_ms;
-  /**
-   * Take over locks left by dead holders (our record, nobody holds its flock). Default
-   * true.
-   */
-  bool reclaim_stale;
-  /**
-   * Create a missing lock directory with mode 1777, as the Supervisor does. Default true.
-   */
-  bool create_dir;
-  /**
-   * Program name written in the holder record (UTF-8), shown by `lockctl status`. NULL
-   * (default) means this process's name.
-   */
-  const char *program;
-  /**
-   * A token that cancels a waiting `ul_acquire` from another thread or a signal handler
-   * (`ul_cancel_token_cancel`). NULL (default): no cancellation. Borrowed: it must stay
-   * alive until the call returns.
-   */
-  const struct ul_cancel_token *cancel;
-} ul_options;
 
 /**
  * Which hand-over signal files `ul_handover_complete` writes (and `ul_status` reports).
@@ -726,6 +790,103 @@ typedef struct ul_status_report {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Make a client. `address` (e.g. "http://127.0.0.1:48484") and `key` default, when NULL,
+ * to `$BALENA_SUPERVISOR_ADDRESS` and `$BALENA_SUPERVISOR_API_KEY` (the Supervisor sets
+ * them for services with the `io.balena.features.supervisor-api` label). `timeout_ms`
+ * bounds every call (0: 10000). Returns `UL_ERR_API` with reason "not-configured" when
+ * there is no address or key.
+ *
+ * # Safety
+ * `address` and `key` are NULL or NUL-terminated strings; `out` is writable.
+ */
+enum ul_result ul_api_new(const char *address,
+                          const char *key,
+                          uint32_t timeout_ms,
+                          struct ul_api **out);
+
+/**
+ * Free a client (NULL is accepted).
+ *
+ * # Safety
+ * `api` is NULL or a handle from `ul_api_new`, not used afterwards.
+ */
+void ul_api_free(struct ul_api *api);
+
+/**
+ * `GET /ping`: is the Supervisor there?
+ *
+ * # Safety
+ * `api` is a live handle.
+ */
+enum ul_result ul_api_ping(const struct ul_api *api);
+
+/**
+ * `GET /v1/device` into `*out`.
+ *
+ * # Safety
+ * `api` is a live handle; `out` is writable.
+ */
+enum ul_result ul_api_device(const struct ul_api *api, struct ul_device_state *out);
+
+/**
+ * `POST /v1/update`: check for an update now; `force` overrides update locks.
+ *
+ * # Safety
+ * `api` is a live handle.
+ */
+enum ul_result ul_api_update(const struct ul_api *api, bool force);
+
+/**
+ * `POST /v1/reboot`: `UL_ERR_HELD` (HTTP 423) while an update lock is held, unless `force`.
+ *
+ * # Safety
+ * `api` is a live handle.
+ */
+enum ul_result ul_api_reboot(const struct ul_api *api, bool force);
+
+/**
+ * Take the update lock with `opts` (as `ul_acquire`) and keep it until a downloaded update
+ * waits and the app calls `ul_update_gate_safe_point`. With `retake`, the lock is taken
+ * again after the update (or after `settle_timeout_ms`, 0: 600000), asking every
+ * `poll_ms` (0: 2000). `api` is borrowed for this call only (the gate keeps its own copy).
+ *
+ * # Safety
+ * `opts` is NULL or a valid `ul_options`; `api` is a live handle; `out` is writable.
+ */
+enum ul_result ul_update_gate_acquire(const struct ul_options *opts,
+                                      const struct ul_api *api,
+                                      bool retake,
+                                      uint32_t settle_timeout_ms,
+                                      uint32_t poll_ms,
+                                      struct ul_update_gate **out);
+
+/**
+ * The app is at a safe point: if a downloaded update waits, release the lock (and with
+ * `retake`, wait for it and take the lock again). `*outcome` says what happened. When the
+ * API cannot be asked it returns `UL_ERR_API` and the lock **stays held**.
+ *
+ * # Safety
+ * `gate` is a live handle used by one thread at a time; `outcome` is writable.
+ */
+enum ul_result ul_update_gate_safe_point(struct ul_update_gate *gate, enum ul_safe_point *outcome);
+
+/**
+ * Whether the gate holds the lock now (false for NULL).
+ *
+ * # Safety
+ * `gate` is NULL or a live handle.
+ */
+bool ul_update_gate_held(const struct ul_update_gate *gate);
+
+/**
+ * Release the lock (if held) and free the gate; NULL is accepted.
+ *
+ * # Safety
+ * `gate` is NULL or a live handle, not used afterwards.
+ */
+enum ul_result ul_update_gate_free(struct ul_update_gate *gate);
 
 /**
  * Create a token. On success `*out` owns it (free it with `ul_cancel_token_free`); on

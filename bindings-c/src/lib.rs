@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 #![allow(non_camel_case_types)]
 
+pub mod api;
 pub mod cancel;
 pub mod error;
 pub mod lock;

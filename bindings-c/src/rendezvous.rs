@@ -142,7 +142,7 @@ impl CPeer {
 ///
 /// # Safety
 /// `s` is NULL or a NUL-terminated string.
-unsafe fn utf8_arg<'a>(
+pub(crate) unsafe fn utf8_arg<'a>(
     s: *const c_char,
     func: &str,
     arg: &str,

@@ -2020,6 +2020,116 @@ static void test_handover_arguments(void)
 
 /* ------------------------------------------------------------------------------------ */
 
+
+/* ------------------------------------------------------------------------------------ */
+/* The Supervisor API and the update gate */
+
+static const char *self_path;
+
+static void test_api_not_configured_unreachable_timeout(void)
+{
+    ul_api *api = (ul_api *)1;
+    int silent;
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    char addr[64];
+    unsetenv("BALENA_SUPERVISOR_ADDRESS");
+    unsetenv("RESIN_SUPERVISOR_ADDRESS");
+    CHECK_RESULT(ul_api_new(NULL, NULL, 0, &api), UL_ERR_API);
+    CHECK(api == NULL, "out is NULL on failure");
+    CHECK(strcmp(ul_last_error_api_reason(), "not-configured") == 0, "reason %s", ul_last_error_api_reason());
+    CHECK_MESSAGE_HAS("io.balena.features.supervisor-api");
+    CHECK_RESULT(ul_api_new("127.0.0.1:48484", "k", 0, &api), UL_ERR_API);
+    CHECK_MESSAGE_HAS("not an http:// address");
+    CHECK_RESULT(ul_api_new(NULL, NULL, 0, NULL), UL_ERR_NULL_ARGUMENT);
+    CHECK(ul_last_error_api_reason() == NULL, "no api reason for a binding error");
+    /* Listening (connections complete in the backlog), never answering: a timeout. */
+    silent = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(bind(silent, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(silent, 8) == 0 &&
+              getsockname(silent, (struct sockaddr *)&sa, &len) == 0,
+          "listen: %s", strerror(errno));
+    snprintf(addr, sizeof addr, "http://127.0.0.1:%d", ntohs(sa.sin_port));
+    CHECK_RESULT(ul_api_new(addr, "c-secret-key-42", 300, &api), UL_OK);
+    CHECK_RESULT(ul_api_ping(api), UL_ERR_API);
+    CHECK(strcmp(ul_last_error_api_reason(), "timeout") == 0, "reason %s", ul_last_error_api_reason());
+    CHECK_MESSAGE_HAS("within 0.3 s");
+    CHECK(strstr(last_message(), "c-secret-key-42") == NULL, "the key leaked: %s", last_message());
+    close(silent);
+    /* Nobody there any more. */
+    CHECK_RESULT(ul_api_update(api, true), UL_ERR_API);
+    CHECK(strcmp(ul_last_error_api_reason(), "unreachable") == 0, "reason %s", ul_last_error_api_reason());
+    CHECK_RESULT(ul_api_device(api, NULL), UL_ERR_NULL_ARGUMENT);
+    CHECK_RESULT(ul_api_ping(NULL), UL_ERR_NULL_ARGUMENT);
+    ul_api_free(api);
+    ul_api_free(NULL);
+    CHECK_RESULT(ul_update_gate_free(NULL), UL_OK);
+    CHECK(!ul_update_gate_held(NULL), "NULL gate holds nothing");
+}
+
+/* The old version of the rehearsal below: hold the lock, and let the update in at the
+ * first safe point after the download. */
+static volatile sig_atomic_t gate_app_stop;
+static void gate_app_on_term(int sig)
+{
+    (void)sig;
+    gate_app_stop = 1;
+}
+
+static int gate_app(void)
+{
+    ul_api *api = NULL;
+    ul_update_gate *gate = NULL;
+    ul_options o;
+    ul_safe_point outcome = UL_SAFE_POINT_NO_UPDATE;
+    signal(SIGTERM, gate_app_on_term);
+    if (ul_api_new(NULL, NULL, 5000, &api) != UL_OK || ul_options_init(&o, sizeof o) != UL_OK ||
+        ul_update_gate_acquire(&o, api, false, 0, 50, &gate) != UL_OK) {
+        fprintf(stderr, "gate app: %s\n", last_message());
+        return 1;
+    }
+    while (outcome == UL_SAFE_POINT_NO_UPDATE && !gate_app_stop) {
+        usleep(50000); /* one unit of work */
+        if (ul_update_gate_safe_point(gate, &outcome) != UL_OK) {
+            fprintf(stderr, "gate app: %s\n", last_message());
+            break;
+        }
+    }
+    printf("safe point: %d\n", (int)outcome);
+    fflush(stdout);
+    while (!gate_app_stop)
+        pause();
+    ul_update_gate_free(gate);
+    ul_api_free(api);
+    return 0;
+}
+
+static void test_api_gate_end_to_end_under_rehearse(void)
+{
+    char svc[] = "/tmp/ul-c-gate.XXXXXX";
+    char old_cmd[700], report[800];
+    const char *json;
+    int st = 0, fd;
+    CHECK(mkdtemp(svc) != NULL && chmod(svc, 01777) == 0, "mkdtemp: %s", strerror(errno));
+    snprintf(old_cmd, sizeof old_cmd, "exec %s --gate-app", self_path);
+    snprintf(report, sizeof report, "%s/report.json", svc);
+    fd = open(report, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    st = run_to(fd, (char *const[]){(char *)lockctl, "rehearse", "--json", "-q", "--service-dir", svc,
+                                    "--download", "0.5s", "--update-after", "0.3s", "--observe", "0.2s",
+                                    "--stop-grace", "2s", "--old", old_cmd, "--new",
+                                    "trap 'exit 0' TERM; sleep 100 & wait", NULL});
+    close(fd);
+    json = slurp(report);
+    RUN("rm", "-rf", svc);
+    CHECK(st == 0, "rehearse exited %d: %.600s", st, json);
+    CHECK(strstr(json, "\"ok\": true") != NULL, "report: %.600s", json);
+    CHECK(strstr(json, "\"lock_attempts\": 1,") != NULL || strstr(json, "\"lock_attempts\": 2,") != NULL,
+          "let in at the first safe point: %.900s", strstr(json, "\"summary\""));
+    CHECK(strstr(json, "\"old_exit\": \"exit 0\"") != NULL, "the gate app stopped cleanly");
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -2056,6 +2166,8 @@ static const struct {
     T(test_handover_refused_and_failed_grant_keep_serving),
     T(test_handover_accept_timeout_cancel_close),
     T(test_handover_arguments),
+    T(test_api_not_configured_unreachable_timeout),
+    T(test_api_gate_end_to_end_under_rehearse),
 #undef T
 };
 
@@ -2075,6 +2187,9 @@ int main(int argc, char **argv)
     size_t i;
     int passed = 0, failed = 0;
     const char *base = getenv("TMPDIR");
+    self_path = argv[0];
+    if (argc == 2 && strcmp(argv[1], "--gate-app") == 0)
+        return gate_app();
     lockctl = getenv("LOCKCTL");
     if (lockctl == NULL || access(lockctl, X_OK) != 0) {
         fprintf(stderr, "set LOCKCTL to the lockctl binary (cargo build -p lockctl)\n");

@@ -17,6 +17,7 @@ use napi::bindgen_prelude::*;
 use napi::{Env, JsValue};
 use napi_derive::napi;
 use serde_json::{Map, Number, Value};
+pub mod api;
 pub mod handover;
 
 use update_lock::{

@@ -10,6 +10,8 @@
 //! turns them into `socket.socket` / file objects.
 #![deny(missing_docs)]
 
+mod api;
+
 use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -782,6 +784,8 @@ fn _update_lock(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(default_handover_paths, m)?)?;
     m.add_function(wrap_pyfunction!(error_codes, m)?)?;
     m.add_class::<NativeHandoverServer>()?;
+    m.add_class::<api::NativeSupervisorApi>()?;
+    m.add_class::<api::NativeUpdateGate>()?;
     m.add_class::<NativeHandoverRequest>()?;
     m.add_function(wrap_pyfunction!(handover_take, m)?)?;
     m.add_function(wrap_pyfunction!(handover_reasons, m)?)?;

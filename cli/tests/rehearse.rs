@@ -933,3 +933,30 @@ fn a_tcp_probe_counts_the_update_outage_and_not_the_teardown() {
     assert_nothing_left(&t1);
     assert_nothing_left(&t2);
 }
+
+#[test]
+fn a_service_dir_the_supervisor_cannot_reach_is_refused_before_anything_runs() {
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        parent.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let d = parent.path().join("svc");
+    std::fs::create_dir(&d).unwrap();
+    let (c, r, err) = rehearse(&[
+        "--service-dir",
+        d.to_str().unwrap(),
+        "--old",
+        "true",
+        "--new",
+        "true",
+    ]);
+    assert_eq!(c, 64, "{err}");
+    assert!(
+        err.contains("uid 65534 (the Supervisor's lockfile) cannot reach it")
+            && err.contains("mode 700"),
+        "{err}"
+    );
+    assert_eq!(r, Value::Null);
+}

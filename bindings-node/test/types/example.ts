@@ -2,6 +2,8 @@
 // the @ts-expect-error lines prove the types are not just `any`.
 import { lock, lockSync, withLock, status, handoverComplete, prepare, codes, UpdateLockError } from 'update-lock'
 import type { UpdateLock, StatusReport, ErrorCode, LockOptionsInit } from 'update-lock'
+import { SupervisorApi, UpdateGate } from 'update-lock'
+import type { ApiReason, DeviceState, SafePoint } from 'update-lock'
 
 async function main(): Promise<number> {
   const ac = new AbortController()
@@ -90,10 +92,25 @@ async function handover(): Promise<void> {
     await takeOver()
   } catch (e) {
     if (e instanceof UpdateLockError && e.code === 'handover') {
-      const reason: HandoverReason | undefined = e.reason
+      // `reason` is a HandoverReason for code 'handover' and an ApiReason for code 'api'.
+      const reason = e.reason as HandoverReason | undefined
       void reason
     }
   }
+  const api = new SupervisorApi({ timeout: 2000 })
+  const device: DeviceState = await api.device()
+  const gate = await UpdateGate.acquire({ api, retake: true, settleTimeout: 60000 })
+  const outcome: SafePoint = await gate.safePoint()
+  gate.release()
+  try {
+    await api.reboot({ force: false })
+  } catch (e) {
+    if (e instanceof UpdateLockError && e.code === 'api') {
+      const why = e.reason as ApiReason | undefined
+      void why
+    }
+  }
+  void device.update_pending, outcome
   // @ts-expect-error not a reason
   const badReason: HandoverReason = 'gone'
   void done, badReason, server.socketPath, server.serving

@@ -28,6 +28,7 @@ import os
 from typing import Iterable, List, Union
 
 from . import _update_lock as _native
+from ._api import DeviceState, SupervisorApi, UpdateGate
 from ._errors import (
     ERRORS_BY_CODE,
     HandoverError,
@@ -88,8 +89,8 @@ __all__ = [
     "HANDOVER_MAX_FDS",
     "HANDOVER_PROTOCOL_VERSION",
     "HANDOVER_REASONS",
+    "DeviceState",
     "HandoverError",
-    "SupervisorApiError",
     "HandoverRequest",
     "HandoverServer",
     "HandoverStatus",
@@ -112,7 +113,10 @@ __all__ = [
     "STATUS_SCHEMA",
     "SUPERVISOR_UID",
     "StatusReport",
+    "SupervisorApi",
+    "SupervisorApiError",
     "SupervisorUidError",
+    "UpdateGate",
     "UpdateLockError",
     "default_handover_paths",
     "default_handover_socket",

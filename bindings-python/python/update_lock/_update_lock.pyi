@@ -26,6 +26,8 @@ __all__ = [
     "NativeLock",
     "STATUS_SCHEMA",
     "SUPERVISOR_UID",
+    "SupervisorApi",
+    "UpdateGate",
     "__version__",
     "default_handover_paths",
     "default_handover_socket",
@@ -165,3 +167,55 @@ class HandoverServer:
     @property
     def socket_path(self) -> str:
         """The socket path."""
+
+@final
+class SupervisorApi:
+    """The core's Supervisor API client."""
+
+    def __new__(
+        cls, address: Optional[str] = None, key: Optional[str] = None, timeout: float = 10.0
+    ) -> "SupervisorApi": ...
+    @property
+    def address(self) -> str:
+        """The address it calls."""
+    @property
+    def timeout(self) -> float:
+        """Seconds each call may take."""
+    def ping(self) -> None:
+        """GET /ping."""
+    def device_json(self) -> str:
+        """GET /v1/device as JSON text."""
+    def update(self, force: bool = False) -> None:
+        """POST /v1/update."""
+    def reboot(self, force: bool = False) -> None:
+        """POST /v1/reboot."""
+    def restart_service(self, app_id: int, service: str, force: bool = False) -> None:
+        """POST /v2/applications/{app_id}/restart-service."""
+
+@final
+class UpdateGate:
+    """The core's update gate."""
+
+    def __new__(
+        cls,
+        api: SupervisorApi,
+        paths: Optional[Sequence[_Path]] = None,
+        timeout: Optional[float] = None,
+        legacy: bool = True,
+        reclaim_stale: bool = True,
+        program: Optional[str] = None,
+        retake: bool = False,
+        settle_timeout: float = 600.0,
+        poll_interval: float = 2.0,
+    ) -> "UpdateGate": ...
+    def acquire(self) -> None:
+        """Take the lock."""
+    def safe_point(self) -> str:
+        """no-update, released, retaken or retaken-unsettled."""
+    def update_waiting(self) -> bool:
+        """Whether a downloaded update waits."""
+    @property
+    def held(self) -> bool:
+        """Whether the lock is held."""
+    def release(self) -> None:
+        """Release for good."""

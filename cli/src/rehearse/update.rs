@@ -90,6 +90,29 @@ fn service_dir(cfg: &Config) -> Result<PathBuf, Failure> {
                 ),
             ));
         }
+        if cfg.as_65534 {
+            use std::os::unix::fs::PermissionsExt;
+            // The Supervisor's lockfile runs as uid 65534: it must reach the directory.
+            let abs = std::fs::canonicalize(d).unwrap_or_else(|_| d.clone());
+            for a in abs.ancestors().skip(1) {
+                let mode = a
+                    .metadata()
+                    .map(|m| m.permissions().mode())
+                    .unwrap_or(0o755);
+                if mode & 0o001 == 0 {
+                    return Err(Failure::other(
+                        crate::failure::EXIT_USAGE,
+                        format!(
+                            "--service-dir {}: uid 65534 (the Supervisor's lockfile) cannot reach it: {} is mode {:o}; use a directory under /tmp, or chmod o+x {}",
+                            d.display(),
+                            a.display(),
+                            mode & 0o7777,
+                            a.display()
+                        ),
+                    ));
+                }
+            }
+        }
         return Ok(d.clone());
     }
     for n in 0..1000u32 {
