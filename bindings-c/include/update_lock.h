@@ -847,6 +847,18 @@ enum ul_result ul_api_update(const struct ul_api *api, bool force);
 enum ul_result ul_api_reboot(const struct ul_api *api, bool force);
 
 /**
+ * `POST /v2/applications/{app_id}/restart-service` for `service` (UTF-8); `UL_ERR_HELD`
+ * while an update lock is held, unless `force`.
+ *
+ * # Safety
+ * `api` is a live handle; `service` a NUL-terminated string.
+ */
+enum ul_result ul_api_restart_service(const struct ul_api *api,
+                                      uint64_t app_id,
+                                      const char *service,
+                                      bool force);
+
+/**
  * Take the update lock with `opts` (as `ul_acquire`) and keep it until a downloaded update
  * waits and the app calls `ul_update_gate_safe_point`. With `retake`, the lock is taken
  * again after the update (or after `settle_timeout_ms`, 0: 600000), asking every

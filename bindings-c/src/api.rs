@@ -59,13 +59,6 @@ pub struct ul_update_gate {
     inner: Option<UpdateGate>,
 }
 
-fn env_first(names: [&str; 2]) -> Option<String> {
-    names
-        .iter()
-        .filter_map(|n| std::env::var(n).ok())
-        .find(|v| !v.is_empty())
-}
-
 /// Make a client. `address` (e.g. "http://127.0.0.1:48484") and `key` default, when NULL,
 /// to `$BALENA_SUPERVISOR_ADDRESS` and `$BALENA_SUPERVISOR_API_KEY` (the Supervisor sets
 /// them for services with the `io.balena.features.supervisor-api` label). `timeout_ms`
@@ -92,18 +85,7 @@ pub unsafe extern "C" fn ul_api_new(
         let a = unsafe { utf8_arg(address, F, "address") }?;
         // SAFETY: forwarded from the caller.
         let k = unsafe { utf8_arg(key, F, "key") }?;
-        let api = match (a, k) {
-            (None, None) => SupervisorApi::from_env()?,
-            (a, k) => {
-                let a = a.map(str::to_string).or_else(|| {
-                    env_first(["BALENA_SUPERVISOR_ADDRESS", "RESIN_SUPERVISOR_ADDRESS"])
-                });
-                let k = k.map(str::to_string).or_else(|| {
-                    env_first(["BALENA_SUPERVISOR_API_KEY", "RESIN_SUPERVISOR_API_KEY"])
-                });
-                SupervisorApi::new(a.as_deref().unwrap_or(""), k.as_deref().unwrap_or(""))?
-            }
-        };
+        let api = SupervisorApi::configure(a, k)?;
         let ms = if timeout_ms == 0 { 10_000 } else { timeout_ms };
         let handle = Box::into_raw(Box::new(ul_api {
             inner: api.with_timeout(Duration::from_millis(u64::from(ms))),
@@ -209,6 +191,28 @@ pub unsafe extern "C" fn ul_api_reboot(api: *const ul_api, force: bool) -> ul_re
     // SAFETY: forwarded from the caller.
     guard("ul_api_reboot", || {
         Ok(unsafe { client(api, "ul_api_reboot") }?.reboot(force)?)
+    })
+}
+
+/// `POST /v2/applications/{app_id}/restart-service` for `service` (UTF-8); `UL_ERR_HELD`
+/// while an update lock is held, unless `force`.
+///
+/// # Safety
+/// `api` is a live handle; `service` a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ul_api_restart_service(
+    api: *const ul_api,
+    app_id: u64,
+    service: *const c_char,
+    force: bool,
+) -> ul_result {
+    const F: &str = "ul_api_restart_service";
+    guard(F, || {
+        // SAFETY: forwarded from the caller.
+        let svc = unsafe { utf8_arg(service, F, "service") }?
+            .ok_or_else(|| Failure::null(F, "service"))?;
+        // SAFETY: forwarded from the caller.
+        Ok(unsafe { client(api, F) }?.restart_service(app_id, svc, force)?)
     })
 }
 

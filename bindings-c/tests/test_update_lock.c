@@ -2063,6 +2063,8 @@ static void test_api_not_configured_unreachable_timeout(void)
     CHECK(strcmp(ul_last_error_api_reason(), "unreachable") == 0, "reason %s", ul_last_error_api_reason());
     CHECK_RESULT(ul_api_device(api, NULL), UL_ERR_NULL_ARGUMENT);
     CHECK_RESULT(ul_api_ping(NULL), UL_ERR_NULL_ARGUMENT);
+    CHECK_RESULT(ul_api_restart_service(api, 1, NULL, false), UL_ERR_NULL_ARGUMENT);
+    CHECK_RESULT(ul_api_restart_service(api, 1, "main", false), UL_ERR_API);
     ul_api_free(api);
     ul_api_free(NULL);
     CHECK_RESULT(ul_update_gate_free(NULL), UL_OK);

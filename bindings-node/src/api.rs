@@ -22,13 +22,6 @@ pub struct ApiInit {
     pub timeout_ms: Option<f64>,
 }
 
-fn env_first(names: [&str; 2]) -> Option<String> {
-    names
-        .iter()
-        .filter_map(|n| std::env::var(n).ok())
-        .find(|v| !v.is_empty())
-}
-
 fn millis(name: &str, ms: f64) -> Result<Duration> {
     if ms > 0.0 {
         if let Ok(d) = Duration::try_from_secs_f64(ms / 1000.0) {
@@ -74,19 +67,8 @@ impl NativeSupervisorApi {
     #[napi(constructor)]
     pub fn new(env: Env, init: ApiInit) -> Result<Self> {
         let timeout = millis("timeout", init.timeout_ms.unwrap_or(10_000.0))?;
-        let api = match (init.address, init.key) {
-            (None, None) => SupervisorApi::from_env(),
-            (a, k) => {
-                let a = a.or_else(|| {
-                    env_first(["BALENA_SUPERVISOR_ADDRESS", "RESIN_SUPERVISOR_ADDRESS"])
-                });
-                let k = k.or_else(|| {
-                    env_first(["BALENA_SUPERVISOR_API_KEY", "RESIN_SUPERVISOR_API_KEY"])
-                });
-                SupervisorApi::new(a.as_deref().unwrap_or(""), k.as_deref().unwrap_or(""))
-            }
-        }
-        .map_err(|e| js_error(&env, &e))?;
+        let api = SupervisorApi::configure(init.address.as_deref(), init.key.as_deref())
+            .map_err(|e| js_error(&env, &e))?;
         Ok(NativeSupervisorApi {
             api: api.with_timeout(timeout),
         })

@@ -10,19 +10,12 @@ use pyo3::prelude::*;
 
 use update_lock::{LockOptions, SafePoint, SupervisorApi, UpdateGate};
 
-use crate::{seconds_arg, timeout_from, to_py};
+use crate::{seconds_arg, to_py};
 
 /// The core's Supervisor API client.
 #[pyclass(frozen, name = "SupervisorApi", module = "update_lock._update_lock")]
 pub struct NativeSupervisorApi {
     api: SupervisorApi,
-}
-
-fn env_first(names: [&str; 2]) -> Option<String> {
-    names
-        .iter()
-        .filter_map(|n| std::env::var(n).ok())
-        .find(|v| !v.is_empty())
 }
 
 #[pymethods]
@@ -37,19 +30,8 @@ impl NativeSupervisorApi {
         timeout: f64,
     ) -> PyResult<Self> {
         let timeout = seconds_arg("timeout", timeout)?;
-        let api = match (address, key) {
-            (None, None) => SupervisorApi::from_env(),
-            (a, k) => {
-                let a = a.or_else(|| {
-                    env_first(["BALENA_SUPERVISOR_ADDRESS", "RESIN_SUPERVISOR_ADDRESS"])
-                });
-                let k = k.or_else(|| {
-                    env_first(["BALENA_SUPERVISOR_API_KEY", "RESIN_SUPERVISOR_API_KEY"])
-                });
-                SupervisorApi::new(a.as_deref().unwrap_or(""), k.as_deref().unwrap_or(""))
-            }
-        }
-        .map_err(|e| to_py(py, e))?;
+        let api = SupervisorApi::configure(address.as_deref(), key.as_deref())
+            .map_err(|e| to_py(py, e))?;
         Ok(NativeSupervisorApi {
             api: api.with_timeout(timeout),
         })
@@ -148,16 +130,7 @@ impl NativeUpdateGate {
         settle_timeout: f64,
         poll_interval: f64,
     ) -> PyResult<Self> {
-        let mut opts = LockOptions::new()
-            .legacy(legacy)
-            .timeout(timeout_from(timeout)?)
-            .reclaim_stale(reclaim_stale);
-        if let Some(p) = paths {
-            opts = opts.paths(p);
-        }
-        if let Some(p) = program {
-            opts = opts.program(p);
-        }
+        let opts = crate::lock_options(paths, timeout, legacy, reclaim_stale, program)?;
         Ok(NativeUpdateGate {
             opts,
             api: api.api.clone(),

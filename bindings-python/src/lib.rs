@@ -180,6 +180,27 @@ fn timeout_from(seconds: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
+/// Core lock options from the arguments of `lock()` (shared by `NativeLock` and the gate).
+fn lock_options(
+    paths: Option<Vec<PathBuf>>,
+    timeout: Option<f64>,
+    legacy: bool,
+    reclaim_stale: bool,
+    program: Option<String>,
+) -> PyResult<LockOptions> {
+    let mut opts = LockOptions::new()
+        .legacy(legacy)
+        .timeout(timeout_from(timeout)?)
+        .reclaim_stale(reclaim_stale);
+    if let Some(p) = paths {
+        opts = opts.paths(p);
+    }
+    if let Some(p) = program {
+        opts = opts.program(p);
+    }
+    Ok(opts)
+}
+
 /// What a `NativeLock` holds right now.
 #[derive(Default)]
 struct Slot {
@@ -234,16 +255,7 @@ impl NativeLock {
         reclaim_stale: bool,
         program: Option<String>,
     ) -> PyResult<Self> {
-        let mut opts = LockOptions::new()
-            .legacy(legacy)
-            .timeout(timeout_from(timeout)?)
-            .reclaim_stale(reclaim_stale);
-        if let Some(p) = paths {
-            opts = opts.paths(p);
-        }
-        if let Some(p) = program {
-            opts = opts.program(p);
-        }
+        let opts = lock_options(paths, timeout, legacy, reclaim_stale, program)?;
         Ok(NativeLock {
             opts,
             slot: Mutex::new(Slot::default()),

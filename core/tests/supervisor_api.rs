@@ -109,13 +109,15 @@ fn device_state_and_calls_carry_the_key_in_a_header_only() {
     assert_eq!(d.commit.as_deref(), Some("abc"));
     assert_eq!(*s.fake.last_auth.lock().unwrap(), format!("Bearer {KEY}"));
     s.api.update(true).unwrap();
-    assert_eq!(*s.fake.last_body.lock().unwrap(), r#"{"force":true}"#);
+    let body =
+        || serde_json::from_str::<serde_json::Value>(&s.fake.last_body.lock().unwrap()).unwrap();
+    assert_eq!(body(), serde_json::json!({"force": true}));
     s.api.reboot(false).unwrap();
-    assert_eq!(*s.fake.last_body.lock().unwrap(), r#"{"force":false}"#);
+    assert_eq!(body(), serde_json::json!({"force": false}));
     s.api.restart_service(1, "main", false).unwrap();
     assert_eq!(
-        *s.fake.last_body.lock().unwrap(),
-        r#"{"force":false,"serviceName":"main"}"#
+        body(),
+        serde_json::json!({"serviceName": "main", "force": false})
     );
     assert!(
         !format!("{:?}", s.api).contains(KEY),

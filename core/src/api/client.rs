@@ -105,6 +105,23 @@ impl SupervisorApi {
         SupervisorApi::new(&address, &key)
     }
 
+    /// A client from what the caller gives, the rest from the environment: `address` and
+    /// `key` default (each on its own) to `$BALENA_SUPERVISOR_ADDRESS` and
+    /// `$BALENA_SUPERVISOR_API_KEY` (or their `RESIN_` names). The bindings' constructors.
+    pub fn configure(address: Option<&str>, key: Option<&str>) -> Result<SupervisorApi> {
+        if address.is_none() && key.is_none() {
+            return SupervisorApi::from_env();
+        }
+        let address = address
+            .map(str::to_string)
+            .or_else(|| first_env(&ADDRESS_VARS));
+        let key = key.map(str::to_string).or_else(|| first_env(&KEY_VARS));
+        SupervisorApi::new(
+            address.as_deref().unwrap_or(""),
+            key.as_deref().unwrap_or(""),
+        )
+    }
+
     /// The same client with another timeout for each call.
     pub fn with_timeout(mut self, timeout: Duration) -> SupervisorApi {
         self.timeout = timeout;
