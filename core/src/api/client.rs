@@ -55,10 +55,16 @@ fn first_env(names: &[&str]) -> Option<String> {
         .find(|v| !v.trim().is_empty())
 }
 
+/// No connection pool: one fresh loopback connection per call. The Supervisor restarts
+/// during updates (a pooled connection would be stale), and a pooled keep-alive connection
+/// to a server that writes headers and body separately waits out the peer's delayed ACK
+/// (40 ms a call, measured in `bench/api.sh`).
 fn agent(timeout: Duration) -> ureq::Agent {
     ureq::AgentBuilder::new()
         .timeout(timeout)
         .redirects(0)
+        .max_idle_connections(0)
+        .max_idle_connections_per_host(0)
         .build()
 }
 
