@@ -960,3 +960,34 @@ fn a_service_dir_the_supervisor_cannot_reach_is_refused_before_anything_runs() {
     );
     assert_eq!(r, Value::Null);
 }
+
+#[test]
+fn the_download_time_follows_from_the_image_size_and_rate() {
+    let (t1, t2) = (token(), token());
+    let (old, new) = (service(&t1), service(&t2));
+    let (c, r, err) = rehearse(&[
+        "--image-size",
+        "50MB",
+        "--download-rate",
+        "250MB",
+        "--update-after",
+        "0.1s",
+        "--observe",
+        "0.1s",
+        "--old",
+        &old,
+        "--new",
+        &new,
+    ]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(r["summary"]["download_ms"], 200.0, "50 MB at 250 MB/s");
+    assert_eq!(r["settings"]["new_image_bytes"], 50_000_000u64);
+    let (c, _, err) = rehearse(&["--download-rate", "0", "--old", &old, "--new", &new]);
+    assert_eq!(c, 64);
+    assert!(
+        err.contains("--download-rate 0 would never finish"),
+        "{err}"
+    );
+    assert_nothing_left(&t1);
+    assert_nothing_left(&t2);
+}

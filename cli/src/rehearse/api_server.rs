@@ -20,9 +20,13 @@ use super::timeline::Timeline;
 /// What `/v1/device` reports.
 #[derive(Debug, Clone, Default)]
 pub struct UpdateState {
+    /// `update_pending`.
     pub pending: bool,
+    /// `update_downloaded`.
     pub downloaded: bool,
+    /// `download_progress`, percent.
     pub progress: Option<u32>,
+    /// `status`, e.g. "Idle", "Downloading".
     pub status: &'static str,
 }
 

@@ -4,6 +4,7 @@
 mod api_server;
 pub mod args;
 mod cleanup;
+mod config;
 mod monitor;
 mod plan;
 mod probe;
@@ -21,9 +22,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use self::args::RehearseArgs;
+use self::config::{on_path, Config, EXIT_CANNOT_RUN};
 use self::plan::Strategy;
 use self::report::{Report, REPORT_SCHEMA};
-use self::update::{on_path, Config, EXIT_CANNOT_RUN};
 use crate::failure::{Failure, EXIT_USAGE};
 
 /// The `--compare --json` document.

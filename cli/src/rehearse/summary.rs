@@ -1,22 +1,33 @@
 //! The figures of a rehearsal, computed from its timeline, and the user's expectations.
 
+use super::config::Config;
 use super::monitor::Peaks;
 use super::report::{Event, Expectation, Lane, Span, Summary};
-use super::update::Config;
 
 /// What the run measured directly (the rest comes from the timeline).
 #[derive(Debug, Default)]
 pub struct Measured {
+    /// Processes, memory and the hand-over signal, from the monitor.
     pub peaks: Peaks,
+    /// Most image bytes at once (modelled).
     pub peak_disk: u64,
+    /// The Supervisor's lock attempts.
     pub lock_attempts: u32,
+    /// Simulated download time.
     pub download_ms: f64,
+    /// When the new version started.
     pub new_started_ms: Option<f64>,
+    /// When the update began.
     pub update_start_ms: Option<f64>,
+    /// When it settled.
     pub update_end_ms: Option<f64>,
+    /// How the old version ended.
     pub old_exit: Option<String>,
+    /// The old version needed SIGKILL.
     pub old_killed: bool,
+    /// The new version ran through the observation.
     pub new_running: bool,
+    /// How long the reboot waited.
     pub reboot_blocked_ms: Option<f64>,
 }
 

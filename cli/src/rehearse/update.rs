@@ -1,11 +1,12 @@
 //! One rehearsal: start the old version, update it to the new one step by step as the
 //! Supervisor would with the chosen strategy, watch the result, and clean everything up.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::api_server::ApiServer;
+use super::config::{service_dir, Config, EXIT_CANNOT_RUN};
 use super::monitor::Monitor;
 use super::plan::{Step, Strategy};
 use super::probe::{Probe, ProbeKind};
@@ -21,40 +22,6 @@ use crate::failure::Failure;
 const SIGNAL_NAMES: [&str; 2] = ["handover-complete", "resin-kill-me"];
 /// How often the Supervisor looks for the hand-over signal.
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
-/// Exit status when the rehearsal itself cannot run.
-pub const EXIT_CANNOT_RUN: i32 = 70;
-
-/// Everything a rehearsal needs to know, from the command line.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub old: String,
-    pub new: String,
-    pub requested_strategy: String,
-    pub documented: bool,
-    pub handover_timeout: Duration,
-    pub stop_grace: Duration,
-    pub force: bool,
-    pub probe: Option<String>,
-    pub probe_interval: Duration,
-    pub probe_timeout: Duration,
-    pub ready_timeout: Duration,
-    pub update_after: Duration,
-    pub observe: Duration,
-    pub download: Duration,
-    pub old_image: u64,
-    pub new_image: u64,
-    pub poll_interval: Duration,
-    pub reboot: bool,
-    pub reboot_poll: Duration,
-    pub timeout: Duration,
-    pub namespaced: bool,
-    pub as_65534: bool,
-    pub service_dir: Option<PathBuf>,
-    pub live: bool,
-    pub expect_max_downtime: Option<f64>,
-    pub expect_max_blocked: Option<f64>,
-    pub expect_handover: bool,
-}
 
 /// Image bytes on disk, modelled from the sizes: what each strategy needs at its peak.
 struct Disk {
@@ -70,76 +37,6 @@ impl Disk {
     fn remove(&mut self, b: u64) {
         self.now = self.now.saturating_sub(b);
     }
-}
-
-/// A service directory for one run: the one given, or a new private one under /tmp.
-fn service_dir(cfg: &Config) -> Result<PathBuf, Failure> {
-    if let Some(d) = &cfg.service_dir {
-        let md = d.symlink_metadata().map_err(|e| {
-            Failure::other(
-                crate::failure::EXIT_USAGE,
-                format!("--service-dir {}: {e}", d.display()),
-            )
-        })?;
-        if !md.is_dir() {
-            return Err(Failure::other(
-                crate::failure::EXIT_USAGE,
-                format!(
-                    "--service-dir {} is not a directory (a symlink is not followed)",
-                    d.display()
-                ),
-            ));
-        }
-        if cfg.as_65534 {
-            use std::os::unix::fs::PermissionsExt;
-            // The Supervisor's lockfile runs as uid 65534: it must reach the directory.
-            let abs = std::fs::canonicalize(d).unwrap_or_else(|_| d.clone());
-            for a in abs.ancestors().skip(1) {
-                let mode = a
-                    .metadata()
-                    .map(|m| m.permissions().mode())
-                    .unwrap_or(0o755);
-                if mode & 0o001 == 0 {
-                    return Err(Failure::other(
-                        crate::failure::EXIT_USAGE,
-                        format!(
-                            "--service-dir {}: uid 65534 (the Supervisor's lockfile) cannot reach it: {} is mode {:o}; use a directory under /tmp, or chmod o+x {}",
-                            d.display(),
-                            a.display(),
-                            mode & 0o7777,
-                            a.display()
-                        ),
-                    ));
-                }
-            }
-        }
-        return Ok(d.clone());
-    }
-    for n in 0..1000u32 {
-        let p = std::env::temp_dir().join(format!("lockctl-rehearse.{}.{n}", std::process::id()));
-        match std::fs::create_dir(&p) {
-            Ok(()) => {
-                super::cleanup::add_dir(p.clone());
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o1777));
-                return Ok(p);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(Failure::other(
-                    EXIT_CANNOT_RUN,
-                    format!(
-                        "could not create a service directory in {}: {e}",
-                        std::env::temp_dir().display()
-                    ),
-                ))
-            }
-        }
-    }
-    Err(Failure::other(
-        EXIT_CANNOT_RUN,
-        "could not create a service directory",
-    ))
 }
 
 /// Rehearse one update with `strategy`.
@@ -641,18 +538,4 @@ impl Run<'_> {
             lock.release(&self.tl);
         }
     }
-}
-
-/// Whether `name` is an executable on PATH.
-pub fn on_path(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| is_executable(&d.join(name))))
-        .unwrap_or(false)
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
