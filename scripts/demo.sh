@@ -152,5 +152,23 @@ svc() { echo "exec $LOCKCTL handover run --term-grace 1 --release $1 --listen ht
 "$LOCKCTL" rehearse -q --compare --old "$(svc v1)" --new "$(svc v2)" --probe "http://127.0.0.1:$PORT/" \
   --download 1s --svg target/rehearse-demo.svg | sed 's/^/  /'
 echo "  (picture of the four timelines: target/rehearse-demo.svg; docs/rehearse.md explains every column)"
+
+say "8. Update-aware locking: hold the lock until the Supervisor API says an update is downloaded"
+# The rehearsal serves the Supervisor API to its versions (address and key in the
+# environment, as the io.balena.features.supervisor-api label gives them). This old release
+# holds its lock from the start and lets go only once `lockctl device` reports the update
+# downloaded: the Supervisor is held off through the download, then let in at once. In an
+# app, update_lock.UpdateGate (Python), UpdateGate (Node.js) or ul_update_gate (C) do this.
+"$LOCKCTL" rehearse -q --report "$ROOT/gate.json" --update-after 0.2s --download 1s --stop-grace 2s --observe 0.3s \
+  --old "$LOCKCTL acquire && until $LOCKCTL device | grep -q downloaded; do sleep 0.1; done && $LOCKCTL device && $LOCKCTL release; trap 'exit 0' TERM; sleep 60 & wait" \
+  --new "trap 'exit 0' TERM; sleep 60 & wait" | sed 's/^/  /'
+python3 - "$ROOT/gate.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+print("  the Supervisor's side:")
+for e in report["events"]:
+    if e["kind"] in ("update-start", "download-done", "lock-held", "lock-taken", "lock-released"):
+        print(f"    {e['t_ms'] / 1000:6.3f} s  {e['kind']:<14} {e['detail'][:100]}")
+PY
 echo
 echo "demo finished"
