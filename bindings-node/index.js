@@ -178,14 +178,28 @@ let exitHookInstalled = false
 let signalHooksInstalled = false
 const SIGNALS = ['SIGINT', 'SIGTERM']
 
+// Update gates hold their lock inside the core's gate object: released here too.
+const liveGates = new Set()
+
+function releaseGates() {
+  for (const g of liveGates) {
+    try {
+      g._native.release()
+    } catch {}
+  }
+  liveGates.clear()
+}
+
 function onExit() {
   native.releaseAll()
+  releaseGates()
 }
 
 function onSignal(signal) {
   // The app has its own handler: it decides (and process.exit() runs our 'exit' hook).
   if (process.listenerCount(signal) > 1) return
   native.releaseAll()
+  releaseGates()
   removeSignalHooks()
   // Die of the signal as if we had never listened (exit status 128+N for the parent).
   process.kill(process.pid, signal)
@@ -902,8 +916,18 @@ class UpdateGate {
       settleTimeoutMs: positiveMs(settleTimeout, 'settleTimeout'),
       pollIntervalMs: positiveMs(pollInterval, 'pollInterval'),
     }
-    const nat = await adopted(native.updateGateAcquire(client._native, nativeOptions, gate))
-    return new UpdateGate(nat, client)
+    activate()
+    let nat
+    try {
+      nat = await adopted(native.updateGateAcquire(client._native, nativeOptions, gate))
+    } catch (e) {
+      deactivate()
+      throw e
+    }
+    const g = new UpdateGate(nat, client)
+    // Released at process exit (and on SIGINT/SIGTERM without an app handler), like a lock.
+    liveGates.add(g)
+    return g
   }
 
   /** The app is at a safe point: let a downloaded update in. */
@@ -923,6 +947,7 @@ class UpdateGate {
 
   /** Release for good (idempotent). */
   release() {
+    if (liveGates.delete(this)) deactivate()
     try {
       this._native.release()
     } catch (e) {

@@ -160,3 +160,29 @@ process.on('SIGTERM', () => process.exit(0))
     fs.rmSync(svc, { recursive: true, force: true })
   }
 })
+
+test('a gate still held when the process exits is released (the file is gone, as for a lock)', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ul-gate-exit-'))
+  const lockPath = path.join(dir, 'updates.lock')
+  const state = { pending: false, downloaded: false, locked: false }
+  const server = await fakeSupervisor(state)
+  try {
+    const script = `const ul = require(${JSON.stringify(path.join(__dirname, '..'))})
+;(async () => {
+  const api = new ul.SupervisorApi({ address: 'http://127.0.0.1:${server.address().port}', key: '${KEY}' })
+  const gate = await ul.UpdateGate.acquire({ api, paths: [${JSON.stringify(lockPath)}] })
+  console.log(gate.held ? 'held' : 'not held')
+  process.exit(0)
+})()`
+    const out = await new Promise((resolve, reject) =>
+      execFile(process.execPath, ['-e', script], { timeout: 30000 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+      ),
+    )
+    assert.equal(out.trim(), 'held')
+    assert.ok(!fs.existsSync(lockPath), 'released at exit')
+  } finally {
+    server.close()
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
