@@ -45,11 +45,14 @@ pub enum ErrorCode {
     /// refused, an error answer); see [`ApiFailure`](crate::ApiFailure) for the reason. A
     /// refusal because an update lock is held (HTTP 423) is [`ErrorCode::Held`] instead.
     Api = 11,
+    /// The lock could not be looked at (out of file descriptors, a directory we may not
+    /// search, ...): whether it is held is unknown, and nothing was changed or deleted.
+    Unknown = 12,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::Held,
         ErrorCode::Timeout,
         ErrorCode::Lost,
@@ -61,6 +64,7 @@ impl ErrorCode {
         ErrorCode::NotHeld,
         ErrorCode::Handover,
         ErrorCode::Api,
+        ErrorCode::Unknown,
     ];
 
     /// The stable string code, e.g. `"held"` or `"supervisor-uid"`.
@@ -81,6 +85,7 @@ impl ErrorCode {
             ErrorCode::NotHeld => "not-held",
             ErrorCode::Handover => "handover",
             ErrorCode::Api => "api",
+            ErrorCode::Unknown => "unknown",
         }
     }
 
@@ -92,7 +97,7 @@ impl ErrorCode {
     /// The `lockctl` exit status for this kind: 73 held or timed out (what the
     /// Supervisor's own `lockfile` returns), 77 permission or uid problem, 64 bad input,
     /// 130 cancelled, 69 hand-over failed or Supervisor API unavailable (EX_UNAVAILABLE),
-    /// 1 anything else.
+    /// 74 the lock could not be looked at (EX_IOERR), 1 anything else.
     pub fn exit_status(self) -> i32 {
         match self {
             ErrorCode::Held | ErrorCode::Timeout => 73,
@@ -100,6 +105,7 @@ impl ErrorCode {
             ErrorCode::InvalidPath => 64,
             ErrorCode::Cancelled => 130,
             ErrorCode::Handover | ErrorCode::Api => 69,
+            ErrorCode::Unknown => 74,
             ErrorCode::Lost | ErrorCode::Io | ErrorCode::NotHeld => 1,
         }
     }
@@ -218,6 +224,15 @@ pub enum Error {
         /// The Supervisor's answer.
         detail: String,
     },
+    /// A lock path could not be looked at, so whether it is (still) ours or held is
+    /// unknown; nothing was changed or deleted.
+    #[error("{}: could not check the update lock: {reason}; nothing was deleted or changed: fix the cause (free file descriptors, make the directory searchable) and try again", .path.display())]
+    Unchecked {
+        /// The path that could not be looked at.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
     /// The handle has been released.
     #[error("this update lock handle was already released{}; acquire a new lock", .path.as_ref().map(|p| format!(" ({})", p.display())).unwrap_or_default())]
     NotHeld {
@@ -257,6 +272,7 @@ impl Error {
             Error::Handover { .. } => ErrorCode::Handover,
             Error::Api { .. } => ErrorCode::Api,
             Error::ApiLocked { .. } => ErrorCode::Held,
+            Error::Unchecked { .. } => ErrorCode::Unknown,
         }
     }
 
@@ -292,7 +308,8 @@ impl Error {
             | Error::Permission { path, .. }
             | Error::InvalidPath { path, .. }
             | Error::Io { path, .. }
-            | Error::Cancelled { path, .. } => Some(path),
+            | Error::Cancelled { path, .. }
+            | Error::Unchecked { path, .. } => Some(path),
             Error::Handover { socket, .. } => Some(socket),
             Error::Lost { paths, .. } => paths.first().map(PathBuf::as_path),
             Error::SupervisorUid { path } | Error::NotHeld { path } => path.as_deref(),

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag, AT_FDCWD};
 use nix::sys::stat::{fstat, Mode};
-use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
+use nix::unistd::linkat;
 
 use crate::dir::os_err;
 use crate::error::{Error, Result};
 use crate::holder::SUPERVISOR_UID;
 use crate::inspect::{stat_at, FileId};
+use crate::removal::{remove_exact, Removal, RemovalError};
 
 /// Mode of app lock files: readable by all so `lockctl status` of any user can show the holder.
 const LOCK_MODE: u32 = 0o644;
@@ -116,8 +117,10 @@ fn create_excl(dir: &Arc<OwnedFd>, name: &CStr, full: &Path, record: &[u8]) -> R
     match prepare(&fd, full, record) {
         Ok(id) => Ok(held(dir, name, full, fd, id)),
         Err(e) => {
-            // The name is ours (O_EXCL): take it back before reporting.
-            let _ = unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir);
+            // The name is ours (O_EXCL): take it back before reporting, if still ours.
+            if let Ok(st) = fstat(&fd) {
+                let _ = remove_exact(dir.as_fd(), name, full, FileId::from(&st));
+            }
             Err(e)
         }
     }
@@ -180,8 +183,9 @@ fn create_err(full: &Path, e: Errno) -> Error {
 }
 
 /// Delete a stale lock whose flock `probe` holds, only if the path still names that same
-/// inode. `true` when we deleted it. Two reclaimers can never both delete: the second gets
-/// the flock only after the first closed it, and by then the name is gone or names a new file.
+/// inode, atomically with that check (see [`crate::removal`]). `true` when we deleted it.
+/// Two reclaimers can never both delete: the second gets the flock only after the first
+/// closed it, and by then the name is gone or names a new file.
 pub(crate) fn reclaim_stale(
     dir: &OwnedFd,
     name: &CStr,
@@ -192,21 +196,27 @@ pub(crate) fn reclaim_stale(
     let still = stat_at(dir.as_fd(), name, full)?;
     let deleted = match still {
         Some(st) if FileId::from(&st) == id => {
-            match unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
-                Ok(()) => true,
-                Err(Errno::ENOENT) => false,
-                Err(e @ (Errno::EPERM | Errno::EACCES)) => {
-                return Err(Error::Permission {
-                    path: full.to_path_buf(),
-                    operation: "take over the stale lock file",
-                    hint: format!(
-                        "it was left by a dead holder running as uid {}, and in a sticky (1777) directory only that uid or root may delete it: run as that user or root, or delete it by hand",
-                        st_owner(dir, name).map(|u| u.to_string()).unwrap_or_else(|| "?".into())
-                    ),
-                    source: std::io::Error::from(e),
-                })
-            }
-            Err(e) => return Err(os_err(full, "delete the stale lock file", e)),
+            match remove_exact(dir.as_fd(), name, full, id) {
+                Ok(Removal::Removed) => true,
+                Ok(Removal::Gone) | Ok(Removal::NotOurs(_)) => false,
+                Err(RemovalError::NotPermitted(e)) => {
+                    return Err(Error::Permission {
+                        path: full.to_path_buf(),
+                        operation: "take over the stale lock file",
+                        hint: format!(
+                            "it was left by a dead holder running as uid {}, and in a sticky (1777) directory only that uid or root may delete it: run as that user or root, or delete it by hand",
+                            st.st_uid
+                        ),
+                        source: std::io::Error::from(e),
+                    })
+                }
+                Err(e) => {
+                    return Err(Error::Io {
+                        path: full.to_path_buf(),
+                        operation: "delete the stale lock file",
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                }
             }
         }
         _ => false,
@@ -215,41 +225,60 @@ pub(crate) fn reclaim_stale(
     Ok(deleted)
 }
 
-fn st_owner(dir: &OwnedFd, name: &CStr) -> Option<u32> {
-    nix::sys::stat::fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
-        .ok()
-        .map(|st| st.st_uid)
+/// Why a path we held is not (or may not be) ours any more.
+#[derive(Debug)]
+pub(crate) enum NotOurs {
+    /// It was deleted or replaced: what stands there now, in words.
+    Lost(String),
+    /// We could not look (EMFILE, EACCES on the directory, ...): nothing was deleted.
+    Unchecked(Error),
+}
+
+impl std::fmt::Display for NotOurs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotOurs::Lost(what) => f.write_str(what),
+            NotOurs::Unchecked(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 /// Whether the path still names our inode, and what is there otherwise.
-pub(crate) fn still_ours(h: &HeldPath) -> std::result::Result<(), String> {
+pub(crate) fn still_ours(h: &HeldPath) -> std::result::Result<(), NotOurs> {
     match stat_at(h.dir.as_fd(), &h.name, &h.path) {
         Ok(Some(st)) if FileId::from(&st) == h.id => Ok(()),
-        Ok(Some(st)) if st.st_uid == SUPERVISOR_UID => Err(format!(
+        Ok(Some(st)) if st.st_uid == SUPERVISOR_UID => Err(NotOurs::Lost(format!(
             "{} now belongs to the Supervisor (owner uid 65534)",
             h.path.display()
-        )),
-        Ok(Some(st)) => Err(format!(
+        ))),
+        Ok(Some(st)) => Err(NotOurs::Lost(format!(
             "{} was replaced by another file (owner uid {})",
             h.path.display(),
             st.st_uid
-        )),
-        Ok(None) => Err(format!("{} was deleted", h.path.display())),
-        Err(e) => Err(e.to_string()),
+        ))),
+        Ok(None) => Err(NotOurs::Lost(format!("{} was deleted", h.path.display()))),
+        Err(e) => Err(NotOurs::Unchecked(e)),
     }
 }
 
-/// Release: delete the name if it is still ours, then close (dropping the flock).
-/// Someone else's file is never touched; `Err` describes what is there instead.
-pub(crate) fn release(h: HeldPath) -> std::result::Result<(), String> {
-    let verdict = still_ours(&h);
-    if verdict.is_ok() {
-        if let Err(e) = unlinkat(h.dir.as_fd(), h.name.as_c_str(), UnlinkatFlags::NoRemoveDir) {
-            if e != Errno::ENOENT {
-                return Err(format!("could not delete {}: {e}", h.path.display()));
+/// Release: delete the name if it is still ours (atomically with that check, see
+/// [`crate::removal`]), then close (dropping the flock). Someone else's file is never
+/// touched; `Err` says what is there instead, or why we could not check.
+pub(crate) fn release(h: HeldPath) -> std::result::Result<(), NotOurs> {
+    let verdict = still_ours(&h).and_then(|()| {
+        match remove_exact(h.dir.as_fd(), &h.name, &h.path, h.id) {
+            Ok(Removal::Removed) => Ok(()),
+            Ok(Removal::Gone) => Err(NotOurs::Lost(format!("{} was deleted", h.path.display()))),
+            Ok(Removal::NotOurs(what)) => {
+                Err(NotOurs::Lost(format!("{}: {what}", h.path.display())))
             }
+            Err(e) => Err(NotOurs::Unchecked(Error::Io {
+                path: h.path.clone(),
+                operation: "remove the lock file (nothing was deleted)",
+                source: std::io::Error::other(e.to_string()),
+            })),
         }
-    }
+    });
     drop(h.file);
     verdict
 }
@@ -332,7 +361,7 @@ mod tests {
         std::fs::remove_file(&f.path).unwrap();
         std::fs::write(&f.path, b"0").unwrap();
         let err = release(h).unwrap_err();
-        assert!(err.contains("replaced by another file"), "{err}");
+        assert!(err.to_string().contains("replaced by another file"), "{err}");
         assert_eq!(std::fs::read(&f.path).unwrap(), b"0");
     }
 

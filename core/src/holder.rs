@@ -168,11 +168,11 @@ impl HolderRecord {
             match k {
                 "pid" => r.pid = v.parse().unwrap_or(0),
                 "pid_ns" => r.pid_ns = v.parse().ok(),
-                "boot_id" => r.boot_id = Some(v.to_string()).filter(|s| !s.is_empty()),
+                "boot_id" => r.boot_id = Some(printable(v)).filter(|s| !s.is_empty()),
                 "start_time" => r.start_time = v.parse().ok(),
                 "uid" => r.uid = v.parse().unwrap_or(u32::MAX),
-                "hostname" => r.hostname = v.to_string(),
-                "program" => r.program = v.to_string(),
+                "hostname" => r.hostname = printable(v),
+                "program" => r.program = printable(v),
                 "acquired_at" => r.acquired_at_ms = timefmt::parse_unix_ms(v),
                 _ => {}
             }
@@ -212,6 +212,18 @@ impl HolderRecord {
         }
         s
     }
+}
+
+/// Longest text field kept from a record (a hostname is at most 64, a program name short).
+const MAX_FIELD_CHARS: usize = 256;
+
+/// A record field as safe to print: records are other users' data, so control characters
+/// (terminal escapes, newlines, bells) become `?` and overlong values are cut.
+fn printable(v: &str) -> String {
+    v.chars()
+        .take(MAX_FIELD_CHARS)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 fn opt(v: Option<u64>) -> String {
@@ -547,5 +559,26 @@ mod serde_tests {
         assert_eq!((h.owner_uid(), h.flock_held()), (Some(0), Some(true)));
         let v = serde_json::to_value(&h).unwrap();
         assert_eq!(v["owner_uid"], v["record"]["uid"]);
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    /// Hardening H: a record is other users' data; printing it must not drive the terminal.
+    #[test]
+    fn control_characters_in_a_record_never_reach_a_message() {
+        let text = "update-lock holder v1\npid=7\nuid=1000\nhostname=a\u{1b}]0;pwned\u{7}b\nprogram=x\u{1b}[2Jy\r\nacquired_at=\n";
+        let r = HolderRecord::parse(text.as_bytes()).expect("a record");
+        assert_eq!(r.hostname, "a?]0;pwned?b");
+        assert_eq!(r.program, "x?[2Jy");
+        let shown = Holder::App(r).describe();
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+        let long = format!("update-lock holder v1\nuid=0\nprogram={}\n", "p".repeat(5000));
+        assert_eq!(
+            HolderRecord::parse(long.as_bytes()).unwrap().program.len(),
+            MAX_FIELD_CHARS
+        );
     }
 }

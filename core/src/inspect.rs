@@ -136,7 +136,11 @@ pub(crate) fn inspect(dir: BorrowedFd<'_>, name: &CStr, full: &Path) -> Result<S
         let fd = OwnedFd::from(file);
         let unlocked = try_flock(fd.as_fd())
             .map_err(|e| os_err(full, "probe the flock of the existing lock file", e))?;
-        return Ok(match HolderRecord::parse(&content) {
+        // A record is someone else's data: one whose uid is not the file's owner was not
+        // written by update-lock for that holder (a forged or copied record). Treat it as
+        // foreign: never reclaimed, never trusted.
+        let record = HolderRecord::parse(&content).filter(|r| r.uid == now.st_uid);
+        return Ok(match record {
             Some(record) if unlocked => Seen::Stale {
                 record,
                 probe: fd,

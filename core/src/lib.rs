@@ -44,6 +44,7 @@ mod inspect;
 mod lock;
 mod options;
 mod paths;
+mod removal;
 mod rendezvous;
 mod status;
 mod supervisor;

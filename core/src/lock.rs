@@ -157,16 +157,29 @@ impl Drop for UpdateLock {
     }
 }
 
-/// `Err(Lost)` naming every path whose verdict is an error, else `Ok`.
+/// `Err(Lost)` naming every path that is no longer ours, else `Ok`. A path we could not
+/// look at (nothing was deleted there) wins over losses: its error says it could not check.
 fn lost_paths(
-    verdicts: impl Iterator<Item = (PathBuf, std::result::Result<(), String>)>,
+    verdicts: impl Iterator<Item = (PathBuf, std::result::Result<(), held::NotOurs>)>,
 ) -> Result<()> {
-    let (mut paths, mut detail) = (Vec::new(), Vec::new());
+    let (mut paths, mut detail, mut unchecked) = (Vec::new(), Vec::new(), None);
     for (path, verdict) in verdicts {
-        if let Err(d) = verdict {
-            paths.push(path);
-            detail.push(d);
+        match verdict {
+            Ok(()) => {}
+            Err(held::NotOurs::Lost(d)) => {
+                paths.push(path);
+                detail.push(d);
+            }
+            Err(held::NotOurs::Unchecked(e)) => {
+                unchecked.get_or_insert(Error::Unchecked {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
         }
+    }
+    if let Some(e) = unchecked {
+        return Err(e);
     }
     if paths.is_empty() {
         return Ok(());
