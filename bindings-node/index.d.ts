@@ -46,6 +46,8 @@ export type ErrorCode =
   | 'not-held'
   | 'handover'
   | 'api'
+  /** The lock could not be looked at: held or free is unknown; nothing was changed. */
+  | 'unknown'
 
 /**
  * Why a Supervisor API call failed (`err.reason` with code `api`); stable strings, the same
@@ -103,7 +105,8 @@ export type ForeignKind =
   | 'device'
 
 /** The state of one lock path (as in `lockctl status --json`). */
-export type LockState = 'free' | 'held-by-app' | 'held-by-supervisor' | 'stale' | 'foreign' | 'changing'
+/** `unknown`: the path could not be looked at (`error` says why); never read it as free. */
+export type LockState = 'free' | 'held-by-app' | 'held-by-supervisor' | 'stale' | 'foreign' | 'changing' | 'unknown'
 
 /**
  * Who holds the lock, on `held` and `timeout` errors: the core's canonical holder object,

@@ -32,7 +32,7 @@
 /**
  * Result of every fallible `ul_` function. The numbers are stable and never reused.
  *
- * 1 to 11 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
+ * 1 to 12 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
  * core's code string, e.g. "held"); 100 and up are errors of the C binding itself.
  * After any code but `UL_OK`, `ul_last_error_message` gives the core's message (which path,
  * who holds it, what to do next).
@@ -95,6 +95,12 @@ typedef enum ul_result {
    * because an update lock is held (HTTP 423) is `UL_ERR_HELD`.
    */
   UL_ERR_API = 11,
+  /**
+   * "unknown": the lock could not be looked at (out of file descriptors, a directory
+   * that may not be searched): whether it is held is unknown, and nothing was changed or
+   * deleted. Never read it as free.
+   */
+  UL_ERR_UNKNOWN = 12,
   /**
    * "null-argument": a required pointer argument was NULL.
    */
@@ -167,6 +173,11 @@ typedef enum ul_lock_state {
    * "changing": lock files kept appearing and disappearing while we looked; look again.
    */
   UL_STATE_CHANGING = 5,
+  /**
+   * "unknown": the path could not be looked at (`error` says why); whether it blocks
+   * updates is unknown. Never read it as free.
+   */
+  UL_STATE_UNKNOWN = 6,
 } ul_lock_state;
 
 /**
@@ -1550,7 +1561,7 @@ enum ul_result ul_status(const struct ul_options *locks,
 
 /**
  * The name of a lock state as in `lockctl status --json`: "free", "held-by-supervisor",
- * "held-by-app", "stale", "foreign", "changing"; "unknown" for other numbers. Static
+ * "held-by-app", "stale", "foreign", "changing", "unknown" (also for other numbers). Static
  * string: never free it. Thread-safe.
  */
 const char *ul_state_name(int state);

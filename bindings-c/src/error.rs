@@ -12,7 +12,7 @@ use crate::strings::{copy_truncated, StringArena};
 
 /// Result of every fallible `ul_` function. The numbers are stable and never reused.
 ///
-/// 1 to 11 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
+/// 1 to 12 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
 /// core's code string, e.g. "held"); 100 and up are errors of the C binding itself.
 /// After any code but `UL_OK`, `ul_last_error_message` gives the core's message (which path,
 /// who holds it, what to do next).
@@ -52,6 +52,10 @@ pub enum ul_result {
     /// key refused, an error answer); `ul_last_error_api_reason()` says why. A refusal
     /// because an update lock is held (HTTP 423) is `UL_ERR_HELD`.
     UL_ERR_API = 11,
+    /// "unknown": the lock could not be looked at (out of file descriptors, a directory
+    /// that may not be searched): whether it is held is unknown, and nothing was changed or
+    /// deleted. Never read it as free.
+    UL_ERR_UNKNOWN = 12,
     /// "null-argument": a required pointer argument was NULL.
     UL_ERR_NULL_ARGUMENT = 100,
     /// "invalid-argument": an argument is malformed (a struct_size smaller than the struct
@@ -80,6 +84,7 @@ impl ul_result {
             ul_result::UL_ERR_NOT_HELD => c"not-held",
             ul_result::UL_ERR_HANDOVER => c"handover",
             ul_result::UL_ERR_API => c"api",
+            ul_result::UL_ERR_UNKNOWN => c"unknown",
             ul_result::UL_ERR_NULL_ARGUMENT => c"null-argument",
             ul_result::UL_ERR_INVALID_ARGUMENT => c"invalid-argument",
             ul_result::UL_ERR_BUFFER_TOO_SMALL => c"buffer-too-small",
@@ -87,7 +92,7 @@ impl ul_result {
         }
     }
 
-    pub(crate) const ALL: [ul_result; 16] = [
+    pub(crate) const ALL: [ul_result; 17] = [
         ul_result::UL_OK,
         ul_result::UL_ERR_HELD,
         ul_result::UL_ERR_TIMEOUT,
@@ -100,6 +105,7 @@ impl ul_result {
         ul_result::UL_ERR_NOT_HELD,
         ul_result::UL_ERR_HANDOVER,
         ul_result::UL_ERR_API,
+        ul_result::UL_ERR_UNKNOWN,
         ul_result::UL_ERR_NULL_ARGUMENT,
         ul_result::UL_ERR_INVALID_ARGUMENT,
         ul_result::UL_ERR_BUFFER_TOO_SMALL,
@@ -121,6 +127,7 @@ impl From<ErrorCode> for ul_result {
             ErrorCode::NotHeld => ul_result::UL_ERR_NOT_HELD,
             ErrorCode::Handover => ul_result::UL_ERR_HANDOVER,
             ErrorCode::Api => ul_result::UL_ERR_API,
+            ErrorCode::Unknown => ul_result::UL_ERR_UNKNOWN,
         }
     }
 }
@@ -480,7 +487,7 @@ mod tests {
         // Binding-only codes stay clear of the core's range.
         for c in ul_result::ALL {
             let n = c as u32;
-            assert!(n == 0 || (1..=11).contains(&n) || n >= 100, "{c:?}");
+            assert!(n == 0 || (1..=12).contains(&n) || n >= 100, "{c:?}");
         }
     }
 }

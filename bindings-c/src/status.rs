@@ -28,6 +28,9 @@ pub enum ul_lock_state {
     UL_STATE_FOREIGN = 4,
     /// "changing": lock files kept appearing and disappearing while we looked; look again.
     UL_STATE_CHANGING = 5,
+    /// "unknown": the path could not be looked at (`error` says why); whether it blocks
+    /// updates is unknown. Never read it as free.
+    UL_STATE_UNKNOWN = 6,
 }
 
 /// What a foreign lock path is (`foreign_kind` in `lockctl status --json`).
@@ -220,6 +223,7 @@ fn state_of(s: LockState) -> ul_lock_state {
         LockState::Stale => ul_lock_state::UL_STATE_STALE,
         LockState::Foreign => ul_lock_state::UL_STATE_FOREIGN,
         LockState::Changing => ul_lock_state::UL_STATE_CHANGING,
+        LockState::Unknown => ul_lock_state::UL_STATE_UNKNOWN,
     }
 }
 
@@ -500,7 +504,7 @@ pub unsafe extern "C" fn ul_status(
 }
 
 /// The name of a lock state as in `lockctl status --json`: "free", "held-by-supervisor",
-/// "held-by-app", "stale", "foreign", "changing"; "unknown" for other numbers. Static
+/// "held-by-app", "stale", "foreign", "changing", "unknown" (also for other numbers). Static
 /// string: never free it. Thread-safe.
 #[no_mangle]
 pub extern "C" fn ul_state_name(state: c_int) -> *const c_char {
@@ -512,6 +516,7 @@ pub extern "C" fn ul_state_name(state: c_int) -> *const c_char {
             3 => c"stale",
             4 => c"foreign",
             5 => c"changing",
+            6 => c"unknown",
             _ => c"unknown",
         }
         .as_ptr()

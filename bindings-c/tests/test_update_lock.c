@@ -270,6 +270,7 @@ static void test_version_and_result_names(void)
         {UL_ERR_NOT_HELD, "not-held"},
         {UL_ERR_HANDOVER, "handover"},
         {UL_ERR_API, "api"},
+        {UL_ERR_UNKNOWN, "unknown"},
         {UL_ERR_NULL_ARGUMENT, "null-argument"},
         {UL_ERR_INVALID_ARGUMENT, "invalid-argument"},
         {UL_ERR_BUFFER_TOO_SMALL, "buffer-too-small"},
@@ -279,7 +280,7 @@ static void test_version_and_result_names(void)
     CHECK(want != NULL, "UL_EXPECTED_VERSION is not set");
     CHECK(strcmp(ul_version(), want) == 0, "ul_version() = %s, want %s", ul_version(), want);
     /* The numbers are part of the ABI. */
-    CHECK(UL_ERR_HELD == 1 && UL_ERR_NOT_HELD == 9 && UL_ERR_HANDOVER == 10 && UL_ERR_API == 11 &&
+    CHECK(UL_ERR_HELD == 1 && UL_ERR_NOT_HELD == 9 && UL_ERR_HANDOVER == 10 && UL_ERR_API == 11 && UL_ERR_UNKNOWN == 12 &&
               UL_ERR_NULL_ARGUMENT == 100 && UL_ERR_PANIC == 199,
           "result numbers changed");
     for (i = 0; i < sizeof names / sizeof names[0]; i++)

@@ -5,6 +5,14 @@ use update_lock::Error;
 
 pub const EXIT_USAGE: i32 = 64;
 pub const EXIT_OTHER: i32 = 1;
+/// A lock path could not be looked at (EX_IOERR): whether it is held is unknown.
+pub const EXIT_UNKNOWN: i32 = update_lock::ErrorCode::Unknown.exit_status();
+/// `release`: the record names a holder that could not be proven to hold the lock
+/// (EX_DATAERR); nothing was signalled or deleted.
+pub const EXIT_UNPROVEN: i32 = 65;
+/// `release`: the lock had been taken over (the Supervisor's override) before release;
+/// the holder was ended and nothing of the new owner's was touched (EX_TEMPFAIL).
+pub const EXIT_LOST: i32 = update_lock::ErrorCode::Lost.exit_status();
 
 /// Report a command-line syntax error on one line and return [`EXIT_USAGE`].
 pub fn usage(e: &clap::Error) -> i32 {

@@ -6,18 +6,18 @@
 //! lock is reported stale and can be reclaimed (`release` clears it too).
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{fork, getppid, pipe2, setsid, ForkResult, Pid};
 use update_lock::{
-    status, ErrorCode, HandoverOptions, HolderRecord, LockOptions, LockState, UpdateLock,
+    lost_lock_holders, prove_lock_holder, status, ErrorCode, HandoverOptions, LockOptions,
+    LockState, ProvenHolder, UpdateLock,
 };
 
-use crate::failure::{Failure, EXIT_OTHER};
+use crate::failure::{Failure, EXIT_LOST, EXIT_OTHER, EXIT_UNKNOWN, EXIT_UNPROVEN};
 
 /// The program name `lockctl acquire` writes in its holder record; `release` only signals
 /// holders with this name.
@@ -151,13 +151,37 @@ fn detach_stdio() {
     }
 }
 
+/// `lockctl release`: end the `lockctl acquire` holder of these paths.
+///
+/// Nothing is signalled that is not proven to be that holder (see
+/// [`update_lock::prove_lock_holder`]): a holder record is only a hint. When the lock was
+/// taken over (the Supervisor's override), the holder that still runs on the deleted file
+/// is found and ended, and the new owner's file is left alone.
 pub fn release(opts: &LockOptions) -> Result<i32, Failure> {
     let report = status(opts, &HandoverOptions::new());
-    let mut holders: Vec<HolderRecord> = Vec::new();
+    if let Some(l) = report.locks.iter().find(|l| l.state == LockState::Unknown) {
+        return Err(Failure::other(
+            EXIT_UNKNOWN,
+            format!(
+                "{}: could not check the lock ({}); nothing was released, signalled or deleted: fix that and run `lockctl release` again",
+                l.path.display(),
+                l.error.as_deref().unwrap_or("unknown error")
+            ),
+        ));
+    }
+    let mut holders: Vec<ProvenHolder> = Vec::new();
     let mut stale = false;
+    let mut lost: Vec<String> = Vec::new();
     for l in &report.locks {
         match (l.state, &l.holder) {
-            (LockState::Free, _) => {}
+            (LockState::Free, _) => {
+                // Deleted under a holder of ours (and nobody took it since)?
+                let gone = lost_acquire_holders(&l.path);
+                if !gone.is_empty() {
+                    lost.push(format!("{} was deleted by someone else", l.path.display()));
+                    add_holders(&mut holders, gone);
+                }
+            }
             (LockState::Stale, _) => stale = true,
             (LockState::HeldByApp, Some(r)) if r.program == HOLDER_PROGRAM => {
                 if !r.same_pid_namespace {
@@ -170,19 +194,24 @@ pub fn release(opts: &LockOptions) -> Result<i32, Failure> {
                         ),
                     ));
                 }
-                if !holders.iter().any(|h| h.pid == r.pid) {
-                    holders.push(r.clone());
-                }
+                add_holders(&mut holders, vec![prove_acquire_holder(&l.path)?]);
             }
             _ => {
-                return Err(Failure::other(
-                    ErrorCode::Held.exit_status(),
-                    format!(
-                        "{}: not released: {}; `lockctl release` only ends locks taken by `lockctl acquire`",
-                        l.path.display(),
-                        l.message
-                    ),
-                ))
+                // Not ours now. Was it ours before? A holder of ours that still runs on a
+                // deleted file in this directory lost it to whoever stands there now.
+                let gone = lost_acquire_holders(&l.path);
+                if gone.is_empty() {
+                    return Err(Failure::other(
+                        ErrorCode::Held.exit_status(),
+                        format!(
+                            "{}: not released: {}; `lockctl release` only ends locks taken by `lockctl acquire`",
+                            l.path.display(),
+                            l.message
+                        ),
+                    ));
+                }
+                lost.push(format!("{} is now {}", l.path.display(), l.message));
+                add_holders(&mut holders, gone);
             }
         }
     }
@@ -200,6 +229,17 @@ pub fn release(opts: &LockOptions) -> Result<i32, Failure> {
             Err(e) => return Err(e.into()),
         }
     }
+    if !lost.is_empty() {
+        let pids: Vec<String> = holders.iter().map(|h| h.pid().to_string()).collect();
+        return Err(Failure::other(
+            EXIT_LOST,
+            format!(
+                "the lock had been lost before release: {}; ended the `lockctl acquire` holder (pid {}) and left the new owner's file alone; an update may be under way: bring the work to a safe stop, then acquire again",
+                lost.join("; "),
+                pids.join(", ")
+            ),
+        ));
+    }
     if holders.is_empty() && !stale {
         say!("lockctl: nothing to release: the lock is not held");
         return Ok(0);
@@ -216,60 +256,68 @@ pub fn release(opts: &LockOptions) -> Result<i32, Failure> {
     Ok(0)
 }
 
-/// Ask the holder to release (SIGTERM) and wait until it has exited.
-fn end_holder(record: &HolderRecord) -> Result<(), Failure> {
-    let pid = Pid::from_raw(record.pid);
-    if !record.is_running() {
-        return Ok(()); // Gone already (or its pid was reused).
-    }
-    let pidfd = open_pidfd(pid);
-    match kill(pid, Signal::SIGTERM) {
-        Ok(()) => {}
-        Err(nix::errno::Errno::ESRCH) => return Ok(()),
-        Err(e) => {
-            return Err(Failure::other(
-                ErrorCode::Permission.exit_status(),
-                format!("cannot signal the lock holder (pid {pid}): {e}; run `lockctl release` as the user that ran `lockctl acquire`, or as root"),
-            ))
-        }
-    }
-    match pidfd {
-        // Readable once the process has exited (reaped or not).
-        Some(fd) => {
-            let mut fds = [PollFd::new(
-                std::os::fd::AsFd::as_fd(&fd),
-                PollFlags::POLLIN,
-            )];
-            let ms =
-                PollTimeout::try_from(RELEASE_WAIT.as_millis() as i32).unwrap_or(PollTimeout::MAX);
-            let _ = poll(&mut fds, ms);
-        }
-        // Kernels before 5.3: look every few milliseconds.
-        None => {
-            let deadline = std::time::Instant::now() + RELEASE_WAIT;
-            while record.is_running() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-    }
-    if record.is_running() {
-        return Err(Failure::other(
-            EXIT_OTHER,
-            format!(
-                "the lock holder (pid {pid}) did not exit within {} s; check `lockctl status`",
-                RELEASE_WAIT.as_secs()
-            ),
-        ));
-    }
-    Ok(())
+/// `lockctl acquire` holders that still hold flock on a deleted file of the directory of
+/// `path`: they lost their lock to an override.
+fn lost_acquire_holders(path: &std::path::Path) -> Vec<ProvenHolder> {
+    lost_lock_holders(path)
+        .into_iter()
+        .filter(is_acquire_holder)
+        .collect()
 }
 
-fn open_pidfd(pid: Pid) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return None;
+fn add_holders(holders: &mut Vec<ProvenHolder>, more: Vec<ProvenHolder>) {
+    for h in more {
+        if !holders.iter().any(|k| k.pid() == h.pid()) {
+            holders.push(h);
+        }
     }
-    // SAFETY: the kernel just gave us this descriptor.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether a proven holder is a `lockctl acquire` holder process: this same executable,
+/// started as `lockctl acquire`.
+fn is_acquire_holder(h: &ProvenHolder) -> bool {
+    h.runs_same_executable() && h.command_line().get(1).map(String::as_str) == Some("acquire")
+}
+
+/// Prove that the record at `path` names a live `lockctl acquire` holder of it.
+fn prove_acquire_holder(path: &std::path::Path) -> Result<ProvenHolder, Failure> {
+    let unproven = |why: String| {
+        Failure::other(
+            EXIT_UNPROVEN,
+            format!(
+                "{}: not released: the holder record names a `lockctl acquire` process, but {why}; a record is only a hint and anyone who may write the directory can write one, so nothing was signalled or deleted: look at `lockctl status` and end the real holder yourself",
+                path.display()
+            ),
+        )
+    };
+    let (proven, _) = prove_lock_holder(path).map_err(|u| unproven(u.to_string()))?;
+    if !is_acquire_holder(&proven) {
+        return Err(unproven(format!(
+            "pid {} is not a `lockctl acquire` holder (another program holds the lock)",
+            proven.pid()
+        )));
+    }
+    Ok(proven)
+}
+
+/// Ask the holder to release (SIGTERM through its pidfd) and wait until it has exited.
+fn end_holder(h: &ProvenHolder) -> Result<(), Failure> {
+    match h.signal_and_wait(libc::SIGTERM, RELEASE_WAIT) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Failure::other(
+            EXIT_OTHER,
+            format!(
+                "the lock holder (pid {}) did not exit within {} s; check `lockctl status`",
+                h.pid(),
+                RELEASE_WAIT.as_secs()
+            ),
+        )),
+        Err(e) => Err(Failure::other(
+            ErrorCode::Permission.exit_status(),
+            format!(
+                "cannot signal the lock holder (pid {}): {e}; run `lockctl release` as the user that ran `lockctl acquire`, or as root",
+                h.pid()
+            ),
+        )),
+    }
 }

@@ -5,15 +5,22 @@ use std::io::Write as _;
 
 use update_lock::{status as core_status, HandoverOptions, LockOptions, LockState};
 
-use crate::failure::{Failure, EXIT_OTHER};
+use crate::failure::{Failure, EXIT_OTHER, EXIT_UNKNOWN};
 
+/// Print the report; exit 0, or [`EXIT_UNKNOWN`] when a path could not be looked at (a
+/// script must never read "could not look" as "free").
 pub fn status(locks: &LockOptions, handover: &HandoverOptions, json: bool) -> Result<i32, Failure> {
     let report = core_status(locks, handover);
+    let code = if report.locks.iter().any(|l| l.state == LockState::Unknown) {
+        EXIT_UNKNOWN
+    } else {
+        0
+    };
     if json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Failure::other(EXIT_OTHER, format!("cannot encode the report: {e}")))?;
         print_all(&format!("{text}\n"));
-        return Ok(0);
+        return Ok(code);
     }
     let mut out = String::new();
     for l in &report.locks {
@@ -24,8 +31,17 @@ pub fn status(locks: &LockOptions, handover: &HandoverOptions, json: bool) -> Re
             LockState::Stale => "STALE (holder died)",
             LockState::Foreign => "FOREIGN (not ours)",
             LockState::Changing => "CHANGING (being taken and released right now)",
+            LockState::Unknown => "UNKNOWN (could not look: do not treat as free)",
         };
         let _ = writeln!(out, "{}: {state}", l.path.display());
+        if l.state == LockState::Unknown {
+            let _ = writeln!(
+                out,
+                "  application updates: unknown   host OS reboot: unknown"
+            );
+            let _ = writeln!(out, "  {}", l.message);
+            continue;
+        }
         let _ = writeln!(
             out,
             "  application updates: {}   host OS reboot: {}",
@@ -60,7 +76,7 @@ pub fn status(locks: &LockOptions, handover: &HandoverOptions, json: bool) -> Re
         let _ = writeln!(out, "{line}");
     }
     print_all(&out);
-    Ok(0)
+    Ok(code)
 }
 
 /// Print, ignoring a closed pipe (`lockctl status | head`).

@@ -97,8 +97,9 @@ impl ErrorCode {
     /// The `lockctl` exit status for this kind: 73 held or timed out (what the
     /// Supervisor's own `lockfile` returns), 77 permission or uid problem, 64 bad input,
     /// 130 cancelled, 69 hand-over failed or Supervisor API unavailable (EX_UNAVAILABLE),
-    /// 74 the lock could not be looked at (EX_IOERR), 1 anything else.
-    pub fn exit_status(self) -> i32 {
+    /// 74 the lock could not be looked at (EX_IOERR), 75 the lock was lost (taken over:
+    /// EX_TEMPFAIL, acquire again later), 1 anything else.
+    pub const fn exit_status(self) -> i32 {
         match self {
             ErrorCode::Held | ErrorCode::Timeout => 73,
             ErrorCode::Permission | ErrorCode::SupervisorUid => 77,
@@ -106,7 +107,8 @@ impl ErrorCode {
             ErrorCode::Cancelled => 130,
             ErrorCode::Handover | ErrorCode::Api => 69,
             ErrorCode::Unknown => 74,
-            ErrorCode::Lost | ErrorCode::Io | ErrorCode::NotHeld => 1,
+            ErrorCode::Lost => 75,
+            ErrorCode::Io | ErrorCode::NotHeld => 1,
         }
     }
 }

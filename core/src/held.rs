@@ -265,20 +265,23 @@ pub(crate) fn still_ours(h: &HeldPath) -> std::result::Result<(), NotOurs> {
 /// [`crate::removal`]), then close (dropping the flock). Someone else's file is never
 /// touched; `Err` says what is there instead, or why we could not check.
 pub(crate) fn release(h: HeldPath) -> std::result::Result<(), NotOurs> {
-    let verdict = still_ours(&h).and_then(|()| {
-        match remove_exact(h.dir.as_fd(), &h.name, &h.path, h.id) {
-            Ok(Removal::Removed) => Ok(()),
-            Ok(Removal::Gone) => Err(NotOurs::Lost(format!("{} was deleted", h.path.display()))),
-            Ok(Removal::NotOurs(what)) => {
-                Err(NotOurs::Lost(format!("{}: {what}", h.path.display())))
-            }
-            Err(e) => Err(NotOurs::Unchecked(Error::Io {
-                path: h.path.clone(),
-                operation: "remove the lock file (nothing was deleted)",
-                source: std::io::Error::other(e.to_string()),
-            })),
-        }
-    });
+    let verdict =
+        still_ours(&h).and_then(
+            |()| match remove_exact(h.dir.as_fd(), &h.name, &h.path, h.id) {
+                Ok(Removal::Removed) => Ok(()),
+                Ok(Removal::Gone) => {
+                    Err(NotOurs::Lost(format!("{} was deleted", h.path.display())))
+                }
+                Ok(Removal::NotOurs(what)) => {
+                    Err(NotOurs::Lost(format!("{}: {what}", h.path.display())))
+                }
+                Err(e) => Err(NotOurs::Unchecked(Error::Io {
+                    path: h.path.clone(),
+                    operation: "remove the lock file (nothing was deleted)",
+                    source: std::io::Error::other(e.to_string()),
+                })),
+            },
+        );
     drop(h.file);
     verdict
 }
@@ -361,7 +364,10 @@ mod tests {
         std::fs::remove_file(&f.path).unwrap();
         std::fs::write(&f.path, b"0").unwrap();
         let err = release(h).unwrap_err();
-        assert!(err.to_string().contains("replaced by another file"), "{err}");
+        assert!(
+            err.to_string().contains("replaced by another file"),
+            "{err}"
+        );
         assert_eq!(std::fs::read(&f.path).unwrap(), b"0");
     }
 

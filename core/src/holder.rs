@@ -575,7 +575,10 @@ mod record_tests {
         assert_eq!(r.program, "x?[2Jy");
         let shown = Holder::App(r).describe();
         assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
-        let long = format!("update-lock holder v1\nuid=0\nprogram={}\n", "p".repeat(5000));
+        let long = format!(
+            "update-lock holder v1\nuid=0\nprogram={}\n",
+            "p".repeat(5000)
+        );
         assert_eq!(
             HolderRecord::parse(long.as_bytes()).unwrap().program.len(),
             MAX_FIELD_CHARS

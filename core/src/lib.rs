@@ -39,6 +39,7 @@ mod error;
 mod handover;
 mod held;
 mod holder;
+mod holder_proof;
 mod identity;
 mod inspect;
 mod lock;
@@ -58,6 +59,7 @@ pub use api::{ApiFailure, DeviceState, SafePoint, SupervisorApi, UpdateGate, DEF
 pub use error::{Error, ErrorCode, Result};
 pub use handover::{handover_complete, HandoverOptions};
 pub use holder::{ForeignKind, Holder, HolderRecord, RECORD_MAGIC, RECORD_VERSION, SUPERVISOR_UID};
+pub use holder_proof::{lost_lock_holders, prove_lock_holder, ProvenHolder, Unproven};
 pub use lock::{Reclaimed, UpdateLock};
 pub use options::{LockOptions, Role};
 pub use paths::{

@@ -127,7 +127,13 @@ fn take_away(
 ) -> std::result::Result<Option<CString>, RemovalError> {
     for _ in 0..8 {
         let private = private_name(name, "removing");
-        match renameat2(dir, name, dir, private.as_c_str(), RenameFlags::RENAME_NOREPLACE) {
+        match renameat2(
+            dir,
+            name,
+            dir,
+            private.as_c_str(),
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
             Ok(()) => return Ok(Some(private)),
             Err(Errno::ENOENT) => return Ok(None),
             Err(Errno::EEXIST) => continue, // someone planted a file at that name: pick another
@@ -225,8 +231,8 @@ pub(crate) fn is_private_name(name: &str) -> bool {
 mod tests {
     use super::*;
     use nix::fcntl::{open, OFlag};
-    use std::os::fd::AsFd;
     use nix::sys::stat::Mode;
+    use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
 
     fn setup() -> (tempfile::TempDir, std::os::fd::OwnedFd, PathBuf) {
@@ -270,7 +276,11 @@ mod tests {
         let theirs = id_of(&path);
         let r = remove_exact(dir.as_fd(), c"updates.lock", &path, ours).unwrap();
         assert!(matches!(r, Removal::NotOurs(_)), "{r:?}");
-        assert_eq!(id_of(&path), theirs, "the other file must stand at its name again");
+        assert_eq!(
+            id_of(&path),
+            theirs,
+            "the other file must stand at its name again"
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "theirs");
         let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
         assert_eq!(names.len(), 2, "no private name left behind");
@@ -285,7 +295,10 @@ mod tests {
             remove_exact(dir.as_fd(), c"updates.lock", &path, id).unwrap(),
             Removal::Gone
         );
-        assert!(is_private_name(&lossy(&private_name(c"updates.lock", "removing"))));
+        assert!(is_private_name(&lossy(&private_name(
+            c"updates.lock",
+            "removing"
+        ))));
         assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none());
     }
 }

@@ -33,6 +33,10 @@ pub enum LockState {
     Foreign,
     /// Lock files kept appearing and disappearing while we looked; look again.
     Changing,
+    /// The path could not be looked at (out of file descriptors, a directory we may not
+    /// search, ...): whether it blocks updates is unknown. `error` says why. Never read
+    /// this as free.
+    Unknown,
 }
 
 /// One lock path as both readers see it.
@@ -154,7 +158,8 @@ fn path_status(path: PathBuf) -> PathStatus {
             };
             Ok(Some((holder, meta.map(|m| m.st_uid), flock_held)))
         }
-        Err(crate::Error::InvalidPath { .. }) if !s.dir.exists() => Ok(None),
+        // A missing directory holds no lock; one we cannot look up is unknown, not free.
+        Err(crate::Error::InvalidPath { .. }) if dir_is_missing(&s.dir) => Ok(None),
         Err(e) => Err(e),
     });
     match looked {
@@ -187,9 +192,18 @@ fn path_status(path: PathBuf) -> PathStatus {
         }
         Ok(_) => {}
         Err(e) => {
-            st.message = e.to_string();
+            st.state = LockState::Unknown;
+            st.message = format!(
+                "unknown: could not look at it ({e}); whether it blocks updates cannot be told: fix that and look again"
+            );
             st.error = Some(e.to_string());
         }
     }
     st
+}
+
+/// Whether `dir` provably does not exist (ENOENT on it or a parent), as opposed to "could
+/// not be looked up" (EACCES, EMFILE, ...).
+fn dir_is_missing(dir: &std::path::Path) -> bool {
+    matches!(std::fs::symlink_metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }

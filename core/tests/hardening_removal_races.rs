@@ -76,8 +76,14 @@ fn race(mode: &str, reclaim: bool) -> (serde_json::Value, u64) {
         .into_iter()
         .filter(|n| n.contains(".update-lock-"))
         .collect();
-    assert!(leftovers.is_empty(), "private names left behind: {leftovers:?}");
-    eprintln!("{mode}: {counts} ; app rounds {}", rounds.load(Ordering::Relaxed));
+    assert!(
+        leftovers.is_empty(),
+        "private names left behind: {leftovers:?}"
+    );
+    eprintln!(
+        "{mode}: {counts} ; app rounds {}",
+        rounds.load(Ordering::Relaxed)
+    );
     (counts, rounds.load(Ordering::Relaxed))
 }
 

@@ -24,7 +24,7 @@ async function main(): Promise<number> {
   s.release()
 
   const report: StatusReport = status({ paths })
-  const state: 'free' | 'held-by-app' | 'held-by-supervisor' | 'stale' | 'foreign' | 'changing' = report.locks[0].state
+  const state: 'free' | 'held-by-app' | 'held-by-supervisor' | 'stale' | 'foreign' | 'changing' | 'unknown' = report.locks[0].state
   const pid: number | undefined = report.locks[0].holder?.pid
   const written: string[] = handoverComplete()
 

@@ -20,8 +20,8 @@ class UpdateLockError(Exception):
     Attributes:
         code: the core's stable code (``held``, ``timeout``, ``lost``, ``permission``,
             ``supervisor-uid``, ``invalid-path``, ``io``, ``cancelled``, ``not-held``,
-            ``handover``).
-        number: the code's stable number (1..10).
+            ``handover``, ``api``, ``unknown``).
+        number: the code's stable number (1..12).
         message: the core's message (also ``str(e)``).
         path: the lock path concerned, when there is one.
         holder: who holds the lock (:class:`Holder`), for ``held`` and ``timeout``.
@@ -224,6 +224,15 @@ class SupervisorApiError(UpdateLockError):
         self.reason: Optional[str] = kwargs.get("reason")
 
 
+class LockStateUnknownError(UpdateLockError, OSError):
+    """``unknown`` (12): the lock could not be looked at (out of file descriptors, a
+    directory that may not be searched): whether it is held, or still ours, is unknown.
+    Nothing was changed or deleted. Never read it as free."""
+
+    code = "unknown"
+    number = 12
+
+
 ERRORS_BY_CODE: Dict[str, Type[UpdateLockError]] = {
     cls.code: cls
     for cls in (
@@ -238,6 +247,7 @@ ERRORS_BY_CODE: Dict[str, Type[UpdateLockError]] = {
         NotHeldError,
         HandoverError,
         SupervisorApiError,
+        LockStateUnknownError,
     )
 }
 """Exception class for each core code."""

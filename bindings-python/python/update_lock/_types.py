@@ -125,8 +125,9 @@ class PathStatus:
     path: str
     """The lock path."""
     state: str
-    """``free``, ``held-by-app``, ``held-by-supervisor``, ``stale``, ``foreign`` or
-    ``changing``."""
+    """``free``, ``held-by-app``, ``held-by-supervisor``, ``stale``, ``foreign``,
+    ``changing``, or ``unknown`` (it could not be looked at: ``error`` says why; never read
+    it as free)."""
     blocks_app_updates: bool
     """The Supervisor would defer application updates (the path exists)."""
     blocks_host_reboot: bool
