@@ -71,6 +71,33 @@ def as_uid(uid: str, path: str) -> None:
         say("error", json.dumps(describe(e)))
 
 
+def drop_to(uid: str) -> None:
+    n = int(uid)
+    os.setgroups([])
+    os.setresgid(n, n, n)
+    os.setresuid(n, n, n)
+
+
+def status_as_uid(uid: str, path: str) -> None:
+    """Drop to `uid`, then report what status() sees of `path`."""
+    drop_to(uid)
+    st = update_lock.status(paths=[path]).locks[0]
+    say("status", json.dumps({"state": st.state, "error": st.error, "message": st.message}))
+
+
+def hold_then_release_as_uid(uid: str, path: str) -> None:
+    """Drop to `uid`, take the lock, say "held", and when told release it and report."""
+    drop_to(uid)
+    lk = update_lock.lock(paths=[path], timeout=0).acquire()
+    say("held")
+    sys.stdin.readline()
+    try:
+        lk.release()
+        say("released", json.dumps({}))
+    except update_lock.UpdateLockError as e:
+        say("released", json.dumps(describe(e)))
+
+
 def out_of_fds(path: str) -> None:
     """Use up every file descriptor, then try the lock."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -129,6 +156,8 @@ def main() -> None:
         "wait": wait,
         "interrupt": interrupt,
         "as-uid": as_uid,
+        "status-as-uid": status_as_uid,
+        "hold-then-release-as-uid": hold_then_release_as_uid,
         "out-of-fds": out_of_fds,
         "fork-gc": fork_gc,
     }[role](*args)
