@@ -1061,6 +1061,78 @@ static void test_error_message_buffer_edges(void)
     CHECK(ul_last_error_message(buf, sizeof buf) == 0 && buf[0] == '\0', "message not empty");
 }
 
+/* Hardening G, in a child of uid 1000 that owns a private directory and then makes it
+ * unsearchable (mode 0): status says UL_STATE_UNKNOWN, release says UL_ERR_UNKNOWN and
+ * deletes nothing. */
+static char unknown_dir[700];
+
+static int child_unknown_when_it_cannot_look(void)
+{
+    char lockp[800];
+    const char *paths[1];
+    ul_options o;
+    ul_handover_options h;
+    ul_lock *lock = NULL;
+    ul_status_report rep;
+    ul_path_status locks[1];
+    ul_handover_status ho[2];
+    static char strings[8192];
+    struct stat st;
+    ul_result r;
+    int rc;
+    snprintf(lockp, sizeof lockp, "%s/updates.lock", unknown_dir);
+    paths[0] = lockp;
+    o = opts_for(paths, 1);
+    if (ul_acquire(&o, &lock) != UL_OK)
+        return 10;
+    if (chmod(unknown_dir, 0) != 0)
+        return 11;
+    rc = 0;
+    if (ul_handover_options_init(&h, sizeof h) != UL_OK ||
+        ul_status_report_init(&rep, sizeof rep) != UL_OK)
+        rc = 12;
+    rep.locks = locks;
+    rep.lock_capacity = 1;
+    rep.handover = ho;
+    rep.handover_capacity = 2;
+    rep.strings = strings;
+    rep.strings_capacity = sizeof strings;
+    if (rc == 0 && ul_status(&o, &h, &rep) != UL_OK) {
+        fprintf(stderr, "    child: status failed: %s\n", last_message());
+        rc = 13;
+    }
+    if (rc == 0 && (locks[0].state != UL_STATE_UNKNOWN || locks[0].error == NULL ||
+                    strstr(locks[0].error, "ermission denied") == NULL ||
+                    strcmp(ul_state_name(locks[0].state), "unknown") != 0)) {
+        fprintf(stderr, "    child: state %s, error %s\n", ul_state_name(locks[0].state),
+                locks[0].error ? locks[0].error : "(null)");
+        rc = 14;
+    }
+    r = ul_release(lock); /* frees the handle whatever it returns */
+    if (rc != 0)
+        return rc;
+    if (r != UL_ERR_UNKNOWN || strstr(last_message(), "could not check the update lock") == NULL ||
+        strstr(last_message(), "nothing was deleted") == NULL) {
+        fprintf(stderr, "    child: release gave %s: %s\n", ul_result_name(r), last_message());
+        return 15;
+    }
+    if (chmod(unknown_dir, 01777) != 0)
+        return 16;
+    if (lstat(lockp, &st) != 0 || st.st_uid != 1000)
+        return 17; /* the lock file must still be there */
+    return 0;
+}
+
+static void test_unknown_when_it_cannot_look(void)
+{
+    int rc;
+    make_svc();
+    snprintf(unknown_dir, sizeof unknown_dir, "%s", in_svc("private"));
+    CHECK(mkdir(unknown_dir, 01777) == 0 && chown(unknown_dir, 1000, 1000) == 0, "private dir");
+    rc = as_user(1000, 1000, child_unknown_when_it_cannot_look);
+    CHECK(rc == 0, "child failed with %d", rc);
+}
+
 static void test_status_reports_every_state(void)
 {
     const char *paths[6];
@@ -2139,6 +2211,7 @@ static const struct {
 } tests[] = {
 #define T(f) {#f, f}
     T(test_version_and_result_names),
+    T(test_unknown_when_it_cannot_look),
     T(test_options_init_defaults_and_versioning),
     T(test_acquire_release_both_readers_see_it),
     T(test_two_paths_all_or_nothing),
