@@ -122,7 +122,7 @@ pub fn serve(
                 if let Some(code) = release_step(&events, args) {
                     say!("lockctl: the command exited with status {code}");
                 }
-                let state = match read_state(args) {
+                let state = match read_state(args, opts.state_limit()) {
                     Ok(s) => s,
                     Err(msg) => {
                         say!("lockctl: {msg}; refusing {who} and still serving");
@@ -208,18 +208,49 @@ fn release_step(events: &Events, args: &ServeArgs) -> Option<i32> {
 }
 
 /// The state to send: `--state-file`'s content (empty when not given or missing).
-fn read_state(args: &ServeArgs) -> Result<Vec<u8>, String> {
+///
+/// The file may sit in a directory others can write, so it is untrusted: it is opened
+/// without following a symlink and without blocking (a fifo would hang serving), must be a
+/// regular file, and may hold at most `limit` bytes (`--max-state`, the successor's limit).
+fn read_state(args: &ServeArgs, limit: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let Some(path) = &args.state_file else {
         return Ok(Vec::new());
     };
-    match std::fs::read(path) {
-        Ok(s) => Ok(s),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(format!(
-            "cannot read the state file {}: {e}",
-            path.display()
-        )),
+    let p = path.display();
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(format!(
+                "the state file {p} is a symbolic link, which is never followed; write the state to a regular file"
+            ))
+        }
+        Err(e) => return Err(format!("cannot read the state file {p}: {e}")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot inspect the state file {p}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "the state file {p} is not a regular file (a fifo, device or directory); write the state to a regular file"
+        ));
     }
+    let mut state = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut state)
+        .map_err(|e| format!("cannot read the state file {p}: {e}"))?;
+    if state.len() > limit {
+        return Err(format!(
+            "the state file {p} holds more than {limit} bytes (--max-state); keep the state smaller or raise --max-state on both versions"
+        ));
+    }
+    Ok(state)
 }
 
 fn io_failure(what: &str, e: std::io::Error) -> Failure {

@@ -628,3 +628,62 @@ fn a_refused_hand_over_fails_take_with_69_and_serving_goes_on() {
     assert_eq!(code(old.wait()), 128 + 2);
     assert!(!socket.exists());
 }
+
+/// Hardening F: the state file is untrusted input. A fifo (which would hang serving), a
+/// symlink (to /dev/zero: endless) and a file over `--max-state` are each refused with a
+/// clear reason that reaches the successor, and the old version keeps serving.
+#[test]
+fn f_a_state_file_that_is_a_fifo_a_symlink_or_too_large_is_refused_and_serving_goes_on() {
+    let dir = service_dir();
+    let fifo = dir.path().join("state.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let link = dir.path().join("state.link");
+    std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+    let big = dir.path().join("state.big");
+    std::fs::write(&big, vec![b'x'; 4097]).unwrap();
+    let cases = [
+        (&fifo, "not a regular file"),
+        (&link, "symbolic link, which is never followed"),
+        (&big, "more than 4096 bytes"),
+    ];
+    for (i, (state, reason)) in cases.into_iter().enumerate() {
+        let socket = dir.path().join(format!("handover{i}.sock"));
+        let mut old = Proc::spawn(&mut handover(
+            &[
+                "serve",
+                "--socket",
+                s(&socket),
+                "--state-file",
+                s(state),
+                "--max-state",
+                "4096",
+                "--term-grace",
+                "60",
+            ],
+            Some("app"),
+        ));
+        old.expect_line("ready");
+        let (st, out, _) = output(&mut handover(
+            &[
+                "take",
+                "--socket",
+                s(&socket),
+                "--max-state",
+                "4096",
+                "--",
+                "echo",
+                "ran",
+            ],
+            None,
+        ));
+        assert_eq!(code(st), 69, "{out}");
+        assert!(out.contains(reason), "{reason}: {out}");
+        assert!(!out.contains("ran"), "{out}");
+        expect_containing(&mut old, "still serving");
+        assert!(!old.exited(), "still serving");
+        old.signal(Signal::SIGTERM);
+        expect_containing(&mut old, "got SIGTERM");
+        old.signal(Signal::SIGINT);
+        assert_eq!(code(old.wait()), 128 + 2);
+    }
+}

@@ -99,6 +99,11 @@ impl RendezvousOptions {
         self
     }
 
+    /// The most state bytes a successor accepts (and a server should send).
+    pub fn state_limit(&self) -> usize {
+        self.max_state
+    }
+
     /// How this version names itself to the other (release name, version, commit).
     pub fn release(mut self, name: impl Into<String>) -> Self {
         self.release = name.into();
