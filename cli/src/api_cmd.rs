@@ -9,9 +9,9 @@ use update_lock::{DeviceState, SupervisorApi};
 
 use crate::failure::{Failure, EXIT_OTHER};
 
-fn client(timeout: f64) -> Result<SupervisorApi, Failure> {
+fn client(timeout: Duration) -> Result<SupervisorApi, Failure> {
     let api = SupervisorApi::from_env()?;
-    Ok(api.with_timeout(Duration::from_secs_f64(timeout.clamp(0.001, 3600.0))))
+    Ok(api.with_timeout(timeout.clamp(Duration::from_millis(1), Duration::from_secs(3600))))
 }
 
 /// One line about a device state: "update pending (downloaded), status Idle".
@@ -34,7 +34,7 @@ pub fn describe(d: &DeviceState) -> String {
 }
 
 /// `lockctl device [--json]`.
-pub fn device(json: bool, timeout: f64) -> Result<i32, Failure> {
+pub fn device(json: bool, timeout: Duration) -> Result<i32, Failure> {
     let d = client(timeout)?.device()?;
     if json {
         let text = serde_json::to_string_pretty(&d).map_err(|e| {
@@ -51,7 +51,7 @@ pub fn device(json: bool, timeout: f64) -> Result<i32, Failure> {
 }
 
 /// `lockctl update [--force]`.
-pub fn update(force: bool, timeout: f64) -> Result<i32, Failure> {
+pub fn update(force: bool, timeout: Duration) -> Result<i32, Failure> {
     client(timeout)?.update(force)?;
     say!(
         "lockctl: the Supervisor will check for an update now{}",
@@ -65,7 +65,7 @@ pub fn update(force: bool, timeout: f64) -> Result<i32, Failure> {
 }
 
 /// `lockctl reboot [--force]`.
-pub fn reboot(force: bool, timeout: f64) -> Result<i32, Failure> {
+pub fn reboot(force: bool, timeout: Duration) -> Result<i32, Failure> {
     client(timeout)?.reboot(force)?;
     say!(
         "lockctl: the Supervisor is rebooting the device{}",

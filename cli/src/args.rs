@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use update_lock::{HandoverOptions, LockOptions};
 
+use crate::duration::{parse_duration, parse_timeout, Timeout};
 use crate::handover_args::{parse_fd, FdSpec, RendezvousArgs, ServeArgs, TakeArgs};
 
 /// Update locks for balena devices, correct for both the Supervisor (the lock file exists)
@@ -67,18 +68,18 @@ pub enum Command {
         /// Print the device state as JSON.
         #[arg(long)]
         json: bool,
-        /// Seconds the call may take.
-        #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-        timeout: f64,
+        /// How long the call may take (seconds, or e.g. 500ms).
+        #[arg(long, default_value = "10", value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Ask the Supervisor to check for an update now (POST /v1/update).
     Update {
         /// Override update locks: the Supervisor deletes the apps' lock files.
         #[arg(long)]
         force: bool,
-        /// Seconds the call may take.
-        #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-        timeout: f64,
+        /// How long the call may take (seconds, or e.g. 500ms).
+        #[arg(long, default_value = "10", value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Ask the Supervisor to reboot the device (POST /v1/reboot); refused (exit 73) while an
     /// update lock is held, unless --force.
@@ -86,9 +87,9 @@ pub enum Command {
         /// Override update locks.
         #[arg(long)]
         force: bool,
-        /// Seconds the call may take.
-        #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-        timeout: f64,
+        /// How long the call may take (seconds, or e.g. 500ms).
+        #[arg(long, default_value = "10", value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Rehearse a Supervisor update of one service locally: the old version, the update with
     /// one strategy (or all four with --compare), the locks, hand-over, downtime.
@@ -231,32 +232,6 @@ pub struct LockArgs {
     pub no_reclaim: bool,
 }
 
-/// A parsed `--timeout`.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeout(pub Option<Duration>);
-
-/// Seconds as a non-negative finite number (fractions allowed), or `forever`.
-pub fn parse_timeout(s: &str) -> Result<Timeout, String> {
-    let t = s.trim();
-    if matches!(t, "forever" | "inf" | "infinity" | "never") {
-        return Ok(Timeout(None));
-    }
-    let secs: f64 = t.parse().map_err(|_| {
-        format!("'{s}' is not a number of seconds; use e.g. 5, 0.5, 0 (try once) or 'forever'")
-    })?;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!(
-            "'{s}' must be a finite number of seconds, 0 or more (or 'forever')"
-        ));
-    }
-    if secs > 1e9 {
-        return Err(format!(
-            "'{s}' is over 10^9 seconds; use 'forever' to wait without a limit"
-        ));
-    }
-    Ok(Timeout(Some(Duration::from_secs_f64(secs))))
-}
-
 impl PathArgs {
     pub fn options(&self) -> LockOptions {
         LockOptions::new()
@@ -283,22 +258,4 @@ pub fn handover_options(paths: &[PathBuf], no_legacy: bool) -> HandoverOptions {
     HandoverOptions::new()
         .paths(paths.to_vec())
         .legacy(!no_legacy)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timeouts() {
-        assert_eq!(parse_timeout("0").unwrap().0, Some(Duration::ZERO));
-        assert_eq!(
-            parse_timeout("1.5").unwrap().0,
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(parse_timeout("forever").unwrap().0, None);
-        for bad in ["-1", "abc", "NaN", "inf5", "1e12", "", "infs"] {
-            assert!(parse_timeout(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use update_lock::RendezvousOptions;
 
-use crate::args::parse_timeout;
+use crate::duration::{parse_duration as parse_secs, parse_timeout};
 
 /// Where the two versions meet, and how this one names itself.
 #[derive(Debug, Args)]
@@ -81,7 +81,7 @@ impl TakeArgs {
 pub struct ServeArgs {
     /// Stop serving after SECS seconds without a successor ('forever' by default).
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
-    pub timeout: Option<crate::args::Timeout>,
+    pub timeout: Option<crate::duration::Timeout>,
     /// After SIGTERM/SIGINT keep serving at most SECS more seconds (a device stops the old
     /// container right after starting the new one); a second signal stops at once.
     #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "5")]
@@ -116,16 +116,6 @@ pub struct FdSpec {
     pub label: String,
     /// The descriptor number lockctl inherited.
     pub fd: i32,
-}
-
-/// Seconds as a finite non-negative number ('forever' is not allowed here).
-pub fn parse_secs(s: &str) -> Result<Duration, String> {
-    match parse_timeout(s)?.0 {
-        Some(d) => Ok(d),
-        None => Err(format!(
-            "'{s}': give a number of seconds here, e.g. 5 or 0.5"
-        )),
-    }
 }
 
 /// A label: what LISTEN_FDNAMES can carry (no ':', no control characters, at most 255

@@ -19,6 +19,7 @@ macro_rules! out {
 
 mod api_cmd;
 mod args;
+mod duration;
 mod failure;
 mod handover;
 mod handover_args;

@@ -273,3 +273,33 @@ fn g_status_and_release_say_unknown_when_they_cannot_look() {
     let (c, err) = release(&path);
     assert_eq!(c, 0, "{err}");
 }
+
+#[test]
+fn h_nan_infinite_negative_and_overflowing_durations_are_usage_errors() {
+    let dir = service_dir();
+    let path = at(&dir, "updates.lock");
+    let p = path.to_str().unwrap();
+    for args in [
+        vec!["device", "--timeout", "NaN"],
+        vec!["update", "--timeout", "inf"],
+        vec!["reboot", "--timeout", "-1"],
+        vec!["run", "--timeout", "NaN", "--path", p, "--", "true"],
+        vec!["acquire", "--timeout", "1e400", "--path", p],
+        vec!["handover", "take", "--step-timeout", "-0.5", "--", "true"],
+        vec![
+            "rehearse",
+            "--old",
+            "true",
+            "--new",
+            "true",
+            "--timeout",
+            "1e10",
+        ],
+    ] {
+        let (st, _, err) = output(lockctl().args(&args));
+        assert_eq!(code(st), 64, "{args:?}: {err}");
+        assert!(err.contains("error[usage]"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert!(!path.exists(), "nothing was taken");
+}

@@ -22,6 +22,8 @@ struct Fake {
     locked: AtomicBool,
     last_body: Mutex<String>,
     last_auth: Mutex<String>,
+    /// Answer every authorised call with this (status, body) instead.
+    reply: Mutex<Option<(u16, String)>>,
 }
 
 struct Served {
@@ -54,8 +56,11 @@ fn serve() -> Served {
                     .unwrap_or_default();
                 *fake.last_auth.lock().unwrap() = auth.clone();
                 *fake.last_body.lock().unwrap() = body.clone();
+                let forced = fake.reply.lock().unwrap().clone();
                 let (code, text) = if auth != format!("Bearer {KEY}") {
                     (401, "Unauthorized".to_string())
+                } else if let Some(r) = forced {
+                    r
                 } else if req.url() == "/v1/device" {
                     let n = fake.device_calls.fetch_add(1, Ordering::SeqCst) + 1;
                     let settle = fake.settle_after.load(Ordering::SeqCst);
@@ -254,4 +259,51 @@ fn when_the_api_fails_at_a_safe_point_the_gate_keeps_the_lock() {
     assert_eq!(e.api_failure(), Some(ApiFailure::Timeout));
     assert!(gate.held() && lock.exists(), "nothing was let in");
     gate.release().unwrap();
+}
+
+/// Hardening H: an answer that echoes the key, whole or in part, even where the message's
+/// excerpt is cut, never brings any 8-character part of the key into a message.
+#[test]
+fn an_answer_echoing_the_key_never_puts_it_in_a_message() {
+    let s = serve();
+    let prefix8 = &KEY[..8];
+    for (status, body) in [
+        // The key straddles the 200-character cut of the excerpt.
+        (500, format!("{}{KEY} and more", "x".repeat(190))),
+        (500, format!("{}{KEY}", "y ".repeat(97))),
+        // Only part of the key, as a server might echo it.
+        (500, format!("auth was {} (truncated)", &KEY[..12])),
+        // A device answer that is not JSON (the bad-response path).
+        (200, format!("<html>{}{KEY}</html>", "z".repeat(195))),
+    ] {
+        *s.fake.reply.lock().unwrap() = Some((status, body.clone()));
+        let e = if status == 200 {
+            s.api.device().unwrap_err()
+        } else {
+            s.api.ping().unwrap_err()
+        };
+        let m = e.to_string();
+        assert_eq!(e.code(), ErrorCode::Api, "{m}");
+        assert!(!m.contains(prefix8), "part of the key in: {m}");
+        assert!(
+            m.contains("<key>") || !body[..body.len().min(200)].contains(prefix8),
+            "{m}"
+        );
+    }
+}
+
+/// Hardening H: a key with a trailing newline (read from a file) works; one with white
+/// space inside is refused as a bad key, not reported as an unreachable Supervisor.
+#[test]
+fn a_key_with_a_trailing_newline_works_and_a_broken_one_is_a_bad_key() {
+    let s = serve();
+    let addr = format!("http://{}", s.server.server_addr().to_ip().unwrap());
+    let api = SupervisorApi::new(&addr, &format!("{KEY}\r\n")).unwrap();
+    api.ping().unwrap();
+    assert_eq!(*s.fake.last_auth.lock().unwrap(), format!("Bearer {KEY}"));
+    let e = SupervisorApi::new(&addr, "abc def\x01").unwrap_err();
+    assert_eq!(e.api_failure(), Some(ApiFailure::NotConfigured));
+    let m = e.to_string();
+    assert!(m.contains("bad API key"), "{m}");
+    assert!(!m.contains("abc def"), "{m}");
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::duration::parse_duration;
+
 /// Options of `lockctl rehearse`.
 #[derive(Debug, Args)]
 pub struct RehearseArgs {
@@ -126,25 +128,6 @@ Exit codes:
   64   usage error
   70   the rehearsal could not run (e.g. procmail's lockfile or unshare is missing)";
 
-/// A duration: `250ms`, `1.5s`, `2m`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, unit) = split_unit(t);
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (examples: 250ms, 1.5s, 2m)"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "" | "s" => v,
-        "m" | "min" => v * 60.0,
-        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s or m)")),
-    };
-    if !secs.is_finite() || !(0.0..=1e7).contains(&secs) {
-        return Err(format!("'{s}' is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 /// A size in bytes: `512`, `100MB`, `1.5GiB`, `800k`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -183,19 +166,6 @@ fn split_unit(t: &str) -> (&str, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("soon")
-            .unwrap_err()
-            .contains("not a duration"));
-        assert!(parse_duration("5h").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("-1s").is_err());
-    }
 
     #[test]
     fn sizes() {

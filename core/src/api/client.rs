@@ -80,11 +80,22 @@ impl SupervisorApi {
                 detail: format!("'{base}' is not an http:// address of the Supervisor"),
             });
         }
+        // A key read from a file or a shell often carries a trailing newline: trim it. Any
+        // other whitespace or control character cannot be part of a key (and would break
+        // the header, which looked like an unreachable Supervisor).
+        let key = key.trim();
         if key.is_empty() {
             return Err(Error::Api {
                 call: "configure".into(),
                 reason: ApiFailure::NotConfigured,
                 detail: "the API key is empty".into(),
+            });
+        }
+        if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::Api {
+                call: "configure".into(),
+                reason: ApiFailure::NotConfigured,
+                detail: "bad API key: it contains white space or control characters; pass the key exactly as the Supervisor gives it in BALENA_SUPERVISOR_API_KEY".into(),
             });
         }
         Ok(SupervisorApi {
@@ -160,7 +171,7 @@ impl SupervisorApi {
             .ok_or_else(|| Error::Api {
                 call: call.into(),
                 reason: ApiFailure::BadResponse,
-                detail: format!("the answer is not a device state: {}", excerpt(&body)),
+                detail: format!("the answer is not a device state: {}", self.excerpt(&body)),
             })
     }
 
@@ -197,13 +208,22 @@ impl SupervisorApi {
         .map(|_| ())
     }
 
-    /// Never let the key into a message.
+    /// Never let the key into a message: the whole key, and any prefix of 8 characters or
+    /// more of it (a server may echo part of what it was sent).
     fn scrub(&self, s: String) -> String {
-        if self.key.is_empty() {
-            s
-        } else {
-            s.replace(&self.key, "<key>")
-        }
+        scrub_key(s, &self.key)
+    }
+
+    /// A short, one-line excerpt of an answer for a message: scrubbed first, then cut (a
+    /// key cut at the boundary would otherwise survive in part).
+    fn excerpt(&self, s: &str) -> String {
+        let window = EXCERPT_CHARS + self.key.chars().count();
+        let one: String = s
+            .split_whitespace()
+            .flat_map(|w| w.chars().chain(std::iter::once(' ')))
+            .take(window)
+            .collect();
+        cut(self.scrub(one.trim_end().to_string()))
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<String> {
@@ -226,7 +246,7 @@ impl SupervisorApi {
                 detail: self.scrub(format!("could not read the answer: {e}")),
             }),
             Err(ureq::Error::Status(code, resp)) => {
-                let text = self.scrub(excerpt(&resp.into_string().unwrap_or_default()));
+                let text = self.excerpt(&resp.into_string().unwrap_or_default());
                 Err(match code {
                     423 => Error::ApiLocked { call, detail: text },
                     401 | 403 => Error::Api {
@@ -287,11 +307,36 @@ fn is_timeout(t: &ureq::Transport) -> bool {
 }
 
 /// The start of an answer, on one line.
-fn excerpt(s: &str) -> String {
-    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one.chars().count() > 200 {
-        format!("{}...", one.chars().take(200).collect::<String>())
+/// The length of an answer's excerpt in a message.
+const EXCERPT_CHARS: usize = 200;
+
+fn cut(one: String) -> String {
+    if one.chars().count() > EXCERPT_CHARS {
+        format!("{}...", one.chars().take(EXCERPT_CHARS).collect::<String>())
     } else {
         one
     }
+}
+
+/// The shortest part of a key that is scrubbed when it appears alone.
+const MIN_KEY_PREFIX: usize = 8;
+
+/// `s` with `key`, and every prefix of it of [`MIN_KEY_PREFIX`] characters or more,
+/// replaced by `<key>`.
+fn scrub_key(mut s: String, key: &str) -> String {
+    if key.is_empty() {
+        return s;
+    }
+    let ends: Vec<usize> = key
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .filter(|&end| key[..end].chars().count() >= MIN_KEY_PREFIX || end == key.len())
+        .collect();
+    // Longest first, so a whole key becomes one `<key>`.
+    for &end in ends.iter().rev() {
+        if s.contains(&key[..end]) {
+            s = s.replace(&key[..end], "<key>");
+        }
+    }
+    s
 }
