@@ -77,6 +77,7 @@ export type HandoverReason =
   | 'already-serving'
   | 'finished'
   | 'too-large'
+  | 'blocked'
 
 /** The holder record written into every app lock file (field names of `lockctl status --json`). */
 export interface HolderRecord {
@@ -295,6 +296,8 @@ export interface TakeOverOptions {
   signalPaths?: string | readonly string[]
   /** Program name shown to the old version (default: the script's file name). */
   program?: string
+  /** Other uids the old version may run as. Default: only ours and root; a process of another uid serving at the socket (maybe an impostor) is refused with reason `uid`. */
+  peerUids?: number | readonly number[]
   /** Cancels a pending `takeOver()`: rejects with `cancelled`, nothing taken. Not for `takeOverSync`. */
   abortSignal?: AbortSignal
 }
@@ -341,6 +344,8 @@ export interface HandoverServerOptions {
   maxState?: number
   /** Program name shown to the successor. */
   program?: string
+  /** Other uids a successor may run as. Default: only ours and root (a successor is who SO_PEERCRED says it is). */
+  peerUids?: number | readonly number[]
 }
 
 /** A descriptor to hand over (a copy is sent; the app keeps its own). */

@@ -465,9 +465,10 @@ const TAKE_KEYS = new Set([
   'signal',
   'signalPaths',
   'program',
+  'peerUids',
   'abortSignal',
 ])
-const BIND_KEYS = new Set(['socket', 'release', 'stepTimeout', 'maxState', 'program'])
+const BIND_KEYS = new Set(['socket', 'release', 'stepTimeout', 'maxState', 'program', 'peerUids'])
 
 function millisOption(value, name) {
   if (value === undefined || value === null) return undefined
@@ -522,6 +523,13 @@ function parseRendezvous(options, allowed, what) {
   if (signalPaths !== undefined) init.signalPaths = signalPaths
   const program = stringOption(o.program, 'program')
   init.program = program !== undefined ? program : defaultProgram()
+  if (o.peerUids !== undefined && o.peerUids !== null) {
+    const uids = Array.isArray(o.peerUids) ? o.peerUids : [o.peerUids]
+    for (const u of uids) {
+      if (!Number.isInteger(u) || u < 0 || u > 0xffffffff) throw invalidArg(`peerUids must be uids (whole numbers >= 0), got ${u}`)
+    }
+    init.peerUids = uids
+  }
   return { init, abortSignal: abortSignalOption(o.abortSignal) }
 }
 

@@ -294,6 +294,8 @@ export interface RendezvousInit {
   signalPaths?: Array<string>
   /** Program name shown to the other version. */
   program?: string
+  /** Other uids the peer may run as, besides ours and root. */
+  peerUids?: Array<number>
 }
 
 /**

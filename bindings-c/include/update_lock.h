@@ -601,6 +601,18 @@ typedef struct ul_rendezvous_options {
    * `ul_handover_server_bind` (`ul_handover_server_accept` takes its own token).
    */
   const struct ul_cancel_token *cancel;
+  /**
+   * Other uids the peer may run as, besides ours and root (`peer_uid_count` entries).
+   * NULL or a count of 0 (default): none. A peer is who `SO_PEERCRED` says it is: a
+   * successor takes nothing from a process of another uid (possibly an impostor at the
+   * socket path; `UL_ERR_HANDOVER` reason "uid", naming its pid and uid), and a server
+   * refuses such a successor. Borrowed for each call only.
+   */
+  const uint32_t *peer_uids;
+  /**
+   * Number of entries in `peer_uids`.
+   */
+  size_t peer_uid_count;
 } ul_rendezvous_options;
 
 /**
@@ -1030,14 +1042,17 @@ enum ul_result ul_last_error_holder(struct ul_holder *out,
  * * "stalled": the peer did not answer a step within its timeout;
  * * "peer-gone": the peer closed the connection mid-transfer (it crashed or exited);
  * * "taken": another successor already took over from that old version;
- * * "uid": the peer runs as another user (and neither side is root);
+ * * "uid": the peer runs as a user that is not ours, not root and not in `peer_uids`;
  * * "version": the two versions share no protocol version;
  * * "protocol": the peer does not speak the hand-over protocol;
  * * "refused": the old version refused (`ul_handover_server_refuse`) or failed its release
  *   step; it keeps serving;
  * * "already-serving": another process already serves hand-over on that socket;
  * * "finished": this server has already handed over or was closed;
- * * "too-large": the state or the descriptors exceed the limits.
+ * * "too-large": the state or the descriptors exceed the limits;
+ * * "blocked": something that is not a live hand-over server we may use (a file, fifo,
+ *   symlink, another user's dead socket or companion lock) stands at the socket path; it
+ *   is never removed: start without hand-over and remove it.
  *
  * NULL when the last error is not `UL_ERR_HANDOVER` (or there is none). The string is
  * static: never free it. Does not change the thread's last error. Thread-safe (per-thread).
@@ -1214,7 +1229,8 @@ enum ul_result ul_handover_options_init(struct ul_handover_options *opts, size_t
 /**
  * Fill `*opts` with the defaults and set `opts->struct_size = struct_size`: `socket` NULL
  * (the default socket), `release` NULL (""), `step_timeout_ms` 5000, `release_timeout_ms`
- * 10000, `max_state` 1 MiB, `signal` true, `signal_paths` NULL (0), `cancel` NULL.
+ * 10000, `max_state` 1 MiB, `signal` true, `signal_paths` NULL (0), `cancel` NULL,
+ * `peer_uids` NULL (0).
  *
  * Call it as `ul_rendezvous_options_init(&opts, sizeof opts)`. Results as
  * `ul_options_init`. Thread-safe.

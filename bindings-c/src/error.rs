@@ -374,7 +374,7 @@ pub unsafe extern "C" fn ul_last_error_holder(
 
 /// The stable string of a hand-over failure reason, as a static C string.
 pub(crate) fn handover_reason_name(reason: HandoverFailure) -> &'static std::ffi::CStr {
-    const NAMES: [&std::ffi::CStr; 10] = [
+    const NAMES: [&std::ffi::CStr; 11] = [
         c"stalled",
         c"peer-gone",
         c"taken",
@@ -385,6 +385,7 @@ pub(crate) fn handover_reason_name(reason: HandoverFailure) -> &'static std::ffi
         c"already-serving",
         c"finished",
         c"too-large",
+        c"blocked",
     ];
     NAMES
         .into_iter()
@@ -398,14 +399,17 @@ pub(crate) fn handover_reason_name(reason: HandoverFailure) -> &'static std::ffi
 /// * "stalled": the peer did not answer a step within its timeout;
 /// * "peer-gone": the peer closed the connection mid-transfer (it crashed or exited);
 /// * "taken": another successor already took over from that old version;
-/// * "uid": the peer runs as another user (and neither side is root);
+/// * "uid": the peer runs as a user that is not ours, not root and not in `peer_uids`;
 /// * "version": the two versions share no protocol version;
 /// * "protocol": the peer does not speak the hand-over protocol;
 /// * "refused": the old version refused (`ul_handover_server_refuse`) or failed its release
 ///   step; it keeps serving;
 /// * "already-serving": another process already serves hand-over on that socket;
 /// * "finished": this server has already handed over or was closed;
-/// * "too-large": the state or the descriptors exceed the limits.
+/// * "too-large": the state or the descriptors exceed the limits;
+/// * "blocked": something that is not a live hand-over server we may use (a file, fifo,
+///   symlink, another user's dead socket or companion lock) stands at the socket path; it
+///   is never removed: start without hand-over and remove it.
 ///
 /// NULL when the last error is not `UL_ERR_HANDOVER` (or there is none). The string is
 /// static: never free it. Does not change the thread's last error. Thread-safe (per-thread).

@@ -69,6 +69,14 @@ pub struct ul_rendezvous_options {
     /// Borrowed: it must stay alive until the call returns. Ignored by
     /// `ul_handover_server_bind` (`ul_handover_server_accept` takes its own token).
     pub cancel: *const ul_cancel_token,
+    /// Other uids the peer may run as, besides ours and root (`peer_uid_count` entries).
+    /// NULL or a count of 0 (default): none. A peer is who `SO_PEERCRED` says it is: a
+    /// successor takes nothing from a process of another uid (possibly an impostor at the
+    /// socket path; `UL_ERR_HANDOVER` reason "uid", naming its pid and uid), and a server
+    /// refuses such a successor. Borrowed for each call only.
+    pub peer_uids: *const u32,
+    /// Number of entries in `peer_uids`.
+    pub peer_uid_count: usize,
 }
 
 /// What one side of a hand-over knows about the other. Strings are UTF-8, owned by the
@@ -217,6 +225,11 @@ unsafe fn rendezvous_options(
     } else {
         ro.signal_paths(signal_paths)
     };
+    if !o.peer_uids.is_null() && o.peer_uid_count > 0 {
+        // SAFETY: `peer_uid_count` readable entries, by the caller's guarantee.
+        let uids = unsafe { std::slice::from_raw_parts(o.peer_uids, o.peer_uid_count) };
+        ro = ro.peer_uids(uids.iter().copied());
+    }
     // SAFETY: NULL or a live token, by the caller's guarantee.
     let cancel = unsafe { o.cancel.as_ref() }.map(|t| t.inner.clone());
     Ok((ro, cancel))
@@ -231,7 +244,8 @@ fn wait_control(cancel: Option<lockcore::CancelToken>) -> WaitControl<'static> {
 
 /// Fill `*opts` with the defaults and set `opts->struct_size = struct_size`: `socket` NULL
 /// (the default socket), `release` NULL (""), `step_timeout_ms` 5000, `release_timeout_ms`
-/// 10000, `max_state` 1 MiB, `signal` true, `signal_paths` NULL (0), `cancel` NULL.
+/// 10000, `max_state` 1 MiB, `signal` true, `signal_paths` NULL (0), `cancel` NULL,
+/// `peer_uids` NULL (0).
 ///
 /// Call it as `ul_rendezvous_options_init(&opts, sizeof opts)`. Results as
 /// `ul_options_init`. Thread-safe.
@@ -258,6 +272,8 @@ pub unsafe extern "C" fn ul_rendezvous_options_init(
             signal_paths: std::ptr::null(),
             signal_path_count: 0,
             cancel: std::ptr::null(),
+            peer_uids: std::ptr::null(),
+            peer_uid_count: 0,
         };
         // SAFETY: the caller guarantees `struct_size` writable bytes.
         unsafe { init_struct(opts, struct_size, "ul_rendezvous_options", value) }

@@ -1551,6 +1551,50 @@ static void test_handover_first_start_no_predecessor(void)
           count_fds());
 }
 
+/* Hardening D: a hand-over server of another uid (a real `lockctl handover run` as uid
+ * 1000) gets nothing from a root successor unless its uid is in peer_uids. */
+static void test_handover_peer_uids(void)
+{
+    ul_rendezvous_options ro;
+    ul_inheritance *inh = NULL;
+    uint32_t allowed[1] = {1000};
+    int out[2];
+    char line[16] = {0};
+    pid_t pid;
+    ssize_t n;
+    make_svc();
+    CHECK(pipe(out) == 0, "pipe");
+    pid = fork();
+    if (pid == 0) {
+        dup2(out[1], 1);
+        close(out[0]);
+        execlp("setpriv", "setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", lockctl,
+               "handover", "run", "--socket", in_svc("handover.sock"), "--", "sh", "-c",
+               "echo ready; exec sleep 60", (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    n = read(out[0], line, sizeof line - 1); /* the server is bound once the app runs */
+    CHECK(n > 0 && strncmp(line, "ready", 5) == 0, "server not ready: %s", line);
+
+    ro = rendezvous_for(in_svc("handover.sock"), "v2");
+    ro.signal = false;
+    CHECK_RESULT(ul_handover_take(&ro, &inh), UL_ERR_HANDOVER);
+    CHECK_REASON("uid");
+    CHECK_MESSAGE_HAS("uid 1000");
+    CHECK_MESSAGE_HAS("refusing to take anything from it");
+    CHECK(inh == NULL, "nothing taken");
+
+    ro.peer_uids = allowed;
+    ro.peer_uid_count = 1;
+    CHECK_RESULT(ul_handover_take(&ro, &inh), UL_OK);
+    CHECK(inh != NULL && ul_inheritance_predecessor(inh)->uid == 1000, "took over from uid 1000");
+    ul_inheritance_free(inh);
+    kill(pid, SIGKILL);
+    wait_child(pid);
+    close(out[0]);
+}
+
 /* Both sides in this process: the server here, the successor in a thread. Every accessor. */
 static void test_handover_state_and_descriptors_in_process(void)
 {
@@ -2235,6 +2279,7 @@ static const struct {
     T(test_last_error_holder_buffer),
     T(test_threads_exclude_each_other),
     T(test_handover_first_start_no_predecessor),
+    T(test_handover_peer_uids),
     T(test_handover_state_and_descriptors_in_process),
     T(test_handover_tcp_listener_between_processes),
     T(test_handover_stalled_peer),

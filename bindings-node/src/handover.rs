@@ -38,6 +38,8 @@ pub struct RendezvousInit {
     pub signal_paths: Option<Vec<String>>,
     /// Program name shown to the other version.
     pub program: Option<String>,
+    /// Other uids the peer may run as, besides ours and root.
+    pub peer_uids: Option<Vec<u32>>,
 }
 
 fn millis(ms: Option<f64>, name: &str) -> Result<Option<Duration>> {
@@ -85,6 +87,9 @@ fn rendezvous_options(init: RendezvousInit) -> Result<RendezvousOptions> {
     }
     if let Some(p) = init.program {
         o = o.program(p);
+    }
+    if let Some(uids) = init.peer_uids {
+        o = o.peer_uids(uids);
     }
     Ok(o)
 }

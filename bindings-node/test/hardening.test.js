@@ -51,3 +51,43 @@ test('G: a release that cannot check throws unknown and deletes nothing', async 
   assert.deepEqual([after.ino, after.uid], [before.ino, 1000], 'the lock file was touched')
   assert.equal(ul.status({ paths: [lock], legacy: false }).locks[0].state, 'stale')
 })
+
+// D: a hand-over peer is who SO_PEERCRED says it is; whatever is planted at the socket is
+// left alone and reported as 'blocked'.
+const { spawn, spawnSync } = require('node:child_process')
+const readline = require('node:readline')
+
+function coTenantServer(socket) {
+  // A real hand-over server (lockctl) running as uid 1000: another user's process to us.
+  const p = spawn('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', h.LOCKCTL, 'handover', 'run', '--socket', socket, '--', 'sh', '-c', 'echo ready; read x'], { stdio: ['pipe', 'pipe', 'ignore'] })
+  const ready = new Promise((resolve) => readline.createInterface({ input: p.stdout }).once('line', resolve))
+  return { p, ready }
+}
+
+test('D: a root successor takes nothing from another uid unless allowed', async (t) => {
+  const d = h.serviceDir(t)
+  const socket = path.join(d.svc, 'handover.sock')
+  const { p, ready } = coTenantServer(socket)
+  t.after(() => p.kill('SIGKILL'))
+  assert.equal(await ready, 'ready')
+  assert.throws(
+    () => ul.takeOverSync({ socket, stepTimeout: 2000, signal: false }),
+    (e) => e.code === 'handover' && e.reason === 'uid' && e.message.includes('uid 1000') && e.message.includes(`pid ${p.pid}`) && e.message.includes('refusing to take anything from it'),
+  )
+  assert.equal(p.exitCode, null, 'the server was disturbed')
+  const got = await ul.takeOver({ socket, stepTimeout: 2000, signal: false, peerUids: [1000] })
+  assert.equal(got.predecessor.uid, 1000)
+})
+
+test('D: something planted at the socket is blocked and left alone', (t) => {
+  const d = h.serviceDir(t)
+  const socket = path.join(d.svc, 'handover.sock')
+  assert.equal(spawnSync('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', 'mkfifo', socket]).status, 0)
+  const before = fs.lstatSync(socket)
+  for (const attempt of [() => ul.takeOverSync({ socket, signal: false }), () => ul.HandoverServer.bind({ socket })]) {
+    assert.throws(attempt, (e) => e.code === 'handover' && e.reason === 'blocked' && e.message.includes('a named pipe (fifo) owned by uid 1000'))
+  }
+  const after = fs.lstatSync(socket)
+  assert.deepEqual([after.ino, after.uid], [before.ino, 1000])
+  assert.throws(() => ul.takeOverSync({ socket, peerUids: [-1] }), (e) => e.code === 'ERR_INVALID_ARG_TYPE' || /peerUids/.test(e.message))
+})

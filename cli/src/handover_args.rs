@@ -25,6 +25,10 @@ pub struct RendezvousArgs {
     /// Largest state accepted or sent, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     pub max_state: usize,
+    /// Also hand over to / take over from a process of this uid (repeatable). By default
+    /// only our own uid and root take part: a peer is who SO_PEERCRED says it is.
+    #[arg(long = "peer-uid", value_name = "UID")]
+    pub peer_uids: Vec<u32>,
 }
 
 impl RendezvousArgs {
@@ -33,7 +37,8 @@ impl RendezvousArgs {
         let mut o = RendezvousOptions::new()
             .release(self.release.clone())
             .step_timeout(self.step_timeout)
-            .max_state(self.max_state);
+            .max_state(self.max_state)
+            .peer_uids(self.peer_uids.iter().copied());
         if let Some(s) = &self.socket {
             o = o.socket(s.clone());
         }

@@ -91,7 +91,19 @@ pub fn serve(
         .map_err(|e| io_failure("set up signal handling", e))?;
     // Right after a take-over the name is already free: the old server releases it before
     // its BYE, and take_over returns only after BYE.
-    let server = HandoverServer::bind(opts)?;
+    let server = match HandoverServer::bind(opts) {
+        Ok(server) => server,
+        // Serving hand-over is for the next release; it must never keep this one from
+        // running. With a command: run it without serving, and say why and what to do.
+        Err(e) if !command.is_empty() => {
+            say!(
+                "lockctl: warning[{}]: not serving hand-over: {e}; the command runs without it, and the next release will start fresh",
+                e.code()
+            );
+            return run_without_serving(&events, child, command);
+        }
+        Err(e) => return Err(e.into()),
+    };
     say!(
         "lockctl: serving hand-over of {} descriptor(s) on {}",
         child.fds.len(),
@@ -189,6 +201,22 @@ pub fn serve(
         }
         None => EXIT_OTHER,
     })
+}
+
+/// Run `command` with `child`'s descriptors and no hand-over server: forward signals,
+/// exit with its status.
+fn run_without_serving(
+    events: &Events,
+    child: ChildFds,
+    command: &[OsString],
+) -> Result<i32, Failure> {
+    events.forward_every_signal();
+    let pid = crate::serve_child::spawn(command, &child)?;
+    events
+        .watch_child(pid)
+        .map_err(|e| io_failure("start a thread", e))?;
+    drop(child);
+    Ok(events.wait_child_forever())
 }
 
 /// SIGTERM the command and wait for it, at most `--release-grace`. Its status if it exited.

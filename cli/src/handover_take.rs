@@ -8,7 +8,7 @@ use std::process::Command;
 
 use nix::sys::stat::{fstat, SFlag};
 use serde_json::json;
-use update_lock::take_over;
+use update_lock::{take_over, HandoverFailure};
 
 use crate::failure::{Failure, EXIT_USAGE};
 use crate::handover_args::{duplicate, TakeArgs};
@@ -28,7 +28,21 @@ pub fn take(args: &TakeArgs) -> Result<(ChildFds, serde_json::Value), Failure> {
     }
     let opts = args.options();
     let socket = opts.socket_path();
-    let got = take_over(&opts)?;
+    let mut fresh_said = false;
+    let got = match take_over(&opts) {
+        Ok(got) => got,
+        // Something that is not our old version stands at the socket path: it must never
+        // keep the app from starting. Start fresh and say what to do.
+        Err(e) if starts_fresh_after(&e) => {
+            say!(
+                "lockctl: warning[{}]: no hand-over: {e}; starting fresh",
+                e.code()
+            );
+            fresh_said = true;
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut report = json!({
         "schema": 1,
         "socket": socket,
@@ -41,10 +55,12 @@ pub fn take(args: &TakeArgs) -> Result<(ChildFds, serde_json::Value), Failure> {
     });
     let (taken, inherited) = match got {
         None => {
-            say!(
-                "lockctl: no predecessor serves hand-over on {}; starting fresh",
-                socket.display()
-            );
+            if !fresh_said {
+                say!(
+                    "lockctl: no predecessor serves hand-over on {}; starting fresh",
+                    socket.display()
+                );
+            }
             (None, Vec::new())
         }
         Some(inh) => {
@@ -91,6 +107,18 @@ pub fn take(args: &TakeArgs) -> Result<(ChildFds, serde_json::Value), Failure> {
         })
         .collect();
     Ok((child, report))
+}
+
+/// Failures after which the app starts as on a first start: the socket path is blocked by
+/// something that is not a live hand-over server (a file, fifo, symlink, another user's
+/// dead socket), or the process serving there is not a peer we may take from (another
+/// uid: possibly an impostor). A real old version of ours that stalls or refuses is not
+/// among them: then nothing starts, as the old version still has the resources.
+fn starts_fresh_after(e: &update_lock::Error) -> bool {
+    matches!(
+        e.handover_failure(),
+        Some(HandoverFailure::Blocked) | Some(HandoverFailure::Uid)
+    )
 }
 
 /// Whether a descriptor is a socket.

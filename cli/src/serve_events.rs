@@ -32,6 +32,8 @@ struct State {
     busy: bool,
     signals: Vec<(Signal, Instant)>,
     stop: Option<Stop>,
+    /// Not serving hand-over: every signal goes to the command as it is.
+    forward_all: bool,
 }
 
 /// Shared between the main thread, the signal thread, the child's waiter and the watchdog.
@@ -120,7 +122,7 @@ impl Events {
     /// once); the others are sent on to the command.
     pub fn on_signal(&self, sig: Signal) {
         let mut st = self.lock();
-        if matches!(sig, Signal::SIGTERM | Signal::SIGINT) {
+        if matches!(sig, Signal::SIGTERM | Signal::SIGINT) && !st.forward_all {
             if st.signals.is_empty() {
                 say!(
                     "lockctl: got {}; still serving hand-over until a successor takes over or the grace runs out",
@@ -159,6 +161,21 @@ impl Events {
                 }
             })?;
         Ok(())
+    }
+
+    /// Not serving hand-over: send every signal on to the command (SIGTERM too, as
+    /// `lockctl run` does). Call before the command starts.
+    pub fn forward_every_signal(&self) {
+        self.lock().forward_all = true;
+    }
+
+    /// Wait for the command to exit, however long; its status.
+    pub fn wait_child_forever(&self) -> i32 {
+        loop {
+            if let Some(code) = self.wait_child(Duration::from_secs(3600)) {
+                return code;
+            }
+        }
     }
 
     /// Begin a hand-over; false when serving is already stopping.

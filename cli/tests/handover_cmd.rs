@@ -454,18 +454,17 @@ fn bad_input_is_a_usage_error_and_nothing_is_deleted() {
     }
     assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
 
-    // Something that is not a socket at the socket path: never touched, CMD never run.
+    // Something that is not a socket at the socket path: never touched, and (hardening D)
+    // it never keeps the command from running: it starts fresh / runs without serving.
     std::fs::write(&socket, "precious").unwrap();
     let (st, out, _) = output(&mut handover(
         &["take", "--socket", s(&socket), "--", "echo", "ran"],
         None,
     ));
-    assert_eq!(code(st), 64, "{out}");
-    assert!(
-        out.contains("not a socket") || out.contains("other than a socket"),
-        "{out}"
-    );
-    assert!(!out.contains("ran"), "{out}");
+    assert_eq!(code(st), 0, "{out}");
+    assert!(out.contains("instead of a socket"), "{out}");
+    assert!(out.contains("starting fresh"), "{out}");
+    assert!(out.contains("ran"), "{out}");
     let (st, out, _) = output(&mut handover(
         &[
             "serve",
@@ -479,8 +478,9 @@ fn bad_input_is_a_usage_error_and_nothing_is_deleted() {
         ],
         None,
     ));
-    assert_eq!(code(st), 64, "{out}");
-    assert!(!out.contains("ran"), "{out}");
+    assert_eq!(code(st), 0, "{out}");
+    assert!(out.contains("not serving hand-over"), "{out}");
+    assert!(out.contains("ran"), "{out}");
     assert_eq!(std::fs::read_to_string(&socket).unwrap(), "precious");
 }
 
@@ -686,4 +686,141 @@ fn f_a_state_file_that_is_a_fifo_a_symlink_or_too_large_is_refused_and_serving_g
         old.signal(Signal::SIGINT);
         assert_eq!(code(old.wait()), 128 + 2);
     }
+}
+
+/// As uid 1000 (the co-tenant), in the 1777 service directory.
+fn as_co_tenant(program: &str) -> Command {
+    let mut c = command("setpriv");
+    c.args(["--reuid=1000", "--regid=1000", "--clear-groups", program]);
+    c
+}
+
+/// `lockctl handover run --socket S -- sh -c 'echo started; exit 7'` as root: the app must
+/// start whatever stands at the socket path, with a warning that says what and what to do.
+fn run_app_beside(socket: &Path) -> (i32, String) {
+    let (st, out, _) = output(&mut handover(
+        &[
+            "run",
+            "--socket",
+            s(socket),
+            "--step-timeout",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "echo started; exit 7",
+        ],
+        None,
+    ));
+    (code(st), out)
+}
+
+/// Hardening D: a foreign or stale object at the socket path or its companion lock never
+/// keeps the app from starting, and is never removed when it is not provably ours.
+#[test]
+fn d_whatever_a_co_tenant_plants_at_the_socket_path_the_app_still_starts() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = service_dir();
+    let planted = |name: &str, make: &dyn Fn(&Path)| -> (PathBuf, (u64, u32)) {
+        let p = dir.path().join(name);
+        make(&p);
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        (p, (m.ino(), m.uid()))
+    };
+    let cases: Vec<(PathBuf, (u64, u32), &str)> = vec![
+        {
+            let (p, id) = planted("file.sock", &|p| {
+                assert!(as_co_tenant("touch").arg(p).status().unwrap().success())
+            });
+            (p, id, "a regular file owned by uid 1000")
+        },
+        {
+            let (p, id) = planted("fifo.sock", &|p| {
+                assert!(as_co_tenant("mkfifo").arg(p).status().unwrap().success())
+            });
+            (p, id, "a named pipe (fifo) owned by uid 1000")
+        },
+        {
+            let (p, id) = planted("link.sock", &|p| {
+                assert!(as_co_tenant("ln")
+                    .args(["-s", "/nonexistent/x"])
+                    .arg(p)
+                    .status()
+                    .unwrap()
+                    .success())
+            });
+            (p, id, "a symbolic link (to /nonexistent/x)")
+        },
+        {
+            // A dead socket of uid 1000 (its server is gone).
+            let (p, id) = planted("dead.sock", &|p| {
+                drop(std::os::unix::net::UnixListener::bind(p).unwrap());
+                nix::unistd::fchownat(
+                    nix::fcntl::AT_FDCWD,
+                    p,
+                    Some(nix::unistd::Uid::from_raw(1000)),
+                    Some(nix::unistd::Gid::from_raw(1000)),
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .unwrap();
+            });
+            (p, id, "a dead socket of uid 1000")
+        },
+    ];
+    for (socket, id, what) in &cases {
+        let (c, out) = run_app_beside(socket);
+        assert_eq!(c, 7, "{what}: {out}");
+        assert!(out.contains("started"), "{what}: {out}");
+        assert!(out.contains("warning[handover]"), "{what}: {out}");
+        assert!(out.contains(what), "{what}: {out}");
+        let m = std::fs::symlink_metadata(socket).expect("the planted object was removed");
+        assert_eq!((m.ino(), m.uid()), *id, "{what} was replaced");
+    }
+}
+
+/// Hardening D: a process of another uid serving at the socket path (an impostor, or a
+/// squatter of the companion lock) gets nothing from a root successor and cannot stop it.
+#[test]
+fn d_an_impostor_or_a_squatter_of_another_uid_cannot_stop_the_app() {
+    let dir = service_dir();
+    // The impostor: a real lockctl hand-over server, but running as uid 1000.
+    let socket = sock(&dir);
+    let mut impostor = Proc::spawn(
+        as_co_tenant(LOCKCTL)
+            .args(["handover", "run", "--socket"])
+            .arg(&socket)
+            .args(["--", "sh", "-c", "echo ready; read x"]),
+    );
+    impostor.expect_line("ready");
+    let (c, out) = run_app_beside(&socket);
+    assert_eq!(c, 7, "{out}");
+    assert!(out.contains("started"), "{out}");
+    assert!(out.contains("refusing to take anything from it"), "{out}");
+    assert!(
+        out.contains("--peer-uid 1000") || out.contains("--peer-uid UID"),
+        "{out}"
+    );
+    assert!(
+        !impostor.exited(),
+        "the impostor was not asked for anything"
+    );
+    impostor.close_stdin();
+    impostor.wait();
+
+    // The squatter: holds the companion lock, no socket at all.
+    let socket = dir.path().join("squat.sock");
+    let companion = dir.path().join("squat.sock.lock");
+    let mut squatter = Proc::spawn(as_co_tenant("flock").arg("-x").arg(&companion).args([
+        "sh",
+        "-c",
+        "echo ready; read x",
+    ]));
+    squatter.expect_line("ready");
+    let (c, out) = run_app_beside(&socket);
+    assert_eq!(c, 7, "{out}");
+    assert!(out.contains("started"), "{out}");
+    assert!(out.contains("not serving hand-over"), "{out}");
+    squatter.close_stdin();
+    squatter.wait();
+    assert!(companion.exists(), "the squatter's file was removed");
 }

@@ -62,7 +62,14 @@ fn handover_err_line(e: &update_lock::Error) -> String {
     )
 }
 
-/// `ho-serve SOCKET STATE STEP_MS MODE`: bind, open a TCP listener, say `serving port=P`,
+/// Allowed peer uids from an optional argument "U1,U2" (empty: none).
+fn peer_uids(a: &[String], i: usize) -> Vec<u32> {
+    a.get(i)
+        .map(|l| l.split(',').filter_map(|u| u.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// `ho-serve SOCKET STATE STEP_MS MODE [PEER_UIDS]`: bind, open a TCP listener, say `serving port=P`,
 /// then per successor say `request from=R` and (MODE `orders`) obey stdin: `grant`,
 /// `refuse`, `die` (SIGKILL ourselves in the release step); MODE `auto` grants at once.
 /// A failed grant says the error, then `resumed`, and serves again.
@@ -72,7 +79,8 @@ fn role_serve() {
     let opts = RendezvousOptions::new()
         .socket(&a[0])
         .release("old")
-        .step_timeout(step);
+        .step_timeout(step)
+        .peer_uids(peer_uids(&a, 4));
     let server = match HandoverServer::bind(&opts) {
         Ok(s) => s,
         Err(e) => return say(handover_err_line(&e)),
@@ -116,7 +124,7 @@ fn role_serve() {
     }
 }
 
-/// `ho-take SOCKET RELEASE_TIMEOUT_MS STEP_MS NAME`: take over; say `none`, an error, or
+/// `ho-take SOCKET RELEASE_TIMEOUT_MS STEP_MS NAME [PEER_UIDS]`: take over; say `none`, an error, or
 /// `took from=R state=S labels=L port=P socket=B signalled=N`; then on `accept` accept one
 /// TCP connection on the inherited listener and say `accepted`.
 fn role_take() {
@@ -126,7 +134,8 @@ fn role_take() {
         .release(a[3].clone())
         .program("taker")
         .release_timeout(Duration::from_millis(a[1].parse().unwrap()))
-        .step_timeout(Duration::from_millis(a[2].parse().unwrap()));
+        .step_timeout(Duration::from_millis(a[2].parse().unwrap()))
+        .peer_uids(peer_uids(&a, 4));
     let got = match take_over(&opts) {
         Ok(None) => return say("none"),
         Ok(Some(g)) => g,
@@ -476,8 +485,11 @@ fn a_refusal_reaches_the_successor_and_the_old_version_keeps_serving() {
     assert!(is_socket(&sock));
 }
 
+/// Hardening D: a peer is who SO_PEERCRED says it is. Our uid or root by default; another
+/// uid only when allowed. A root successor no longer takes over from a process of another
+/// uid (which could be an impostor at the socket path).
 #[test]
-fn only_the_same_uid_or_root_may_take_over() {
+fn d_only_our_uid_root_or_an_allowed_peer_uid_take_part_in_a_hand_over() {
     require_root();
     let dir = tmpdir();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
@@ -494,28 +506,125 @@ fn only_the_same_uid_or_root_may_take_over() {
         ],
     );
     old.expect("serving port=");
-    let mut other = Kid::spawn_as(
-        APP_UID + 1,
-        "ho-take",
-        &[
-            sock.display().to_string(),
-            "2000".into(),
-            "2000".into(),
-            "x".into(),
-        ],
-    );
+    let take_as = |uid: u32, peers: &str| {
+        Kid::spawn_as(
+            uid,
+            "ho-take",
+            &[
+                sock.display().to_string(),
+                "2000".into(),
+                "2000".into(),
+                "x".into(),
+                peers.into(),
+            ],
+        )
+    };
+    let mut other = take_as(APP_UID + 1, "");
     assert_handover_err(
         &other.line(),
         HandoverFailure::Uid,
         &["uid 1000", "same user"],
     );
     other.finish();
+    // Root, without uid 1000 allowed: it takes nothing from a process of another user.
+    let mut root = take_as(0, "");
+    assert_handover_err(
+        &root.line(),
+        HandoverFailure::Uid,
+        &[
+            "uid 1000",
+            "refusing to take anything from it",
+            "--peer-uid",
+        ],
+    );
+    root.finish();
     assert!(is_socket(&sock), "nothing was removed");
-    // Root may.
-    let mut root = take_kid(&sock, "root");
+    // Root with uid 1000 allowed takes over.
+    let mut root = take_as(0, "1000");
     assert!(root.expect("took ").starts_with("from=old "));
     old.expect("request from=");
     old.expect("granted to=");
+}
+
+/// Hardening D: an allow-list lets two releases of different uids hand over (the server's
+/// socket is then connectable by all, and SO_PEERCRED decides).
+#[test]
+fn d_an_allowed_peer_uid_may_take_over_and_another_is_refused_by_the_server() {
+    require_root();
+    let dir = tmpdir();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+    let sock = dir.path().join("handover.sock");
+    let mut old = Kid::spawn_as(
+        APP_UID,
+        "ho-serve",
+        &[
+            sock.display().to_string(),
+            "s".into(),
+            "1000".into(),
+            "auto".into(),
+            "1001".into(),
+        ],
+    );
+    old.expect("serving port=");
+    let take_as = |uid: u32| {
+        Kid::spawn_as(
+            uid,
+            "ho-take",
+            &[
+                sock.display().to_string(),
+                "2000".into(),
+                "2000".into(),
+                "new".into(),
+                "1000".into(),
+            ],
+        )
+    };
+    let mut stranger = take_as(APP_UID + 2);
+    assert_handover_err(
+        &stranger.line(),
+        HandoverFailure::Uid,
+        &["uid 1002", "may not take over from uid 1000"],
+    );
+    stranger.finish();
+    let mut allowed = take_as(APP_UID + 1);
+    assert!(allowed.expect("took ").starts_with("from=old "));
+    old.expect("request from=new");
+    old.expect("granted to=");
+}
+
+/// Hardening D: silent connections (same uid, never saying HELLO) cannot starve a real
+/// successor: greetings are served concurrently.
+#[test]
+fn d_silent_connections_never_delay_a_real_successor() {
+    let dir = tmpdir();
+    let sock = dir.path().join("handover.sock");
+    let (mut old, _) = serve_kid(&sock, "auto");
+    let silent: Vec<UnixStream> = (0..40)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    // Half a frame on some of them too.
+    for s in silent.iter().take(10) {
+        (&*s).write_all(b"ULHO\x01").unwrap();
+    }
+    let started = std::time::Instant::now();
+    // A 1 s step: one silent connection greeted in turn would already use it up.
+    let mut new = Kid::spawn(
+        "ho-take",
+        &[
+            sock.display().to_string(),
+            "2000".into(),
+            "1000".into(),
+            "new".into(),
+        ],
+    );
+    assert!(new.expect("took ").starts_with("from=old "), "took over");
+    old.expect("request from=new");
+    old.expect("granted to=");
+    eprintln!(
+        "took over in {:?} with 40 silent connections",
+        started.elapsed()
+    );
+    drop(silent);
 }
 
 #[test]
@@ -568,9 +677,14 @@ fn bad_input_is_rejected_and_nothing_is_deleted() {
     ] {
         assert_err(
             &e,
-            ErrorCode::InvalidPath,
-            &["handover.sock", "other than a socket"],
+            ErrorCode::Handover,
+            &[
+                "handover.sock",
+                "a regular file owned by uid 0",
+                "instead of a socket",
+            ],
         );
+        assert_eq!(e.handover_failure(), Some(HandoverFailure::Blocked));
     }
     assert_eq!(fs::read_to_string(&file).unwrap(), "someone's data");
     // A symlink at the socket path is not followed, not replaced.
@@ -579,7 +693,11 @@ fn bad_input_is_rejected_and_nothing_is_deleted() {
     let link = dir.path().join("link.sock");
     symlink(&target, &link).unwrap();
     let e = HandoverServer::bind(&opts(&link)).unwrap_err();
-    assert_err(&e, ErrorCode::InvalidPath, &["other than a socket"]);
+    assert_err(
+        &e,
+        ErrorCode::Handover,
+        &["a symbolic link (to ", "instead of a socket"],
+    );
     assert!(fs::symlink_metadata(&link)
         .unwrap()
         .file_type()
@@ -890,4 +1008,43 @@ fn a_refused_socket_path_leaves_no_companion_file_behind() {
     fs::write(&file, "x").unwrap();
     HandoverServer::bind(&opts(&file)).unwrap_err();
     assert_eq!(listing(dir.path()), ["handover.sock"]);
+}
+
+/// Hardening H/D: a symlink planted at the companion lock is described as what it is (not
+/// a bare "permission denied"), never followed, and left alone.
+#[test]
+fn d_a_symlink_at_the_companion_lock_is_named_and_left_alone() {
+    require_root();
+    let dir = tmpdir();
+    let sock = dir.path().join("handover.sock");
+    let companion = dir.path().join("handover.sock.lock");
+    let made = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=1000",
+            "--regid=1000",
+            "--clear-groups",
+            "ln",
+            "-s",
+            "/etc/passwd",
+        ])
+        .arg(&companion)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let e = HandoverServer::bind(&opts(&sock)).unwrap_err();
+    assert_err(
+        &e,
+        ErrorCode::Handover,
+        &[
+            "a symbolic link (to /etc/passwd) owned by uid 1000",
+            "companion lock",
+            "remove it",
+        ],
+    );
+    assert_eq!(e.handover_failure(), Some(HandoverFailure::Blocked));
+    assert!(fs::symlink_metadata(&companion)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(!sock.exists());
 }

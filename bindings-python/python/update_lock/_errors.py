@@ -183,13 +183,16 @@ class HandoverError(UpdateLockError):
     * ``stalled``: the peer did not answer a step within its timeout;
     * ``peer-gone``: the peer closed the connection mid-way (it crashed or exited);
     * ``taken``: another successor already took over from this old version;
-    * ``uid``: the peer runs as another user (only the same uid or root may take over);
+    * ``uid``: the peer runs as a user that is not ours, not root and not in ``peer_uids``;
     * ``version``: the two versions share no protocol version;
     * ``protocol``: the peer does not speak the hand-over protocol;
     * ``refused``: the old version's app refused (``HandoverServer.refuse``);
     * ``already-serving``: another process already serves on this socket;
     * ``finished``: this server has already handed over or was closed;
-    * ``too-large``: the state or the descriptors exceed the limits.
+    * ``too-large``: the state or the descriptors exceed the limits;
+    * ``blocked``: something that is not a live hand-over server we may use (a file, fifo,
+      symlink, another user's dead socket or companion lock) stands at the socket path; it
+      is never removed: start without hand-over and remove it.
 
     Whatever the reason, nothing was handed over: the old version keeps its resources (and,
     for a failed ``grant``, keeps serving)."""

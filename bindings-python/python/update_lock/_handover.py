@@ -180,6 +180,7 @@ def handover_take(
     max_state: int = 1 << 20,
     signal: bool = True,
     signal_paths: Optional[Iterable[_PathLike]] = None,
+    peer_uids: Iterable[int] = (),
 ) -> Optional[Inheritance]:
     """Take over from the old version serving hand-over on ``socket``, if one does.
 
@@ -195,10 +196,14 @@ def handover_take(
     * ``step_timeout``: seconds the old version may take for one protocol step;
       ``release_timeout``: for its release step and state (default 10 s).
     * ``max_state``: the largest state accepted, in bytes.
+    * ``peer_uids``: other uids the old version may run as. By default only our own uid and
+      root: a process of another uid serving at the socket (possibly an impostor) is
+      refused with reason ``uid``, naming its pid and uid, and nothing is taken from it.
 
     Raises :class:`HandoverError` (``.reason``: ``stalled``, ``peer-gone``, ``uid``,
-    ``refused``, ``taken`` ...) when a predecessor exists but the hand-over failed: nothing
-    was taken, the old version keeps its resources. The GIL is released while waiting;
+    ``refused``, ``taken``, ``blocked`` ...) when a predecessor exists but the hand-over
+    failed, or something that is not a hand-over server stands at the socket (``blocked``:
+    start fresh and remove it): nothing was taken, the old version keeps its resources. The GIL is released while waiting;
     Ctrl-C raises ``KeyboardInterrupt`` with nothing taken.
     """
     paths = None if signal_paths is None else [os.fspath(p) for p in signal_paths]
@@ -211,6 +216,7 @@ def handover_take(
         signal,
         paths,
         _default_program(),
+        [int(u) for u in peer_uids],
     )
     if got is None:
         return None
@@ -288,6 +294,8 @@ class HandoverServer:
     * ``release``: how this version names itself to successors.
     * ``step_timeout``: seconds a successor may take for one protocol step.
     * ``max_state``: the largest state :meth:`grant` may send, in bytes.
+    * ``peer_uids``: other uids a successor may run as (default: only our uid and root; a
+      successor is who ``SO_PEERCRED`` says it is).
 
     Raises :class:`HandoverError` with reason ``already-serving`` when another live process
     serves on the socket; a stale socket from a crashed server is replaced.
@@ -300,6 +308,7 @@ class HandoverServer:
         release: str = "",
         step_timeout: float = 5.0,
         max_state: int = 1 << 20,
+        peer_uids: Iterable[int] = (),
     ) -> None:
         self._native = _native.HandoverServer(
             None if socket is None else os.fspath(socket),
@@ -307,6 +316,7 @@ class HandoverServer:
             step_timeout,
             max_state,
             _default_program(),
+            [int(u) for u in peer_uids],
         )
 
     @property

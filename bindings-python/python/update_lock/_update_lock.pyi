@@ -116,6 +116,7 @@ def handover_take(
     signal: bool = True,
     signal_paths: Optional[Sequence[str]] = None,
     program: Optional[str] = None,
+    peer_uids: Optional[Sequence[int]] = None,
 ) -> Optional[
     Tuple[_Peer, bytes, List[Tuple[str, int, bool]], List[str], Optional[UpdateLockError]]
 ]:
@@ -150,6 +151,7 @@ class HandoverServer:
         step_timeout: float = 5.0,
         max_state: int = 1048576,
         program: Optional[str] = None,
+        peer_uids: Optional[Sequence[int]] = None,
     ) -> "HandoverServer": ...
     def accept(self, timeout: Optional[float] = None) -> Optional[HandoverRequest]:
         """Wait for a successor (GIL released; Ctrl-C interrupts)."""

@@ -60,6 +60,35 @@ pub(crate) fn wait_ready_or(
     socket: &Path,
     also: Option<BorrowedFd<'_>>,
 ) -> Result<bool> {
+    let mut fds = vec![(fd, events)];
+    fds.extend(also.map(|a| (a, PollFlags::POLLIN)));
+    wait_fds(&fds, deadline, ctl, socket)
+}
+
+/// Wait until one of `fds` is readable (or `also`). `Ok(false)` when `deadline` passed
+/// first.
+pub(crate) fn wait_any(
+    fds: &[BorrowedFd<'_>],
+    deadline: Option<Instant>,
+    ctl: &mut WaitControl<'_>,
+    socket: &Path,
+    also: Option<BorrowedFd<'_>>,
+) -> Result<bool> {
+    let mut all: Vec<(BorrowedFd<'_>, PollFlags)> =
+        fds.iter().map(|fd| (*fd, PollFlags::POLLIN)).collect();
+    all.extend(also.map(|a| (a, PollFlags::POLLIN)));
+    wait_fds(&all, deadline, ctl, socket)
+}
+
+/// Wait until one of `fds` is ready for its events: `Ok(true)`; `Ok(false)` when the
+/// deadline passed first. `ctl`'s cancel token ends the wait with `Cancelled`, its check
+/// runs at least every period it names.
+fn wait_fds(
+    fds: &[(BorrowedFd<'_>, PollFlags)],
+    deadline: Option<Instant>,
+    ctl: &mut WaitControl<'_>,
+    socket: &Path,
+) -> Result<bool> {
     loop {
         let now = Instant::now();
         let mut slice = match deadline {
@@ -71,20 +100,18 @@ pub(crate) fn wait_ready_or(
             slice = slice.min(*every);
         }
         let ms = slice.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        let mut fds = vec![PollFd::new(fd, events)];
-        if let Some(a) = also {
-            fds.push(PollFd::new(a, PollFlags::POLLIN));
-        }
+        let mut polled: Vec<PollFd<'_>> =
+            fds.iter().map(|(fd, ev)| PollFd::new(*fd, *ev)).collect();
         if let Some(t) = &ctl.cancel {
-            fds.push(PollFd::new(t.fd(), PollFlags::POLLIN));
+            polled.push(PollFd::new(t.fd(), PollFlags::POLLIN));
         }
         let ready = match poll(
-            &mut fds,
+            &mut polled,
             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
         ) {
-            Ok(_) => fds
+            Ok(_) => polled
                 .iter()
-                .take(if also.is_some() { 2 } else { 1 })
+                .take(fds.len())
                 .any(|f| f.revents().is_some_and(|r| !r.is_empty())),
             Err(Errno::EINTR) => false,
             Err(e) => {
@@ -96,7 +123,7 @@ pub(crate) fn wait_ready_or(
                 ))
             }
         };
-        drop(fds);
+        drop(polled);
         if let Some(t) = &ctl.cancel {
             if t.is_cancelled() {
                 return Err(Error::Cancelled {
@@ -121,6 +148,40 @@ impl Conn {
             fd,
             socket: socket.to_path_buf(),
         }
+    }
+
+    /// The connection's descriptor, for polling.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Whether a whole frame can be read without waiting: its header and payload are all
+    /// in the socket buffer, or the peer hung up, or what arrived is not a frame header
+    /// (then reading fails at once). Never blocks.
+    pub(crate) fn frame_ready(&self) -> bool {
+        let mut head = [0u8; wire::HEADER_LEN];
+        let n = match nix::sys::socket::recv(
+            self.fd.as_raw_fd(),
+            &mut head,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(n) => n,
+            Err(Errno::EAGAIN) => return false,
+            Err(_) => return true,
+        };
+        if n == 0 {
+            return true; // hung up
+        }
+        if n < wire::HEADER_LEN {
+            return false;
+        }
+        let Ok(h) = wire::decode_header(&head) else {
+            return true;
+        };
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the pointer.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        r != 0 || queued as u64 >= wire::HEADER_LEN as u64 + u64::from(h.len)
     }
 
     /// The peer's uid and pid as the kernel saw them at connect / listen time.

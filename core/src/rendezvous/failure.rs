@@ -14,7 +14,7 @@ pub enum HandoverFailure {
     PeerGone,
     /// Another successor has already taken over from this version.
     Taken,
-    /// The peer runs as another user (and neither side is root).
+    /// The peer runs as a user that is not ours, not root and not in `peer_uids`.
     Uid,
     /// The two versions share no protocol version.
     Version,
@@ -28,6 +28,10 @@ pub enum HandoverFailure {
     Finished,
     /// The state or the descriptors exceed the limits.
     TooLarge,
+    /// Something that is not a live hand-over server we may use stands at the socket path
+    /// or its companion lock (a file, fifo, symlink, a dead socket or a lock of another
+    /// user): it is never removed unless provably stale and ours.
+    Blocked,
 }
 
 impl HandoverFailure {
@@ -48,6 +52,7 @@ impl HandoverFailure {
             HandoverFailure::AlreadyServing => "already-serving",
             HandoverFailure::Finished => "finished",
             HandoverFailure::TooLarge => "too-large",
+            HandoverFailure::Blocked => "blocked",
         }
     }
 
@@ -57,7 +62,7 @@ impl HandoverFailure {
     }
 
     /// Every reason.
-    pub const ALL: [HandoverFailure; 10] = [
+    pub const ALL: [HandoverFailure; 11] = [
         HandoverFailure::Stalled,
         HandoverFailure::PeerGone,
         HandoverFailure::Taken,
@@ -68,6 +73,7 @@ impl HandoverFailure {
         HandoverFailure::AlreadyServing,
         HandoverFailure::Finished,
         HandoverFailure::TooLarge,
+        HandoverFailure::Blocked,
     ];
 
     /// What the user should do next; part of the error message.
@@ -76,13 +82,14 @@ impl HandoverFailure {
             HandoverFailure::Stalled => "nothing was handed over and the old version keeps its resources; check that it still serves (it may be blocked in its release step), or raise the step timeout",
             HandoverFailure::PeerGone => "nothing was handed over: the old version keeps its resources and keeps serving, or, if it was the old version that died, start fresh as on a first start",
             HandoverFailure::Taken => "another instance of the new release already took over; this one should exit or start without the old version's resources",
-            HandoverFailure::Uid => "run the old and the new version as the same user (or one of them as root)",
+            HandoverFailure::Uid => "run the old and the new version as the same user (or one of them as root); if the other release really runs as that uid, allow it with peer_uids (lockctl --peer-uid UID)",
             HandoverFailure::Version => "the two releases use incompatible update-lock versions; upgrade the SDK in the new release, or start fresh",
             HandoverFailure::Protocol => "check that the socket path is the hand-over socket of this service and not some other program's",
             HandoverFailure::Refused => "the old version keeps its resources and keeps serving; retry later or start fresh",
             HandoverFailure::AlreadyServing => "only one process per service may serve hand-over; stop the other one, or wait until it has handed over",
             HandoverFailure::Finished => "bind a new server to serve the next release",
             HandoverFailure::TooLarge => "send less state (the limit is RendezvousOptions::max_state) or fewer descriptors (at most 64)",
+            HandoverFailure::Blocked => "start without hand-over this time, and remove what stands there (it is not a live hand-over server of this service) or choose another socket path",
         }
     }
 }

@@ -37,6 +37,7 @@ pub struct RendezvousOptions {
     pub(crate) release: String,
     pub(crate) program: Option<String>,
     pub(crate) signal: Signal,
+    pub(crate) peer_uids: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +58,7 @@ impl Default for RendezvousOptions {
             release: String::new(),
             program: None,
             signal: Signal::Default,
+            peer_uids: Vec::new(),
         }
     }
 }
@@ -97,6 +99,29 @@ impl RendezvousOptions {
     pub fn max_state(mut self, bytes: usize) -> Self {
         self.max_state = bytes.min(64 << 20);
         self
+    }
+
+    /// Other uids the peer may run as, besides our own and root (default none). A peer is
+    /// who `SO_PEERCRED` says it is: the old version only hands over to, and the new one
+    /// only takes over from, a process of our uid, root, or one of these. With any uid
+    /// here the server's socket is made connectable by everyone (mode 0666): the peer check
+    /// decides, not the file mode.
+    ///
+    /// ```
+    /// let o = update_lock::RendezvousOptions::new().peer_uids([1000]);
+    /// assert!(o.peer_allowed(1000) && o.peer_allowed(0) && !o.peer_allowed(1001));
+    /// ```
+    pub fn peer_uids(mut self, uids: impl IntoIterator<Item = u32>) -> Self {
+        self.peer_uids = uids.into_iter().collect();
+        self.peer_uids.sort_unstable();
+        self.peer_uids.dedup();
+        self
+    }
+
+    /// Whether a peer running as `uid` may hand over to us or take over from us: our own
+    /// uid, root, or one of [`peer_uids`](Self::peer_uids).
+    pub fn peer_allowed(&self, uid: u32) -> bool {
+        uid == nix::unistd::geteuid().as_raw() || uid == 0 || self.peer_uids.contains(&uid)
     }
 
     /// The most state bytes a successor accepts (and a server should send).

@@ -6,10 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::PollFlags;
 use nix::sys::socket::{accept4, SockFlag};
 
-use super::conn::{fail, wait_ready_or, Conn};
+use super::conn::{fail, wait_any, Conn};
 use super::failure::HandoverFailure;
 use super::options::{PeerInfo, RendezvousOptions};
 use super::socket_file::{bind_socket, Bound};
@@ -18,6 +17,10 @@ use crate::dir::os_err;
 use crate::error::Result;
 use crate::identity;
 use crate::wait::{CancelToken, WaitControl};
+
+/// The most connections [`HandoverServer::accept`] greets at once; beyond that the oldest
+/// is dropped.
+pub const MAX_PENDING: usize = 64;
 
 /// The old version's hand-over server: it listens on the socket (mode 0600) from
 /// [`bind`](Self::bind) until it has handed over ([`grant`](Self::grant) succeeded) or is
@@ -41,6 +44,9 @@ struct Inner {
     socket: PathBuf,
     opts: RendezvousOptions,
     bound: Mutex<Option<Arc<Bound>>>,
+    /// Connections accepted but not greeted yet (their HELLO has not arrived), kept across
+    /// `accept` calls and told "taken" when another successor wins.
+    pending: Mutex<Vec<(Conn, Instant)>>,
     closed: CancelToken,
     me: PeerInfo,
 }
@@ -76,18 +82,6 @@ impl std::fmt::Debug for HandoverServer {
     }
 }
 
-/// Whether a successor running as `uid` may take over from us: the same user, or root.
-fn successor_allowed(uid: u32) -> bool {
-    uid == nix::unistd::geteuid().as_raw() || uid == 0
-}
-
-/// Whether we may take over from a server running as `uid`: the same user, a root server
-/// (which applies its own rule), or we are root (root may take over from anyone).
-pub(crate) fn server_allowed(uid: u32) -> bool {
-    let me = nix::unistd::geteuid().as_raw();
-    uid == me || uid == 0 || me == 0
-}
-
 impl HandoverServer {
     /// Start serving hand-over on the socket the options name. A stale socket left by a
     /// crashed server is replaced; anything that is not a socket is never touched.
@@ -95,7 +89,7 @@ impl HandoverServer {
     /// Fails with [`HandoverFailure::AlreadyServing`] when another process serves on it.
     pub fn bind(opts: &RendezvousOptions) -> Result<HandoverServer> {
         let socket = opts.socket_path();
-        let bound = bind_socket(&socket)?;
+        let bound = bind_socket(&socket, opts)?;
         let closed = CancelToken::new()
             .map_err(|e| crate::Error::from_os(&socket, "create an eventfd", e, String::new))?;
         let id = identity::current();
@@ -112,6 +106,7 @@ impl HandoverServer {
                 socket,
                 opts: opts.clone(),
                 bound: Mutex::new(Some(Arc::new(bound))),
+                pending: Mutex::new(Vec::new()),
                 closed,
                 me,
             }),
@@ -152,14 +147,82 @@ impl HandoverServer {
     /// [`accept`](Self::accept), interruptible through `ctl` (cancel token, periodic check).
     /// Cancelling ends with [`ErrorCode::Cancelled`](crate::ErrorCode::Cancelled); the
     /// server keeps serving.
+    ///
+    /// Connections are greeted concurrently: a connection is only read once its whole HELLO
+    /// has arrived, so connections that stay silent (or send half a frame) never delay a
+    /// real successor; each is dropped after the step timeout, and at most
+    /// [`MAX_PENDING`] wait at once (the oldest goes first). A peer that is not our uid,
+    /// root or an allowed peer uid is refused at once, by `SO_PEERCRED`.
     pub fn accept_with(
         &self,
         timeout: Option<Duration>,
         mut ctl: WaitControl<'_>,
     ) -> Result<Option<HandoverRequest>> {
+        let mut pending = std::mem::take(&mut *self.lock_pending());
+        let got = self.accept_pending(&mut pending, timeout, &mut ctl);
+        self.lock_pending().append(&mut pending);
+        got
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<(Conn, Instant)>> {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn accept_pending(
+        &self,
+        pending: &mut Vec<(Conn, Instant)>,
+        timeout: Option<Duration>,
+        ctl: &mut WaitControl<'_>,
+    ) -> Result<Option<HandoverRequest>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let bound = self.bound()?;
+            self.accept_queued(&bound, pending, ctl)?;
+            let now = Instant::now();
+            pending.retain(|(_, until)| *until > now);
+            let mut i = 0;
+            while i < pending.len() {
+                if !pending[i].0.frame_ready() {
+                    i += 1;
+                    continue;
+                }
+                let (conn, _) = pending.remove(i);
+                if let Some(req) = self.greet(conn, ctl)? {
+                    return Ok(Some(req));
+                }
+            }
+            // Wait for a new connection, data on a pending one, the earliest pending
+            // deadline, the caller's deadline, or close().
+            let wake = pending
+                .iter()
+                .map(|(_, until)| *until)
+                .chain(deadline)
+                .min();
+            let mut fds: Vec<BorrowedFd<'_>> = vec![bound.listener.as_fd()];
+            fds.extend(pending.iter().map(|(c, _)| c.fd()));
+            let ready = wait_any(
+                &fds,
+                wake,
+                ctl,
+                &self.inner.socket,
+                Some(self.inner.closed.fd()),
+            )?;
+            if !ready && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Accept every connection waiting in the backlog into `pending`, refusing peers of
+    /// another user at once.
+    fn accept_queued(
+        &self,
+        bound: &Bound,
+        pending: &mut Vec<(Conn, Instant)>,
+        ctl: &mut WaitControl<'_>,
+    ) -> Result<()> {
+        let step = self.inner.opts.step_timeout;
+        loop {
             match accept4(
                 bound.listener.as_raw_fd(),
                 SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
@@ -168,25 +231,32 @@ impl HandoverServer {
                     // SAFETY: accept4 returned a new descriptor that we now own.
                     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
                     let conn = Conn::new(fd, &self.inner.socket);
-                    match self.greet(conn, &mut ctl) {
-                        Ok(Some(req)) => return Ok(Some(req)),
-                        Ok(None) => {}
-                        Err(e) => return Err(e),
+                    let Ok((uid, pid)) = conn.peer_cred() else {
+                        continue;
+                    };
+                    if !self.inner.opts.peer_allowed(uid) {
+                        let msg = format!(
+                            "uid {uid} (pid {pid}) may not take over from uid {}: only our uid, root or an allowed peer uid may; run both versions as the same user, or allow it with peer_uids (lockctl --peer-uid {uid})",
+                            self.inner.me.uid
+                        );
+                        let _ = conn.send(
+                            Kind::Refuse,
+                            &wire::encode_text(&[
+                                ("reason", HandoverFailure::Uid.as_str()),
+                                ("message", &msg),
+                            ]),
+                            &[],
+                            Instant::now() + Duration::from_millis(50),
+                            ctl,
+                        );
+                        continue;
                     }
-                }
-                Err(Errno::EAGAIN) => {
-                    let ready = wait_ready_or(
-                        bound.listener.as_fd(),
-                        PollFlags::POLLIN,
-                        deadline,
-                        &mut ctl,
-                        &self.inner.socket,
-                        Some(self.inner.closed.fd()),
-                    )?;
-                    if !ready {
-                        return Ok(None);
+                    if pending.len() >= MAX_PENDING {
+                        pending.remove(0);
                     }
+                    pending.push((conn, Instant::now() + step));
                 }
+                Err(Errno::EAGAIN) => return Ok(()),
                 Err(Errno::EINTR) | Err(Errno::ECONNABORTED) => {}
                 Err(e) => {
                     return Err(os_err(
@@ -206,20 +276,6 @@ impl HandoverServer {
         let Ok((uid, pid)) = conn.peer_cred() else {
             return Ok(None);
         };
-        if !successor_allowed(uid) {
-            let msg = format!(
-                "uid {uid} may not take over from uid {}; run both versions as the same user",
-                self.inner.me.uid
-            );
-            let _ = conn.send(
-                Kind::Refuse,
-                &wire::encode_text(&[("reason", HandoverFailure::Uid.as_str()), ("message", &msg)]),
-                &[],
-                Instant::now() + step,
-                ctl,
-            );
-            return Ok(None);
-        }
         let hello = match conn.recv(MAX_TEXT, "send its HELLO", Instant::now() + step, ctl) {
             Ok(f) => f,
             Err(e) if is_interruption(&e) => return Err(e),
@@ -370,16 +426,22 @@ impl HandoverServer {
         };
         bound.retire();
         self.inner.closed.cancel();
-        // Successors already queued hear why they lost (best effort, no waiting).
+        // Successors already connected hear why they lost (best effort, no waiting): those
+        // accepted but not greeted yet, and those still in the listen backlog.
+        let pending = std::mem::take(&mut *self.lock_pending());
         if let Some(reason) = tell {
             let msg = format!("{} took over first", winner.describe());
             let text = wire::encode_text(&[("reason", reason.as_str()), ("message", &msg)]);
-            while let Ok(raw) = accept4(
-                bound.listener.as_raw_fd(),
-                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            ) {
+            let queued = std::iter::from_fn(|| {
+                accept4(
+                    bound.listener.as_raw_fd(),
+                    SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                )
+                .ok()
                 // SAFETY: accept4 returned a new descriptor that we now own.
-                let conn = Conn::new(unsafe { OwnedFd::from_raw_fd(raw) }, &self.inner.socket);
+                .map(|raw| Conn::new(unsafe { OwnedFd::from_raw_fd(raw) }, &self.inner.socket))
+            });
+            for conn in pending.into_iter().map(|(c, _)| c).chain(queued) {
                 let mut ctl = WaitControl::new();
                 let soon = Instant::now() + Duration::from_millis(50);
                 if conn

@@ -31,6 +31,8 @@ use crate::inspect::{stat_at, try_flock, FileId};
 use crate::paths::split;
 use crate::wait::WaitControl;
 
+use super::options::RendezvousOptions;
+
 /// A bound, listening socket file and the companion flock that proves it is live.
 pub(crate) struct Bound {
     pub listener: OwnedFd,
@@ -83,16 +85,41 @@ fn lock_companion(dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<Optio
     let fd = openat(
         dir,
         cname.as_c_str(),
-        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(0o600),
     )
     .map_err(|e| match e {
-        Errno::ELOOP => Error::invalid(
-            &cpath,
-            "a symbolic link sits at the hand-over socket's companion lock; update-lock never follows it: remove it",
-        ),
+        // A symlink (ELOOP, or EACCES from the sticky-directory rules), or another user's
+        // private file: say what is there instead of a bare "permission denied".
+        Errno::ELOOP | Errno::EACCES | Errno::EPERM | Errno::ENXIO => {
+            let what = match stat_at(dir, &cname, &cpath) {
+                Ok(Some(st)) => describe_object(dir, &cname, &st),
+                _ => format!("something we may not open ({e})"),
+            };
+            fail(
+                path,
+                HandoverFailure::Blocked,
+                format!(
+                    "{what} stands at the socket's companion lock {}; update-lock never follows or takes over such a file: remove it",
+                    cpath.display()
+                ),
+            )
+        }
         e => os_err(&cpath, "open the hand-over socket's companion lock", e),
     })?;
+    let st = nix::sys::stat::fstat(&fd)
+        .map_err(|e| os_err(&cpath, "inspect the hand-over socket's companion lock", e))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(fail(
+            path,
+            HandoverFailure::Blocked,
+            format!(
+                "{} stands at the socket's companion lock {}: remove it",
+                describe_object(dir, &cname, &st),
+                cpath.display()
+            ),
+        ));
+    }
     match try_flock(fd.as_fd()) {
         Ok(true) => Ok(Some(fd)),
         Ok(false) => Ok(None),
@@ -101,6 +128,24 @@ fn lock_companion(dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<Optio
             "flock the hand-over socket's companion lock",
             e,
         )),
+    }
+}
+
+/// What stands at `dir/name`, in words: kind and owner (and a symlink's target).
+fn describe_object(dir: BorrowedFd<'_>, name: &CStr, st: &FileStat) -> String {
+    let uid = st.st_uid;
+    match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+        SFlag::S_IFLNK => {
+            let target = nix::fcntl::readlinkat(dir, name)
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "?".into());
+            format!("a symbolic link (to {target}) owned by uid {uid}")
+        }
+        SFlag::S_IFREG => format!("a regular file owned by uid {uid}"),
+        SFlag::S_IFDIR => format!("a directory owned by uid {uid}"),
+        SFlag::S_IFIFO => format!("a named pipe (fifo) owned by uid {uid}"),
+        SFlag::S_IFSOCK => format!("a socket owned by uid {uid}"),
+        _ => format!("a device node owned by uid {uid}"),
     }
 }
 
@@ -119,9 +164,13 @@ fn socket_path_error(e: Error) -> Error {
 /// Refuse anything at the socket path that is not a socket (never replaced or removed).
 fn refuse_non_socket(dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<Option<FileStat>> {
     match stat_at(dir, name, path)? {
-        Some(st) if !is_socket(&st) => Err(Error::invalid(
+        Some(st) if !is_socket(&st) => Err(fail(
             path,
-            "something other than a socket is at the hand-over socket path; update-lock never replaces or removes it: remove it yourself or choose another socket path",
+            HandoverFailure::Blocked,
+            format!(
+                "{} stands at the hand-over socket path instead of a socket; update-lock never replaces or removes it",
+                describe_object(dir, name, &st)
+            ),
         )),
         st => Ok(st),
     }
@@ -153,11 +202,11 @@ fn serving_process(dir: BorrowedFd<'_>, name: &CStr) -> String {
 }
 
 /// Bind and listen on `path` for the old version.
-pub(crate) fn bind_socket(path: &Path) -> Result<Bound> {
-    bind_socket_inner(path).map_err(socket_path_error)
+pub(crate) fn bind_socket(path: &Path, opts: &RendezvousOptions) -> Result<Bound> {
+    bind_socket_inner(path, opts).map_err(socket_path_error)
 }
 
-fn bind_socket_inner(path: &Path) -> Result<Bound> {
+fn bind_socket_inner(path: &Path, opts: &RendezvousOptions) -> Result<Bound> {
     let s = split(path)?;
     check_name(path, &s.name)?;
     let dir = open_lock_dir(&s.dir, true)?;
@@ -174,8 +223,20 @@ fn bind_socket_inner(path: &Path) -> Result<Bound> {
         ));
     };
     // We hold the companion lock, so whatever socket is at the name is stale. Anything that
-    // is not a socket is someone else's file: never replaced.
-    refuse_non_socket(dir.as_fd(), &s.name, path)?;
+    // is not a socket is someone else's file: never replaced; nor is a stale socket of a
+    // user that is not a peer of ours (not ours to remove).
+    if let Some(st) = refuse_non_socket(dir.as_fd(), &s.name, path)? {
+        if !opts.peer_allowed(st.st_uid) {
+            return Err(fail(
+                path,
+                HandoverFailure::Blocked,
+                format!(
+                    "a dead socket of uid {} stands at the hand-over socket path; it is not ours to remove",
+                    st.st_uid
+                ),
+            ));
+        }
+    }
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = CString::new(format!(".hs.{}.{seq}.tmp", std::process::id()))
@@ -192,11 +253,17 @@ fn bind_socket_inner(path: &Path) -> Result<Bound> {
     bind(listener.as_raw_fd(), &via_dir(dir.as_fd(), &tmp)?)
         .map_err(|e| os_err(path, "bind the hand-over socket", e))?;
     let placed = (|| {
-        // Only the owner (and root) may connect: 0600.
+        // Only the owner (and root) may connect: 0600. With peer uids allowed, anyone may
+        // connect and the SO_PEERCRED check decides.
+        let mode = if opts.peer_uids.is_empty() {
+            0o600
+        } else {
+            0o666
+        };
         fchmodat(
             dir.as_fd(),
             tmp.as_c_str(),
-            Mode::from_bits_truncate(0o600),
+            Mode::from_bits_truncate(mode),
             FchmodatFlags::FollowSymlink,
         )
         .map_err(|e| os_err(path, "make the hand-over socket private (mode 0600)", e))?;
@@ -265,14 +332,16 @@ pub(crate) enum Found {
 /// Connect to the old version's socket.
 pub(crate) fn connect_socket(
     path: &Path,
+    opts: &RendezvousOptions,
     deadline: Instant,
     ctl: &mut WaitControl<'_>,
 ) -> Result<Found> {
-    connect_socket_inner(path, deadline, ctl).map_err(socket_path_error)
+    connect_socket_inner(path, opts, deadline, ctl).map_err(socket_path_error)
 }
 
 fn connect_socket_inner(
     path: &Path,
+    opts: &RendezvousOptions,
     deadline: Instant,
     ctl: &mut WaitControl<'_>,
 ) -> Result<Found> {
@@ -299,7 +368,12 @@ fn connect_socket_inner(
             Ok(()) => return Ok(Found::Server(Conn::new(sock, path))),
             Err(Errno::ENOENT) => return Ok(Found::NoPredecessor),
             Err(Errno::ECONNREFUSED) => {
-                remove_if_stale(dir.as_fd(), &s.name, path, FileId::from(&st))?;
+                // Nobody listens. Ours to remove (our uid or a peer's) and provably stale
+                // (no server holds the companion lock): removed. Another user's: left
+                // alone, and nobody to take over from.
+                if opts.peer_allowed(st.st_uid) {
+                    remove_if_stale(dir.as_fd(), &s.name, path, FileId::from(&st))?;
+                }
                 return Ok(Found::NoPredecessor);
             }
             // The listen backlog is full: the server is busy with other successors.

@@ -9,7 +9,6 @@ use nix::sys::stat::{fstat, SFlag};
 use super::conn::fail;
 use super::failure::HandoverFailure;
 use super::options::{PeerInfo, RendezvousOptions};
-use super::server::server_allowed;
 use super::socket_file::{connect_socket, Found};
 use super::wire::{self, Kind, Text, MAX_TEXT, PROTOCOL_MIN, PROTOCOL_VERSION};
 use crate::error::{Error, Result};
@@ -118,17 +117,20 @@ pub fn take_over_with(
 ) -> Result<Option<Inheritance>> {
     let socket = opts.socket_path();
     let step = opts.step_timeout;
-    let conn = match connect_socket(&socket, Instant::now() + step, &mut ctl)? {
+    let conn = match connect_socket(&socket, opts, Instant::now() + step, &mut ctl)? {
         Found::Server(c) => c,
         Found::NoPredecessor => return Ok(None),
     };
     let (uid, pid) = conn.peer_cred()?;
-    if !server_allowed(uid) {
+    if !opts.peer_allowed(uid) {
+        // Whoever listens there is not our old version as far as the kernel can tell: it
+        // gets nothing from us and we take nothing from it.
         return Err(fail(
             &socket,
             HandoverFailure::Uid,
             format!(
-                "the hand-over server runs as uid {uid}, we run as uid {}",
+                "the process serving hand-over there ({}uid {uid}) runs as neither our uid {}, root, nor an allowed peer uid; refusing to take anything from it",
+                if pid > 0 { format!("pid {pid}, ") } else { "in another container, ".into() },
                 nix::unistd::geteuid()
             ),
         ));
@@ -141,7 +143,17 @@ pub fn take_over_with(
         ("release", &opts.release),
         ("program", opts.program.as_deref().unwrap_or(&me.program)),
     ]);
-    conn.send(Kind::Hello, &hello, &[], Instant::now() + step, &mut ctl)?;
+    if let Err(e) = conn.send(Kind::Hello, &hello, &[], Instant::now() + step, &mut ctl) {
+        // A server that refuses us at once (our uid) answers and closes before our HELLO
+        // is out: its REFUSE is still there to read, and says why.
+        if e.handover_failure() == Some(HandoverFailure::PeerGone) {
+            let soon = Instant::now() + std::time::Duration::from_millis(100);
+            if let Ok(f) = conn.recv(MAX_TEXT, "say why it closed", soon, &mut ctl) {
+                expect(&socket, f.header.kind, &f.payload, Kind::Welcome)?;
+            }
+        }
+        return Err(e);
+    }
     let welcome = conn.recv(
         MAX_TEXT,
         "answer our HELLO",
