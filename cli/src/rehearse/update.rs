@@ -224,6 +224,9 @@ impl Run<'_> {
         };
         match Version::start(role, cmd, &self.launch, &self.tl) {
             Ok(v) => {
+                // "Started" is when the command itself runs, not when the container's
+                // set-up began: the wait for readiness and --update-after count from here.
+                v.wait_started(self.cfg.ready_timeout);
                 self.monitor.watch(v.root_pid());
                 let t = self.tl.event(
                     role,

@@ -21,7 +21,16 @@ const TAIL_LINES: usize = 12;
 
 /// Mount the service directory as a container sees it, then run the version's command.
 const CONTAINER_INIT: &str = "mkdir -p /tmp/balena /tmp/resin && \
-mount --bind \"$1\" /tmp/balena && mount --bind \"$1\" /tmp/resin && exec sh -c \"$2\"";
+mount --bind \"$1\" /tmp/balena && mount --bind \"$1\" /tmp/resin && \
+echo \"$3\" >&2 && exec sh -c \"$2\"";
+
+/// The line the emulated container's init prints on stderr right before it execs the
+/// version's command: from then on the version runs (never shown, never kept).
+const STARTED_MARK: &str = "--lockctl-rehearse: the container is set up, starting the command--";
+
+/// How long the exit of a version waits for its output to be read to the end (a process
+/// that left the group could keep the pipe open forever).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// How a version is run.
 #[derive(Debug, Clone)]
@@ -71,6 +80,8 @@ impl Launch {
 #[derive(Default)]
 struct ExitState {
     status: Option<ExitStatus>,
+    /// The command itself runs (the container is set up), or the version has ended.
+    started: bool,
 }
 
 /// A running (or finished) version.
@@ -118,7 +129,8 @@ impl Version {
             ])
             .args(["sh", "-c", CONTAINER_INIT, "container"])
             .arg(&launch.service_dir)
-            .arg(command);
+            .arg(command)
+            .arg(STARTED_MARK);
             c
         } else {
             let mut c = Command::new("sh");
@@ -154,6 +166,15 @@ impl Version {
             leader
         };
         let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let exit = Arc::new((
+            Mutex::new(ExitState {
+                status: None,
+                started: !launch.namespaced,
+            }),
+            Condvar::new(),
+        ));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let mut readers = 0;
         for stream in [
             child
                 .stdout
@@ -167,22 +188,37 @@ impl Version {
         .into_iter()
         .flatten()
         {
-            copy_output(role, stream, launch.show_output, Arc::clone(&tail));
+            readers += 1;
+            copy_output(
+                role,
+                stream,
+                launch.show_output,
+                Arc::clone(&tail),
+                Arc::clone(&exit),
+                done_tx.clone(),
+            );
         }
         let version = Version {
             role,
             leader,
             init,
             namespaced: launch.namespaced,
-            exit: Arc::new((Mutex::new(ExitState::default()), Condvar::new())),
+            exit,
             tail,
         };
-        version.reap_in_background(child, Arc::clone(timeline));
+        version.reap_in_background(child, Arc::clone(timeline), (done_rx, readers));
         timeline.open(running_lane(role));
         Ok(version)
     }
 
-    fn reap_in_background(&self, mut child: Child, timeline: Arc<Timeline>) {
+    /// Record the exit when it happens, once the output has been read to its end (so the
+    /// last lines are in the report), at most [`OUTPUT_DRAIN`] after the exit.
+    fn reap_in_background(
+        &self,
+        mut child: Child,
+        timeline: Arc<Timeline>,
+        (readers_done, readers): (std::sync::mpsc::Receiver<()>, usize),
+    ) {
         let exit = Arc::clone(&self.exit);
         let (role, leader, namespaced) = (self.role, self.leader, self.namespaced);
         std::thread::spawn(move || {
@@ -191,6 +227,13 @@ impl Version {
             // rest of the process group the same way.
             if !namespaced {
                 let _ = killpg(Pid::from_raw(leader), Signal::SIGKILL);
+            }
+            let drained_by = Instant::now() + OUTPUT_DRAIN;
+            for _ in 0..readers {
+                let left = drained_by.saturating_duration_since(Instant::now());
+                if readers_done.recv_timeout(left).is_err() {
+                    break;
+                }
             }
             cleanup::remove_group(leader);
             timeline.close(running_lane(role));
@@ -206,6 +249,7 @@ impl Version {
             } else {
                 st.status = Some(ExitStatus::from_raw(0x7f00));
             }
+            st.started = true;
             cv.notify_all();
         });
     }
@@ -219,6 +263,25 @@ impl Version {
     pub fn status(&self) -> Option<ExitStatus> {
         let (lock, _) = &*self.exit;
         lock.lock().unwrap_or_else(|p| p.into_inner()).status
+    }
+
+    /// Wait at most `timeout` until its command runs (an emulated container is set up
+    /// first) or it has ended. `false` when neither happened in time.
+    pub fn wait_started(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.exit;
+        let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
+        while !st.started {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            st = cv
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
     }
 
     /// Wait at most `timeout` for it to end.
@@ -334,10 +397,18 @@ fn copy_output(
     stream: Box<dyn Read + Send>,
     show: bool,
     tail: Arc<Mutex<VecDeque<String>>>,
+    exit: Arc<(Mutex<ExitState>, Condvar)>,
+    done: std::sync::mpsc::Sender<()>,
 ) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
+            if line == STARTED_MARK {
+                let (lock, cv) = &*exit;
+                lock.lock().unwrap_or_else(|p| p.into_inner()).started = true;
+                cv.notify_all();
+                continue;
+            }
             if show {
                 say!("  {:>3} | {line}", role.name());
             }
@@ -347,5 +418,6 @@ fn copy_output(
             }
             t.push_back(line);
         }
+        let _ = done.send(());
     });
 }
