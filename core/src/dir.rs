@@ -1,15 +1,14 @@
 //! Opening the directory a lock lives in: created 1777 like the Supervisor does when it is
 //! missing (off-device), never chmod-ed when it already existed, and never reached through a
-//! symlink that sits in a world-writable directory.
+//! symlink that sits in a world-writable directory, at any depth of the path.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
-use nix::fcntl::{open, OFlag};
-use nix::sys::stat::{fchmod, fstat, lstat, Mode, SFlag};
-use nix::unistd::mkdir;
+use nix::fcntl::{open, openat, readlinkat, AtFlags, OFlag};
+use nix::sys::stat::{fchmod, fstat, fstatat, lstat, mkdirat, Mode, SFlag};
 
 use crate::error::{Error, Result};
 use crate::inspect::FileId;
@@ -64,59 +63,164 @@ pub(crate) fn lock_dir(dir: &Path, create: bool) -> Result<(Arc<OwnedFd>, FileId
 
 /// Open `dir` for `*at()` calls. With `create`, a missing directory (whose parent exists)
 /// is created with mode 1777; a directory that already existed is never chmod-ed.
+///
+/// The path is walked one component at a time ([`walk`]): a symbolic link anywhere in it
+/// that sits in a world-writable directory is refused, because anyone could redirect it.
 pub(crate) fn open_lock_dir(dir: &Path, create: bool) -> Result<OwnedFd> {
-    match lstat(dir) {
-        Ok(st) => {
-            let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-            if kind == SFlag::S_IFLNK {
-                refuse_symlink_in_world_writable(dir)?;
-            } else if kind != SFlag::S_IFDIR {
-                return Err(Error::invalid(
-                    dir,
-                    "the lock directory exists but is not a directory; pass a lock path inside a directory",
-                ));
-            }
-            open_dir(dir, kind == SFlag::S_IFLNK)
-        }
-        Err(Errno::ENOENT) if create => create_dir(dir),
-        Err(Errno::ENOENT) => Err(Error::invalid(
+    match walk(dir) {
+        Ok(fd) => Ok(fd),
+        Err(Walked::Missing { last: true }) if create => create_dir(dir),
+        Err(Walked::Missing { .. }) => Err(Error::invalid(
             dir,
             "the lock directory does not exist; create it or pass a lock path in an existing directory",
         )),
-        Err(e) => Err(os_err(dir, "look up the lock directory", e)),
+        Err(Walked::NotDirectory) => Err(Error::invalid(
+            dir,
+            "the lock directory exists but is not a directory; pass a lock path inside a directory",
+        )),
+        Err(Walked::UnsafeSymlink { link, parent }) => Err(Error::invalid(
+            dir,
+            format!(
+                "{} is a symbolic link inside the world-writable {}, which anyone could redirect; update-lock never follows such links: pass the real directory",
+                link.display(),
+                parent.display()
+            ),
+        )),
+        Err(Walked::Os(e)) => Err(os_err(dir, "open the lock directory", e)),
     }
 }
 
-fn refuse_symlink_in_world_writable(dir: &Path) -> Result<()> {
+/// Why [`walk`] stopped.
+enum Walked {
+    /// A component does not exist (`last`: only the final one is missing).
+    Missing { last: bool },
+    /// A component is not a directory.
+    NotDirectory,
+    /// `link` is a symbolic link in the world-writable directory `parent`.
+    UnsafeSymlink { link: PathBuf, parent: PathBuf },
+    /// Another error.
+    Os(Errno),
+}
+
+/// The most symbolic links followed in one path (as the kernel's own limit).
+const MAX_LINKS: usize = 40;
+
+/// Open the directory `dir` names, resolving it one component at a time with `openat`: a
+/// symbolic link is followed only when the directory holding it is not world-writable
+/// (its target is walked the same way); anything else is opened with `O_NOFOLLOW`. So
+/// no link that another user could plant or swap is ever followed, at any depth.
+fn walk(dir: &Path) -> std::result::Result<OwnedFd, Walked> {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStrExt;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+    let start = |absolute: bool| {
+        open(if absolute { "/" } else { "." }, flags, Mode::empty()).map_err(Walked::Os)
+    };
+    let mut cur = start(dir.is_absolute())?;
+    // Where we are, for messages (as the path was written, links unexpanded).
+    let mut shown = if dir.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        PathBuf::new()
+    };
+    let mut todo: std::collections::VecDeque<OsString> = dir
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_os_string()),
+            std::path::Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect();
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        let last = todo.is_empty();
+        let cname =
+            std::ffi::CString::new(name.as_bytes()).map_err(|_| Walked::Os(Errno::EINVAL))?;
+        let st = match fstatat(&cur, cname.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Err(Walked::Missing { last }),
+            Err(e) => return Err(Walked::Os(e)),
+        };
+        match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFDIR => {
+                cur = match openat(&cur, cname.as_c_str(), flags, Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(Errno::ENOENT) => return Err(Walked::Missing { last }),
+                    // Swapped for a link or a file since we looked: never followed.
+                    Err(e) => return Err(Walked::Os(e)),
+                };
+                shown.push(&name);
+            }
+            SFlag::S_IFLNK => {
+                let here = fstat(&cur).map_err(Walked::Os)?;
+                if here.st_mode & 0o002 != 0 {
+                    return Err(Walked::UnsafeSymlink {
+                        link: shown.join(&name),
+                        parent: if shown.as_os_str().is_empty() {
+                            PathBuf::from(".")
+                        } else {
+                            shown.clone()
+                        },
+                    });
+                }
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(Walked::Os(Errno::ELOOP));
+                }
+                let target = readlinkat(&cur, cname.as_c_str()).map_err(Walked::Os)?;
+                let target = PathBuf::from(target);
+                if target.is_absolute() {
+                    cur = start(true)?;
+                }
+                let mut expanded: std::collections::VecDeque<OsString> = target
+                    .components()
+                    .filter_map(|c| match c {
+                        std::path::Component::Normal(n) => Some(n.to_os_string()),
+                        std::path::Component::ParentDir => Some(OsString::from("..")),
+                        _ => None,
+                    })
+                    .collect();
+                expanded.extend(todo);
+                todo = expanded;
+                shown.push(&name);
+            }
+            _ => return Err(Walked::NotDirectory),
+        }
+    }
+    Ok(cur)
+}
+
+fn create_dir(dir: &Path) -> Result<OwnedFd> {
+    // Created inside its parent as walked (no link followed), by name.
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let st = lstat(parent).map_err(|e| os_err(parent, "look up the directory", e))?;
-    if st.st_mode & 0o002 != 0 {
-        return Err(Error::invalid(
-            dir,
-            format!(
-                "the lock directory is a symbolic link inside the world-writable {}, which anyone could redirect; update-lock never follows such links: pass the real directory",
-                parent.display()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn open_dir(dir: &Path, follow: bool) -> Result<OwnedFd> {
-    let mut flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    if !follow {
-        flags |= OFlag::O_NOFOLLOW;
-    }
-    open(dir, flags, Mode::empty()).map_err(|e| os_err(dir, "open the lock directory", e))
-}
-
-fn create_dir(dir: &Path) -> Result<OwnedFd> {
-    match mkdir(dir, Mode::from_bits_truncate(0o1777)) {
+    let Some(name) = dir.file_name() else {
+        return Err(Error::invalid(dir, "the lock directory has no name"));
+    };
+    let pfd = match walk(parent) {
+        Ok(fd) => fd,
+        Err(Walked::Missing { .. }) => {
+            return Err(Error::invalid(
+                dir,
+                format!(
+                    "the lock directory does not exist and cannot be created because {} does not exist either; create it, or pass a lock path in an existing directory",
+                    parent.display()
+                ),
+            ))
+        }
+        Err(_) => return open_lock_dir(parent, false).and_then(|_| open_lock_dir(dir, false)),
+    };
+    match mkdirat(&pfd, name, Mode::from_bits_truncate(0o1777)) {
         Ok(()) => {
-            let fd = open_dir(dir, false)?;
+            let fd = openat(
+                &pfd,
+                name,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            )
+            .map_err(|e| os_err(dir, "open the new lock directory", e))?;
             // We created it: give it the Supervisor's mode whatever our umask removed.
             // Only if it is still the directory we made (owned by us, a directory).
             let st = fstat(&fd).map_err(|e| os_err(dir, "inspect the new lock directory", e))?;
@@ -128,13 +232,6 @@ fn create_dir(dir: &Path) -> Result<OwnedFd> {
         }
         // Someone else created it in between: use it as it is, never chmod it.
         Err(Errno::EEXIST) => open_lock_dir(dir, false),
-        Err(Errno::ENOENT) => Err(Error::invalid(
-            dir,
-            format!(
-                "the lock directory does not exist and cannot be created because {} does not exist either; create it, or pass a lock path in an existing directory",
-                dir.parent().unwrap_or(Path::new("/")).display()
-            ),
-        )),
         Err(e) => Err(os_err(dir, "create the lock directory", e)),
     }
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::mpsc;
 
 use common::*;
-use update_lock::{ErrorCode, ForeignKind, Holder, LockOptions, UpdateLock};
+use update_lock::{ErrorCode, ForeignKind, HandoverOptions, Holder, LockOptions, UpdateLock};
 
 #[test]
 #[ignore = "helper: re-executed as a child process by the other tests"]
@@ -255,6 +255,66 @@ fn symlinked_lock_directory_in_a_world_writable_directory_is_refused() {
     assert_eq!(listing(&real), ["updates.lock"]);
     drop(lock);
     assert_eq!(listing(&real), Vec::<String>::new());
+}
+
+/// Hardening H: a symbolic link in an *intermediate* component, inside a world-writable
+/// directory, is refused too (it used to be followed); one in a directory only its owner
+/// may write is followed, at any depth.
+#[test]
+fn symlink_in_an_intermediate_component_in_a_world_writable_directory_is_refused() {
+    let dir = tmpdir(); // 1777
+    let real = dir.path().join("real");
+    fs::create_dir_all(real.join("sub")).unwrap();
+    let link = dir.path().join("link");
+    symlink(&real, &link).unwrap();
+    for path in [
+        link.join("sub").join("updates.lock"),
+        link.join("sub").join("..").join("sub").join("updates.lock"),
+    ] {
+        let err = try_once(&path);
+        assert_err(
+            &err,
+            ErrorCode::InvalidPath,
+            &[
+                "link is a symbolic link inside the world-writable",
+                "never follows",
+            ],
+        );
+        assert_eq!(listing(&real.join("sub")), Vec::<String>::new());
+        let st = update_lock::status(&opts(&[&path]), &HandoverOptions::new());
+        assert_eq!(
+            st.locks[0].state,
+            update_lock::LockState::Unknown,
+            "{:?}",
+            st.locks[0]
+        );
+    }
+
+    // A link in a 0755 directory, pointing back into the 1777 one: followed; but a link
+    // met inside the target's world-writable directory is refused again.
+    let safe = dir.path().join("safe");
+    fs::create_dir(&safe).unwrap();
+    fs::set_permissions(&safe, fs::Permissions::from_mode(0o755)).unwrap();
+    symlink(dir.path(), safe.join("up")).unwrap();
+    let ok = safe
+        .join("up")
+        .join("real")
+        .join("sub")
+        .join("updates.lock");
+    let lock = UpdateLock::try_acquire(&opts(&[&ok])).unwrap();
+    assert_eq!(listing(&real.join("sub")), ["updates.lock"]);
+    drop(lock);
+    let bad = safe
+        .join("up")
+        .join("link")
+        .join("sub")
+        .join("updates.lock");
+    assert_err(
+        &try_once(&bad),
+        ErrorCode::InvalidPath,
+        &["symbolic link inside the world-writable"],
+    );
+    assert_eq!(listing(&real.join("sub")), Vec::<String>::new());
 }
 
 #[test]
