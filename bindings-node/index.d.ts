@@ -329,6 +329,13 @@ export declare function takeOver(options?: TakeOverOptions): Promise<Inheritance
 /** `takeOver`, blocking the thread (scripts). */
 export declare function takeOverSync(options?: Omit<TakeOverOptions, 'abortSignal'>): Inheritance | null
 
+/**
+ * The listen backlog to give a listener that may be handed over: the kernel's limit
+ * (`net.core.somaxconn`). Use it as `server.listen({ port, backlog: listenBacklog() })`:
+ * connections that arrive during a switch then wait instead of being dropped.
+ */
+export declare function listenBacklog(): number
+
 /** The descriptor number of a listening `net.Server`, to hand it over. */
 export declare function listenerFd(server: import('node:net').Server): number
 

@@ -602,6 +602,15 @@ function takeOverSync(options) {
  * a TypeError when the server is not listening on a descriptor (not yet listening, closed,
  * or Windows).
  */
+/**
+ * The listen backlog to give a listener that may be handed over: the kernel's limit
+ * (`net.core.somaxconn`), e.g. `server.listen({ port, backlog: listenBacklog() })`.
+ * Connections that arrive during a switch then wait instead of being dropped.
+ */
+function listenBacklog() {
+  return native.listenBacklog()
+}
+
 function listenerFd(server) {
   const handle = server !== null && typeof server === 'object' ? server._handle : undefined
   const fd = handle ? handle.fd : undefined
@@ -975,6 +984,7 @@ module.exports = {
   UpdateLockError,
   LockOptions,
   codes,
+  listenBacklog,
   takeOver,
   takeOverSync,
   HandoverServer,

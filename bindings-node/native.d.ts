@@ -234,6 +234,12 @@ export interface InspectOptionsInit {
   handoverPaths?: Array<string>
 }
 
+/**
+ * The listen backlog for a listener that may be handed over: the kernel's limit
+ * (`net.core.somaxconn`).
+ */
+export declare function listenBacklog(): number
+
 /** Lock options as the JavaScript wrapper passes them (already validated there). */
 export interface LockOptionsInit {
   /** Lock exactly these paths, in this order (empty or missing: the defaults). */

@@ -849,6 +849,7 @@ module.exports.cancelled = nativeBinding.cancelled
 module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.handoverComplete = nativeBinding.handoverComplete
 module.exports.heldCount = nativeBinding.heldCount
+module.exports.listenBacklog = nativeBinding.listenBacklog
 module.exports.releaseAll = nativeBinding.releaseAll
 module.exports.statusJson = nativeBinding.statusJson
 module.exports.takeOver = nativeBinding.takeOver

@@ -173,6 +173,8 @@ class Results:
     wake_meta: Dict[Tuple[str, str], str] = field(default_factory=dict)
     mem: List[Tuple[str, str, str, int, int]] = field(default_factory=list)  # lang, label, role, rss kB, hwm kB
     sizes: List[Tuple[str, str, int, str]] = field(default_factory=list)
+    # hand-over switches under load: impl -> bench/handover/switch_load.py's result
+    switches: Dict[str, dict] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     failures: List[str] = field(default_factory=list)
 
@@ -477,6 +479,28 @@ def bench_sizes(res: Results) -> None:
 # Markdown
 
 
+SWITCH_IMPLS = [
+    ("lockctl", "`lockctl handover run` (default: old command serves until the new one says READY=1)"),
+    ("lockctl-started", "`lockctl handover run --ready started`"),
+    ("lockctl-128", "`lockctl handover run --backlog 128 --state-file` (stop, then hand over: the old way)"),
+    ("python", "Python helpers (examples/handover/python)"),
+    ("node", "Node.js helpers (examples/handover/node)"),
+]
+
+
+def bench_switches(res: Results) -> None:
+    """Latency through hand-over switches at 1,000 requests/s (bench/handover/switch_load.py)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    script = os.path.join(here, "..", "handover", "switch_load.py")
+    for impl, _ in SWITCH_IMPLS:
+        argv = [sys.executable, script, impl, "--switches", "3" if QUICK else "6", "--rate", "1000"]
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+            res.switches[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+        except Exception as e:  # a contender that cannot run is reported, never hidden
+            res.failures.append(f"switch load {impl}: {e!r}")
+
+
 def fmt_rate(x: float) -> str:
     return f"{x:,.0f}/s ({1e6 / x:.1f} µs)" if x >= 100 else f"{x:,.0f}/s ({1e3 / x:.2f} ms)"
 
@@ -689,6 +713,22 @@ def markdown(res: Results, elapsed: float, fs: str) -> str:
         L.append("")
 
     # ---- targets summary
+    if res.switches:
+        L += ["## Hand-over switches under load", "",
+              "1,000 HTTP requests/s on fresh connections (open loop, latency from the scheduled time), the new release",
+              "started while the old one runs and the old one sent SIGTERM at once (as the current Supervisor does).",
+              "Switch p99: the worst of the switch windows (new release start to 300 ms after the old one's exit).",
+              "Target (hardening E): p99 < 50 ms in every switch, 0 failed.", "",
+              "| Contender | Switches | Failed | Switch p99 (worst) | Longest pause | Overall p50 | Overall p99 |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+        for impl, label in SWITCH_IMPLS:
+            r = res.switches.get(impl)
+            if not r:
+                continue
+            pause = max((w["longest_pause_ms"] or 0) for w in r["switches"])
+            L.append(f"| {label} | {len(r['switches'])} | {r['failed']} | {r['switch_p99_max_ms']:.1f} ms | {pause:.1f} ms"
+                     f" | {r['overall']['p50_ms']} ms | {r['overall']['p99_ms']} ms |")
+        L.append("")
     L += ["## Targets of earlier issues: met or missed", ""]
     L += ["| Measure | Target | This run | Verdict |", "|---|---|---|---|"]
     for what, tgt, got, ok in targets:
@@ -719,6 +759,7 @@ def main() -> None:
     bench_wake(res)
     bench_mem(res)
     bench_sizes(res)
+    bench_switches(res)
     md = markdown(res, time.monotonic() - t0, fs)
     with open(ENV["OUT_MD"], "w") as f:
         f.write(md)

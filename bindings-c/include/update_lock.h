@@ -1543,6 +1543,14 @@ const char *ul_handover_server_socket_path(const struct ul_handover_server *serv
 void ul_handover_server_free(struct ul_handover_server *server);
 
 /**
+ * The listen backlog to give a listener that may be handed over: the kernel's limit
+ * (`/proc/sys/net/core/somaxconn`; 4096 when it cannot be read), e.g.
+ * `listen(fd, (int)ul_listen_backlog())`. Connections that arrive during a switch, while
+ * no release accepts, then wait instead of being dropped. Thread-safe.
+ */
+uint32_t ul_listen_backlog(void);
+
+/**
  * Zero `*report` and set `report->struct_size = struct_size`; then set its "in" fields.
  * Call it as `ul_status_report_init(&report, sizeof report)`. Returns `UL_OK`,
  * `UL_ERR_NULL_ARGUMENT`, `UL_ERR_INVALID_ARGUMENT` (`struct_size` too small).

@@ -991,3 +991,12 @@ pub unsafe extern "C" fn ul_handover_server_free(server: *mut ul_handover_server
         }
     })
 }
+
+/// The listen backlog to give a listener that may be handed over: the kernel's limit
+/// (`/proc/sys/net/core/somaxconn`; 4096 when it cannot be read), e.g.
+/// `listen(fd, (int)ul_listen_backlog())`. Connections that arrive during a switch, while
+/// no release accepts, then wait instead of being dropped. Thread-safe.
+#[no_mangle]
+pub extern "C" fn ul_listen_backlog() -> u32 {
+    crate::error::guard_value(4096, lockcore::listen_backlog)
+}

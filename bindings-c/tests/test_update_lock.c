@@ -1553,6 +1553,16 @@ static void test_handover_first_start_no_predecessor(void)
 
 /* Hardening D: a hand-over server of another uid (a real `lockctl handover run` as uid
  * 1000) gets nothing from a root successor unless its uid is in peer_uids. */
+static void test_listen_backlog_is_the_kernels_limit(void)
+{
+    FILE *f = fopen("/proc/sys/net/core/somaxconn", "r");
+    unsigned n = 0;
+    CHECK(f != NULL && fscanf(f, "%u", &n) == 1, "read somaxconn");
+    if (f)
+        fclose(f);
+    CHECK(ul_listen_backlog() == n, "ul_listen_backlog() = %u, somaxconn %u", ul_listen_backlog(), n);
+}
+
 static void test_handover_peer_uids(void)
 {
     ul_rendezvous_options ro;
@@ -2280,6 +2290,7 @@ static const struct {
     T(test_threads_exclude_each_other),
     T(test_handover_first_start_no_predecessor),
     T(test_handover_peer_uids),
+    T(test_listen_backlog_is_the_kernels_limit),
     T(test_handover_state_and_descriptors_in_process),
     T(test_handover_tcp_listener_between_processes),
     T(test_handover_stalled_peer),

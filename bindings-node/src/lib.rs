@@ -430,6 +430,13 @@ pub fn cancelled<'env>(
     build_error(env, &e).map(|o| o.to_unknown())
 }
 
+/// The listen backlog for a listener that may be handed over: the kernel's limit
+/// (`net.core.somaxconn`).
+#[napi]
+pub fn listen_backlog() -> u32 {
+    update_lock::listen_backlog()
+}
+
 /// Every stable error code with its number, in numeric order: `[["held", 1], ...]`.
 #[napi(ts_return_type = "Array<[string, number]>")]
 pub fn error_codes() -> Vec<(String, u32)> {

@@ -91,3 +91,7 @@ test('D: something planted at the socket is blocked and left alone', (t) => {
   assert.deepEqual([after.ino, after.uid], [before.ino, 1000])
   assert.throws(() => ul.takeOverSync({ socket, peerUids: [-1] }), (e) => e.code === 'ERR_INVALID_ARG_TYPE' || /peerUids/.test(e.message))
 })
+
+test("E: listenBacklog() is the kernel's limit", () => {
+  assert.equal(ul.listenBacklog(), Number(fs.readFileSync('/proc/sys/net/core/somaxconn', 'utf8')))
+})

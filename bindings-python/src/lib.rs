@@ -789,6 +789,12 @@ fn error_codes() -> Vec<(&'static str, u32)> {
         .collect()
 }
 
+/// The listen backlog for a listener that may be handed over: the kernel's limit.
+#[pyfunction]
+fn listen_backlog() -> u32 {
+    update_lock::listen_backlog()
+}
+
 /// The native module.
 #[pymodule]
 fn _update_lock(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -799,6 +805,7 @@ fn _update_lock(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(default_lock_paths, m)?)?;
     m.add_function(wrap_pyfunction!(default_handover_paths, m)?)?;
     m.add_function(wrap_pyfunction!(error_codes, m)?)?;
+    m.add_function(wrap_pyfunction!(listen_backlog, m)?)?;
     m.add_class::<NativeHandoverServer>()?;
     m.add_class::<api::NativeSupervisorApi>()?;
     m.add_class::<api::NativeUpdateGate>()?;

@@ -114,3 +114,8 @@ def test_d_something_planted_at_the_socket_is_blocked_and_left_alone(service_dir
         assert "a named pipe (fifo) owned by uid 1000" in str(info.value)
     after = os.lstat(sock)
     assert (after.st_ino, after.st_uid) == (before.st_ino, 1000)
+
+
+def test_e_listen_backlog_is_the_kernels_limit() -> None:
+    with open("/proc/sys/net/core/somaxconn") as f:
+        assert update_lock.listen_backlog() == int(f.read())

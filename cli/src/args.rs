@@ -98,7 +98,7 @@ pub enum Command {
     /// Hand-over between two releases: take over, serve, or signal completion.
     Handover {
         #[command(subcommand)]
-        action: HandoverAction,
+        action: Box<HandoverAction>,
     },
 }
 

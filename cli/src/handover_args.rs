@@ -64,6 +64,30 @@ pub struct TakeArgs {
     /// version under LABEL, or created by lockctl (SO_REUSEADDR) when there is none.
     #[arg(long = "listen", value_name = "LABEL=HOST:PORT", value_parser = parse_listen)]
     pub listen: Vec<ListenSpec>,
+    /// Listen backlog of the --listen listeners, created or inherited: connections that
+    /// arrive while no version accepts wait in it instead of being dropped (SYN
+    /// retransmits cost a second). Default: the kernel's limit (net.core.somaxconn).
+    #[arg(long, value_name = "N")]
+    pub backlog: Option<u32>,
+    /// (`run`) When to tell the old version that CMD serves, so that it stops its own
+    /// command (which, without --state-file, keeps accepting on the shared listeners until
+    /// then, so a switch has no pause): `notify` (default), when CMD sends READY=1 to
+    /// $NOTIFY_SOCKET (systemd's sd_notify protocol), or after --ready-timeout if it never
+    /// does; `started`, as soon as CMD is started (connections wait while CMD starts up).
+    #[arg(long, value_enum, default_value = "notify")]
+    pub ready: ReadyWhen,
+    /// (`run --ready notify`) The longest wait for READY=1.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "5")]
+    pub ready_timeout: Duration,
+}
+
+/// When the new version's command counts as serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadyWhen {
+    /// As soon as it is started.
+    Started,
+    /// When it sends READY=1 to $NOTIFY_SOCKET.
+    Notify,
 }
 
 impl TakeArgs {
@@ -98,9 +122,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "3")]
     pub release_grace: Duration,
     /// File whose content is sent as the state, read after CMD has stopped (so CMD may
-    /// write it on SIGTERM); a missing file sends no state.
+    /// write it on SIGTERM); a missing file sends no state. Without it, CMD is not stopped
+    /// before the hand-over: it keeps accepting on the shared listeners beside the new
+    /// version until that one serves (at most --overlap), so no connection waits.
     #[arg(long, value_name = "F")]
     pub state_file: Option<PathBuf>,
+    /// Without --state-file: how long CMD keeps serving beside the new version at most,
+    /// waiting for it to say it serves, before CMD gets SIGTERM.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "5")]
+    pub overlap: Duration,
 }
 
 /// `--listen LABEL=HOST:PORT`.

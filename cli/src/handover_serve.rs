@@ -37,6 +37,9 @@ pub fn run(
         fds,
         taken: None,
         report_handover: false,
+        ready: None,
+        notify: None,
+        ready_timeout: std::time::Duration::ZERO,
     };
     serve(opts, child, args, command)
 }
@@ -109,11 +112,13 @@ pub fn serve(
         child.fds.len(),
         server.socket_path().display()
     );
+    let mut child = child;
     if !command.is_empty() {
         let pid = crate::serve_child::spawn(command, &child)?;
         events
             .watch_child(pid)
             .map_err(|e| io_failure("start a thread", e))?;
+        tell_predecessor_when_serving(&mut child);
     }
     // The command has its copies; drop the state memfd (`run`), keep the descriptors.
     let ChildFds { fds, .. } = child;
@@ -130,6 +135,37 @@ pub fn serve(
                     continue;
                 }
                 let who = req.successor().describe();
+                if args.state_file.is_none() && events.child_running() {
+                    // No state to wait for: hand over copies first, let the command go on
+                    // accepting beside the successor's until that one serves, then stop it.
+                    say!("lockctl: {who} asks to take over; handing over while the command keeps serving");
+                    let borrowed: Vec<(&str, BorrowedFd<'_>)> =
+                        fds.iter().map(|(l, fd)| (l.as_str(), fd.as_fd())).collect();
+                    match server.grant(req, &[], &borrowed) {
+                        Ok(peer) => {
+                            let serving = server.wait_successor_ready(args.overlap);
+                            say!(
+                                "lockctl: handed over to {}{}; stopping the command",
+                                peer.describe(),
+                                if serving {
+                                    ", which serves now"
+                                } else {
+                                    " (it did not say it serves within --overlap)"
+                                }
+                            );
+                            events.stop_child(args.release_grace);
+                            return Ok(0);
+                        }
+                        Err(e) => {
+                            say!(
+                                "lockctl: warning[{}]: the hand-over to {who} failed: {e}; the command still runs; still serving the descriptors",
+                                e.code()
+                            );
+                            events.end_handover();
+                            continue;
+                        }
+                    }
+                }
                 say!("lockctl: {who} asks to take over; releasing");
                 if let Some(code) = release_step(&events, args) {
                     say!("lockctl: the command exited with status {code}");
@@ -201,6 +237,39 @@ pub fn serve(
         }
         None => EXIT_OTHER,
     })
+}
+
+/// After a take-over, tell the old version when our command serves (so it stops its own):
+/// at once (`--ready started`), or on READY=1 from the command (`--ready notify`).
+fn tell_predecessor_when_serving(child: &mut ChildFds) {
+    let Some(signal) = child.ready.take() else {
+        return;
+    };
+    let Some((_, sock)) = child.notify.take() else {
+        signal.ready();
+        return;
+    };
+    let limit = child.ready_timeout;
+    let _ = std::thread::Builder::new()
+        .name("lockctl-ready".into())
+        .spawn(move || {
+            let deadline = std::time::Instant::now() + limit;
+            let mut buf = [0u8; 4096];
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+                    say!("lockctl: the command did not send READY=1 within {limit:?} (--ready-timeout); telling the old version anyway");
+                    break;
+                }
+                match sock.recv(&mut buf) {
+                    Ok(n) if buf[..n].split(|b| *b == b'\n').any(|l| l == b"READY=1") => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => {}
+                }
+            }
+            signal.ready();
+        });
 }
 
 /// Run `command` with `child`'s descriptors and no hand-over server: forward signals,

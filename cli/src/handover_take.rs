@@ -11,7 +11,7 @@ use serde_json::json;
 use update_lock::{take_over, HandoverFailure};
 
 use crate::failure::{Failure, EXIT_USAGE};
-use crate::handover_args::{duplicate, TakeArgs};
+use crate::handover_args::{duplicate, ReadyWhen, TakeArgs};
 use crate::listen_fds::{self, ChildFds, FIRST_FD};
 use crate::tcp_listen;
 
@@ -29,6 +29,7 @@ pub fn take(args: &TakeArgs) -> Result<(ChildFds, serde_json::Value), Failure> {
     let opts = args.options();
     let socket = opts.socket_path();
     let mut fresh_said = false;
+    let mut ready = None;
     let got = match take_over(&opts) {
         Ok(got) => got,
         // Something that is not our old version stands at the socket path: it must never
@@ -63,7 +64,8 @@ pub fn take(args: &TakeArgs) -> Result<(ChildFds, serde_json::Value), Failure> {
             }
             (None, Vec::new())
         }
-        Some(inh) => {
+        Some(mut inh) => {
+            ready = inh.ready_signal();
             if let Some(e) = inh.signal_error() {
                 say!(
                     "lockctl: warning[{}]: took over, but the handover-complete signal failed: {e}",
@@ -91,11 +93,23 @@ pub fn take(args: &TakeArgs) -> Result<(ChildFds, serde_json::Value), Failure> {
             (Some((peer, memfd)), fds)
         }
     };
-    let fds = tcp_listen::arrange(&args.listen, inherited, taken.is_some())?;
+    let fds = tcp_listen::arrange(&args.listen, inherited, taken.is_some(), args.backlog)?;
+    let notify = match (&ready, args.ready) {
+        (Some(_), ReadyWhen::Notify) => Some(notify_socket().map_err(|e| {
+            Failure::other(
+                crate::failure::EXIT_OTHER,
+                format!("error[io]: cannot create the NOTIFY_SOCKET for --ready notify: {e}"),
+            )
+        })?),
+        _ => None,
+    };
     let child = ChildFds {
         fds,
         taken,
         report_handover: true,
+        ready,
+        notify,
+        ready_timeout: args.ready_timeout,
     };
     report["state_fd"] = json!(child.state_fd_number());
     report["fds"] = child
@@ -107,6 +121,23 @@ pub fn take(args: &TakeArgs) -> Result<(ChildFds, serde_json::Value), Failure> {
         })
         .collect();
     Ok((child, report))
+}
+
+/// A datagram socket for sd_notify's READY=1, at a fresh abstract address: the
+/// `NOTIFY_SOCKET` value (`@name`) and the socket.
+fn notify_socket() -> std::io::Result<(String, std::os::unix::net::UnixDatagram)> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!(
+        "update-lock-notify-{}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
+    Ok((format!("@{name}"), sock))
 }
 
 /// Failures after which the app starts as on a first start: the socket path is blocked by

@@ -34,6 +34,14 @@ pub struct ChildFds {
     pub taken: Option<(PeerInfo, OwnedFd)>,
     /// Whether to set UPDATE_LOCK_HANDOVER at all (`take`, `run`; not plain `serve`).
     pub report_handover: bool,
+    /// After a take-over: held until the command serves, then dropped (the old version
+    /// may stop its own command then).
+    pub ready: Option<update_lock::ReadySignal>,
+    /// `--ready notify`: the `NOTIFY_SOCKET` address for the command and the socket
+    /// lockctl receives READY=1 on.
+    pub notify: Option<(String, std::os::unix::net::UnixDatagram)>,
+    /// The longest wait for READY=1.
+    pub ready_timeout: std::time::Duration,
 }
 
 impl ChildFds {
@@ -66,6 +74,10 @@ impl ChildFds {
             let names: Vec<String> = self.fds.iter().map(|(l, _)| l.replace(':', "_")).collect();
             cmd.env("LISTEN_FDS", self.fds.len().to_string())
                 .env("LISTEN_FDNAMES", names.join(":"));
+        }
+        cmd.env_remove("NOTIFY_SOCKET");
+        if let Some((n, _)) = &self.notify {
+            cmd.env("NOTIFY_SOCKET", n);
         }
         if self.report_handover {
             cmd.env(

@@ -84,7 +84,7 @@ fn dispatch(command: Command) -> Result<i32, Failure> {
                 json,
             )
         }
-        Command::Handover { action } => handover::dispatch(action),
+        Command::Handover { action } => handover::dispatch(*action),
         Command::Rehearse(args) => rehearse::rehearse(*args),
         Command::Device { json, timeout } => api_cmd::device(json, timeout),
         Command::Update { force, timeout } => api_cmd::update(force, timeout),

@@ -39,6 +39,7 @@ pub fn arrange(
     listen: &[ListenSpec],
     mut inherited: Vec<(String, OwnedFd)>,
     taken: bool,
+    backlog: Option<u32>,
 ) -> Result<Vec<(String, OwnedFd)>, Failure> {
     let sent: Vec<String> = inherited.iter().map(|(l, _)| l.clone()).collect();
     let mut out = Vec::with_capacity(listen.len() + inherited.len());
@@ -62,5 +63,28 @@ pub fn arrange(
         }
     }
     out.extend(inherited);
+    // Created or inherited (an old version may have listened with a small backlog):
+    // listen() again sets the backlog of a listening socket.
+    let backlog = backlog.unwrap_or_else(update_lock::listen_backlog);
+    for (label, fd) in &out {
+        if listen.iter().any(|s| &s.label == label) {
+            set_backlog(fd, backlog).map_err(|e| {
+                Failure::other(
+                    EXIT_OTHER,
+                    format!("error[listen]: cannot set the listen backlog of '{label}' to {backlog}: {e}"),
+                )
+            })?;
+        }
+    }
     Ok(out)
+}
+
+fn set_backlog(fd: &OwnedFd, backlog: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let n = i32::try_from(backlog).unwrap_or(i32::MAX);
+    // SAFETY: listen on a descriptor we own.
+    if unsafe { libc::listen(fd.as_raw_fd(), n) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -824,3 +824,97 @@ fn d_an_impostor_or_a_squatter_of_another_uid_cannot_stop_the_app() {
     squatter.wait();
     assert!(companion.exists(), "the squatter's file was removed");
 }
+
+/// The listen backlog of the listening socket on `port`, as `ss` shows it (Send-Q).
+fn backlog_of(port: u16) -> u32 {
+    let (st, out, _) = output(command("ss").args(["-Hltn", &format!("sport = :{port}")]));
+    assert_eq!(code(st), 0);
+    out.split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no listener on {port}: {out:?}"))
+        .parse()
+        .unwrap()
+}
+
+/// Hardening E: without a state file the old command keeps serving beside the new one
+/// until the new one says it serves (sd_notify READY=1), so a switch has no pause; the
+/// listeners get the kernel's backlog (or --backlog), inherited ones too.
+#[test]
+fn e_the_old_command_serves_until_the_new_one_says_ready_and_the_backlog_is_raised() {
+    let dir = service_dir();
+    let socket = sock(&dir);
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("http=127.0.0.1:{port}");
+    let old_app = "import signal, sys\n\
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])\n\
+print('old up', flush=True)\n\
+signal.sigwait([signal.SIGTERM])\n\
+print('old got TERM', flush=True)\n";
+    let mut old = Proc::spawn(&mut handover(
+        &[
+            "run",
+            "--socket",
+            s(&socket),
+            "--listen",
+            &listen,
+            "--backlog",
+            "300",
+            "--",
+            "python3",
+            "-c",
+            old_app,
+        ],
+        None,
+    ));
+    expect_containing(&mut old, "old up");
+    assert_eq!(backlog_of(port), 300);
+    let new_app = "import os, signal, socket, sys\n\
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])\n\
+print('new up', flush=True)\n\
+sys.stdin.readline()\n\
+n = os.environ['NOTIFY_SOCKET']\n\
+socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', '\\0' + n[1:])\n\
+print('new ready', flush=True)\n\
+signal.sigwait([signal.SIGTERM])\n";
+    let mut new = Proc::spawn(&mut handover(
+        &[
+            "run",
+            "--socket",
+            s(&socket),
+            "--listen",
+            &listen,
+            "--",
+            "python3",
+            "-c",
+            new_app,
+        ],
+        None,
+    ));
+    expect_containing(&mut new, "new up");
+    // Inherited, and raised to the kernel's limit (the default).
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(backlog_of(port), somaxconn);
+    // The new command runs but has not said it serves: the old command must still run
+    // (it used to get SIGTERM before the hand-over even began).
+    assert!(
+        !old.exited(),
+        "the old version stopped before the new one served"
+    );
+    let kids = children_of(old.pid());
+    assert_eq!(kids.len(), 1, "the old command is gone: {kids:?}");
+    new.send("go");
+    expect_containing(&mut new, "new ready");
+    let line = expect_containing(&mut old, "old got TERM");
+    assert!(line.contains("old got TERM"));
+    assert_eq!(code(old.wait()), 0);
+    new.signal(Signal::SIGTERM);
+    new.signal(Signal::SIGINT);
+    new.wait();
+}

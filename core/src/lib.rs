@@ -70,9 +70,9 @@ pub use paths::{
 #[cfg(feature = "tokio")]
 pub use rendezvous::take_over_async;
 pub use rendezvous::{
-    default_socket_path, take_over, take_over_with, HandoverFailure, HandoverRequest,
-    HandoverServer, Inheritance, InheritedFd, PeerInfo, RendezvousOptions, MAX_FDS,
-    PROTOCOL_VERSION, SOCKET_NAME,
+    default_socket_path, listen_backlog, take_over, take_over_with, HandoverFailure,
+    HandoverRequest, HandoverServer, Inheritance, InheritedFd, PeerInfo, ReadySignal,
+    RendezvousOptions, MAX_FDS, PROTOCOL_VERSION, SOCKET_NAME,
 };
 pub use status::{status, HandoverStatus, LockState, PathStatus, StatusReport, STATUS_SCHEMA};
 pub use wait::{CancelToken, WaitControl};

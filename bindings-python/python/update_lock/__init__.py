@@ -125,6 +125,7 @@ __all__ = [
     "default_lock_paths",
     "handover_complete",
     "handover_take",
+    "listen_backlog",
     "lock",
     "lock_async",
     "status",
@@ -178,3 +179,13 @@ def default_handover_socket() -> str:
     """The default hand-over socket: ``handover.sock`` beside the handover-complete signal
     (``$BALENA_SERVICE_HANDOVER_COMPLETE_PATH``, by default ``/tmp/balena/handover.sock``)."""
     return _native.default_handover_socket()
+
+
+def listen_backlog() -> int:
+    """The listen backlog to give a listener that may be handed over: the kernel's limit
+    (``net.core.somaxconn``). Connections that arrive during a switch, while no release
+    accepts, then wait instead of being dropped (a dropped SYN costs the client a second)::
+
+        listener = socket.create_server(("0.0.0.0", 80), backlog=update_lock.listen_backlog())
+    """
+    return _native.listen_backlog()

@@ -36,6 +36,7 @@ __all__ = [
     "handover_complete",
     "handover_reasons",
     "handover_take",
+    "listen_backlog",
     "status_json",
 ]
 
@@ -106,6 +107,9 @@ def default_handover_paths(legacy: bool = True) -> List[str]:
 
 def error_codes() -> List[Tuple[str, int]]:
     """Every core error code as ``(code, number)``."""
+
+def listen_backlog() -> int:
+    """The listen backlog for a listener that may be handed over (the kernel's limit)."""
 
 def handover_take(
     socket: Optional[str] = None,

@@ -26,6 +26,7 @@ pub(crate) struct Frame {
 }
 
 /// A connected, non-blocking hand-over socket.
+#[derive(Debug)]
 pub(crate) struct Conn {
     fd: OwnedFd,
     socket: PathBuf,

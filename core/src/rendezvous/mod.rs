@@ -49,9 +49,9 @@ mod tokio_api;
 mod wire;
 
 pub use failure::HandoverFailure;
-pub use options::{default_socket_path, PeerInfo, RendezvousOptions, SOCKET_NAME};
+pub use options::{default_socket_path, listen_backlog, PeerInfo, RendezvousOptions, SOCKET_NAME};
 pub use server::{HandoverRequest, HandoverServer};
-pub use successor::{take_over, take_over_with, Inheritance, InheritedFd};
+pub use successor::{take_over, take_over_with, Inheritance, InheritedFd, ReadySignal};
 #[cfg(feature = "tokio")]
 pub use tokio_api::take_over_async;
 pub use wire::{MAX_FDS, PROTOCOL_VERSION};

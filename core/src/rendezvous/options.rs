@@ -217,3 +217,19 @@ impl PeerInfo {
         format!("{name} ({}, pid {})", self.program, self.own_pid)
     }
 }
+
+/// The listen backlog to give a listener that may be handed over: the kernel's limit
+/// (`/proc/sys/net/core/somaxconn`; 4096 when it cannot be read). Connections that arrive
+/// while no version accepts (during a switch) then wait in the queue instead of being
+/// dropped, which would cost the client a SYN retransmit (a second or more).
+///
+/// ```
+/// assert!(update_lock::listen_backlog() >= 128);
+/// ```
+pub fn listen_backlog() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(4096)
+}

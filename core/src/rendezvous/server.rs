@@ -47,6 +47,9 @@ struct Inner {
     /// Connections accepted but not greeted yet (their HELLO has not arrived), kept across
     /// `accept` calls and told "taken" when another successor wins.
     pending: Mutex<Vec<(Conn, Instant)>>,
+    /// The connection of the successor we handed over to, for
+    /// [`HandoverServer::wait_successor_ready`].
+    granted: Mutex<Option<Conn>>,
     closed: CancelToken,
     me: PeerInfo,
 }
@@ -107,6 +110,7 @@ impl HandoverServer {
                 opts: opts.clone(),
                 bound: Mutex::new(Some(Arc::new(bound))),
                 pending: Mutex::new(Vec::new()),
+                granted: Mutex::new(None),
                 closed,
                 me,
             }),
@@ -388,7 +392,32 @@ impl HandoverServer {
         let _ = req
             .conn
             .send(Kind::Bye, &[], &[], Instant::now() + step, &mut ctl);
+        *self.lock_last() = Some(req.conn);
         Ok(req.successor)
+    }
+
+    /// After a successful [`grant`](Self::grant): wait at most `patience` until the
+    /// successor says its app serves (it closes the hand-over connection: a
+    /// [`ReadySignal`](crate::ReadySignal) dropped, or a successor that does not wait).
+    /// Meanwhile the old app may go on accepting on the shared listeners, so the switch
+    /// has no pause. `true` when the successor said so in time.
+    pub fn wait_successor_ready(&self, patience: Duration) -> bool {
+        let Some(conn) = self.lock_last().take() else {
+            return true;
+        };
+        let mut ctl = WaitControl::new();
+        let deadline = Instant::now() + patience;
+        loop {
+            match conn.recv(MAX_TEXT, "say it serves", deadline, &mut ctl) {
+                // Nothing more is expected; anything sent is ignored.
+                Ok(_) => continue,
+                Err(e) => return e.handover_failure() != Some(HandoverFailure::Stalled),
+            }
+        }
+    }
+
+    fn lock_last(&self) -> std::sync::MutexGuard<'_, Option<Conn>> {
+        self.inner.granted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Turn `req`'s successor away (the app cannot release its resources now); the server

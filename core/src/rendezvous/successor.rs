@@ -67,6 +67,23 @@ pub struct Inheritance {
     fds: Vec<InheritedFd>,
     signalled: Vec<PathBuf>,
     signal_error: Option<Error>,
+    link: Option<ReadySignal>,
+}
+
+/// The still-open hand-over connection after a take-over, for an old version that keeps
+/// its app serving on the shared listeners until the new one serves too (as
+/// `lockctl handover serve` does without a state file): dropping it, or
+/// [`ready`](Self::ready), tells the old version it may stop its app now. Old versions that
+/// do not wait ignore it.
+#[derive(Debug)]
+pub struct ReadySignal {
+    /// Held open only: closing it is the signal.
+    _conn: super::conn::Conn,
+}
+
+impl ReadySignal {
+    /// Our app now serves on the inherited listeners: the old version may stop its own.
+    pub fn ready(self) {}
 }
 
 impl Inheritance {
@@ -97,9 +114,18 @@ impl Inheritance {
         self.signal_error.as_ref()
     }
 
-    /// Take everything: predecessor, state, descriptors.
+    /// Take everything: predecessor, state, descriptors. The old version is told it may
+    /// stop (see [`ready_signal`](Self::ready_signal)).
     pub fn into_parts(self) -> (PeerInfo, Vec<u8>, Vec<InheritedFd>) {
         (self.predecessor, self.state, self.fds)
+    }
+
+    /// Keep the old version's app serving until our app serves too: the returned signal
+    /// holds the hand-over connection open until it is dropped or
+    /// [`ReadySignal::ready`] is called. Without it, the connection closes when this
+    /// inheritance is taken apart or dropped.
+    pub fn ready_signal(&mut self) -> Option<ReadySignal> {
+        self.link.take()
     }
 }
 
@@ -206,6 +232,7 @@ pub fn take_over_with(
     // The old version says BYE once it stopped serving; wait for it (or its exit) so the
     // socket name is free when we return, for our own server.
     let _ = conn.recv_optional("say BYE", Instant::now() + step, &mut ctl);
+    let link = Some(ReadySignal { _conn: conn });
     let (signalled, signal_error) = match opts.signal_options() {
         None => (Vec::new(), None),
         Some(sig) => match handover_complete(&sig) {
@@ -219,6 +246,7 @@ pub fn take_over_with(
         fds,
         signalled,
         signal_error,
+        link,
     }))
 }
 

@@ -6,7 +6,7 @@
 // serving after SIGTERM for GRACE seconds (the Supervisor stops the old release right after
 // starting the new one).
 const http = require('node:http')
-const { takeOver, HandoverServer, listenerFd } = require('update-lock')
+const { takeOver, HandoverServer, listenerFd, listenBacklog } = require('update-lock')
 
 const RELEASE = process.env.RELEASE || 'dev'
 const PORT = Number(process.env.PORT || 8080)
@@ -25,10 +25,10 @@ async function main() {
     if (got) {
       served = Number(got.state.toString() || 0)
       log(`took over from ${got.predecessor.release} (it had served ${served})`)
-      httpd.listen({ fd: got.fds.find((f) => f.label === 'http').fd }, resolve)
+      httpd.listen({ fd: got.fds.find((f) => f.label === 'http').fd, backlog: listenBacklog() }, resolve)
     } else {
       log('first start: no predecessor')
-      httpd.listen({ port: PORT, host: process.env.HOST || '0.0.0.0', backlog: 128 }, resolve)
+      httpd.listen({ port: PORT, host: process.env.HOST || '0.0.0.0', backlog: listenBacklog() }, resolve)
     }
   })
   console.log(`ready ${RELEASE} ${httpd.address().port}`)

@@ -52,10 +52,13 @@ def log(msg: str) -> None:
 
 got = update_lock.handover_take(release=RELEASE)
 if got is None:
-    listener = socket.create_server((os.environ.get("HOST", "0.0.0.0"), PORT), backlog=128)
+    listener = socket.create_server(
+        (os.environ.get("HOST", "0.0.0.0"), PORT), backlog=update_lock.listen_backlog()
+    )
     log("first start: no predecessor")
 else:
     listener = got.fds["http"]
+    listener.listen(update_lock.listen_backlog())  # the old release may have used a small one
     served = int(got.state or b"0")
     log(f"took over from {got.predecessor.release} (it had served {served})")
 
