@@ -168,19 +168,8 @@ fn a_release_never_signals_a_real_holder_whose_record_was_rewritten_with_another
 /// take its own with procmail `lockfile` as uid 65534.
 fn supervisor_override(path: &Path) {
     std::fs::remove_file(path).unwrap();
-    let (st, _, err) = output(
-        command("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "lockfile",
-                "-r",
-                "0",
-            ])
-            .arg(path),
-    );
-    assert_eq!(code(st), 0, "lockfile: {err}");
+    let (c, err) = supervisor_lockfile(path);
+    assert_eq!(c, 0, "lockfile: {err}");
 }
 
 #[test]

@@ -110,7 +110,6 @@ const MAX_LINKS: usize = 40;
 /// (its target is walked the same way); anything else is opened with `O_NOFOLLOW`. So
 /// no link that another user could plant or swap is ever followed, at any depth.
 fn walk(dir: &Path) -> std::result::Result<OwnedFd, Walked> {
-    use std::ffi::OsString;
     use std::os::unix::ffi::OsStrExt;
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
     let start = |absolute: bool| {
@@ -123,14 +122,7 @@ fn walk(dir: &Path) -> std::result::Result<OwnedFd, Walked> {
     } else {
         PathBuf::new()
     };
-    let mut todo: std::collections::VecDeque<OsString> = dir
-        .components()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(n) => Some(n.to_os_string()),
-            std::path::Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect();
+    let mut todo = names_in(dir);
     let mut links = 0;
     while let Some(name) = todo.pop_front() {
         let last = todo.is_empty();
@@ -172,14 +164,7 @@ fn walk(dir: &Path) -> std::result::Result<OwnedFd, Walked> {
                 if target.is_absolute() {
                     cur = start(true)?;
                 }
-                let mut expanded: std::collections::VecDeque<OsString> = target
-                    .components()
-                    .filter_map(|c| match c {
-                        std::path::Component::Normal(n) => Some(n.to_os_string()),
-                        std::path::Component::ParentDir => Some(OsString::from("..")),
-                        _ => None,
-                    })
-                    .collect();
+                let mut expanded = names_in(&target);
                 expanded.extend(todo);
                 todo = expanded;
                 shown.push(&name);
@@ -188,6 +173,17 @@ fn walk(dir: &Path) -> std::result::Result<OwnedFd, Walked> {
         }
     }
     Ok(cur)
+}
+
+/// The names a path walks through, in order (`..` kept, `.` and the root dropped).
+fn names_in(path: &Path) -> std::collections::VecDeque<std::ffi::OsString> {
+    path.components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_os_string()),
+            std::path::Component::ParentDir => Some(std::ffi::OsString::from("..")),
+            _ => None,
+        })
+        .collect()
 }
 
 fn create_dir(dir: &Path) -> Result<OwnedFd> {

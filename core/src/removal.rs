@@ -2,23 +2,28 @@
 //!
 //! `unlink` takes a name, not a file: between a check ("the path is still our inode") and
 //! the unlink, the Supervisor's override can delete our file and put its own lock at the
-//! name, and the unlink would then delete the Supervisor's fresh lock. So removal goes
-//! through a private name instead:
+//! name, and the unlink would then delete the Supervisor's fresh lock. So removal never
+//! unlinks the public name after looking at it:
 //!
-//! 1. `renameat2(name -> private, RENAME_NOREPLACE)`: atomically takes *whatever* is at the
-//!    name away from it (the private name is random; `NOREPLACE` never clobbers a file
-//!    someone planted there).
-//! 2. `fstatat(private)`: is it the inode we mean? Then `unlink(private)`: nobody else
-//!    knows that name, so this deletes exactly our file.
-//! 3. Otherwise the file is put back under its name with `RENAME_NOREPLACE`, untouched.
+//! 1. A placeholder (an empty file of ours) is created under a private random name, and
+//!    swapped with whatever stands at the name by `renameat2(RENAME_EXCHANGE)`: atomically,
+//!    the name now holds the placeholder and the private name holds the file that stood
+//!    there. The name is never empty, so nobody can slip a new file in meanwhile.
+//! 2. `fstatat(private)`: is it the inode we mean?
+//!    * Yes: it is unlinked under the private name (nobody else knows it), and the
+//!      placeholder is then taken away from the name (renamed to another private name,
+//!      checked to be the placeholder, unlinked). Only then is the name free, as a release
+//!      should leave it.
+//!    * No: the two are swapped back (`RENAME_EXCHANGE`), so the other file stands at its
+//!      name again, never having left it empty, and the placeholder is deleted.
 //!
-//! The window that remains: only when the name was swapped between our last look and the
-//! rename (which needs root, since the directory is sticky: the Supervisor's override), the
-//! other file is absent from its name for the two syscalls until it is put back. If
-//! somebody creates a new file at the name in exactly those microseconds, the first file
-//! is swapped back in with `RENAME_EXCHANGE` (its holder was there first) and the
-//! newcomer's file stays at a private name ending in `.displaced`, which is reported and
-//! never deleted. Nothing is ever deleted that is not the inode asked for.
+//! What remains: only root can replace files of others in the sticky directory (the
+//! Supervisor's override and its release, which unlinks by name). If root acts on the name
+//! in the microseconds between two of these steps, the other file is never deleted and never
+//! replaces a newer one: when root emptied the name while that file was aside (it meant to
+//! remove it), it stays aside under a `.displaced` private name; when somebody took the
+//! empty name meanwhile, likewise. Both are reported. Nothing is ever deleted that is not
+//! the inode asked for, or our own placeholder.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::BorrowedFd;
@@ -27,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{renameat2, RenameFlags};
+use nix::sys::stat::{mknodat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use crate::inspect::{stat_at, FileId};
@@ -51,33 +57,202 @@ pub(crate) fn remove_exact(
     full: &Path,
     id: FileId,
 ) -> std::result::Result<Removal, RemovalError> {
-    let private = match take_away(dir, name, full)? {
-        Some(p) => p,
-        None => return Ok(Removal::Gone),
+    let (holder, placeholder) = make_placeholder(dir, name, full)?;
+    let outcome = match renameat2(
+        dir,
+        holder.as_c_str(),
+        dir,
+        name,
+        RenameFlags::RENAME_EXCHANGE,
+    ) {
+        Ok(()) => swapped(dir, name, full, id, &holder, placeholder),
+        Err(Errno::ENOENT) => Ok(Removal::Gone),
+        // A sticky directory lets only the owner (or root) move a file: the file we mean
+        // belongs to another uid (a dead holder's: we may not remove it), or what stands
+        // there now is not ours.
+        Err(e @ (Errno::EPERM | Errno::EACCES)) => match stat_at(dir, name, full) {
+            Ok(Some(st)) if FileId::from(&st) == id => Err(RemovalError::NotPermitted(e)),
+            Ok(Some(st)) => Ok(Removal::NotOurs(describe_other(st.st_uid))),
+            _ => Ok(Removal::Gone),
+        },
+        // A file system without RENAME_EXCHANGE (not tmpfs, ext4, xfs, btrfs or overlayfs,
+        // which all have it): the plain check-then-unlink, with its window.
+        Err(Errno::EINVAL) => unlink_after_check(dir, name, full, id),
+        Err(e) => Err(RemovalError::Os {
+            path: full.to_path_buf(),
+            op: "swap the lock file with a placeholder to remove it",
+            errno: e,
+        }),
     };
-    let now = stat_at(dir, &private, full).map_err(|e| RemovalError::Check(e.to_string()))?;
-    match now {
+    // The placeholder is ours and, whatever happened, no longer at the public name.
+    remove_if(dir, &holder, placeholder);
+    outcome
+}
+
+/// After the exchange: `holder` (private) names what stood at `name`, and `name` our
+/// placeholder.
+fn swapped(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    full: &Path,
+    id: FileId,
+    holder: &CStr,
+    placeholder: FileId,
+) -> std::result::Result<Removal, RemovalError> {
+    let was = stat_at(dir, holder, full).map_err(|e| RemovalError::Check(e.to_string()))?;
+    match was {
         Some(st) if FileId::from(&st) == id => {
-            match unlinkat(dir, private.as_c_str(), UnlinkatFlags::NoRemoveDir) {
-                Ok(()) | Err(Errno::ENOENT) => Ok(Removal::Removed),
+            // Our lock file, now only under the private name: delete it there. Then free
+            // the public name of the placeholder (moved aside, checked, deleted).
+            match unlinkat(dir, holder, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => {
+                    return Err(RemovalError::Os {
+                        path: full.with_file_name(lossy(holder)),
+                        op: "delete our lock file (swapped aside for removal)",
+                        errno: e,
+                    })
+                }
+            }
+            take_placeholder_away(dir, name, full, placeholder)?;
+            Ok(Removal::Removed)
+        }
+        other => {
+            // Not ours: swap back, so it stands at its name again (never left empty).
+            let what = match other {
+                Some(st) => describe_other(st.st_uid),
+                None => "it was deleted meanwhile".into(),
+            };
+            match renameat2(dir, holder, dir, name, RenameFlags::RENAME_EXCHANGE) {
+                Ok(()) => Ok(Removal::NotOurs(what)),
+                // Root emptied the name meanwhile (the Supervisor releasing what it took for
+                // its own lock): it meant that file to go. It stays aside, never deleted and
+                // never brought back as a lock nobody holds.
+                Err(Errno::ENOENT) => {
+                    let note = displace(dir, holder, name, full);
+                    Ok(Removal::NotOurs(format!("{what}; {note}")))
+                }
                 Err(e) => Err(RemovalError::Os {
-                    path: full.with_file_name(lossy(&private)),
-                    op: "delete our lock file (moved aside for removal)",
+                    path: full.to_path_buf(),
+                    op: "swap a lock file that is not ours back into place",
                     errno: e,
                 }),
             }
         }
-        Some(st) => {
-            let what = describe_other(st.st_uid);
-            put_back(dir, &private, name, full).map(|note| {
-                Removal::NotOurs(match note {
-                    Some(n) => format!("{what}; {n}"),
-                    None => what,
+    }
+}
+
+/// Check, then unlink: only where the file system cannot swap names atomically.
+fn unlink_after_check(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    full: &Path,
+    id: FileId,
+) -> std::result::Result<Removal, RemovalError> {
+    match stat_at(dir, name, full).map_err(|e| RemovalError::Check(e.to_string()))? {
+        Some(st) if FileId::from(&st) == id => {
+            match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) => Ok(Removal::Removed),
+                Err(Errno::ENOENT) => Ok(Removal::Gone),
+                Err(e) => Err(RemovalError::Os {
+                    path: full.to_path_buf(),
+                    op: "delete the lock file",
+                    errno: e,
+                }),
+            }
+        }
+        Some(st) => Ok(Removal::NotOurs(describe_other(st.st_uid))),
+        None => Ok(Removal::Gone),
+    }
+}
+
+/// Create our placeholder under a fresh private name; its name and identity. Made with
+/// `mknodat`, which needs no descriptor: a release must work when the process has none left.
+fn make_placeholder(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    full: &Path,
+) -> std::result::Result<(CString, FileId), RemovalError> {
+    for _ in 0..8 {
+        let private = private_name(name, "removing");
+        match mknodat(
+            dir,
+            private.as_c_str(),
+            SFlag::S_IFREG,
+            Mode::from_bits_truncate(0o600),
+            0,
+        ) {
+            Ok(()) => {
+                let st =
+                    stat_at(dir, &private, full).map_err(|e| RemovalError::Check(e.to_string()))?;
+                return match st {
+                    Some(st) => Ok((private, FileId::from(&st))),
+                    None => Err(RemovalError::Os {
+                        path: full.with_file_name(lossy(&private)),
+                        op: "find the placeholder just made",
+                        errno: Errno::ENOENT,
+                    }),
+                };
+            }
+            Err(Errno::EEXIST) => continue, // someone planted a file at that name
+            Err(e @ (Errno::EPERM | Errno::EACCES)) => return Err(RemovalError::NotPermitted(e)),
+            Err(e) => {
+                return Err(RemovalError::Os {
+                    path: full.to_path_buf(),
+                    op: "create a placeholder beside the lock file to remove it",
+                    errno: e,
                 })
+            }
+        }
+    }
+    Err(RemovalError::Os {
+        path: full.to_path_buf(),
+        op: "find a free private name beside the lock file",
+        errno: Errno::EEXIST,
+    })
+}
+
+/// Free the public name of our placeholder: move whatever is there to a private name; if it
+/// is the placeholder, delete it, else put it back (it is someone else's).
+fn take_placeholder_away(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    full: &Path,
+    placeholder: FileId,
+) -> std::result::Result<(), RemovalError> {
+    let aside = private_name(name, "removing");
+    match renameat2(
+        dir,
+        name,
+        dir,
+        aside.as_c_str(),
+        RenameFlags::RENAME_NOREPLACE,
+    ) {
+        Ok(()) => {}
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(Errno::EPERM | Errno::EACCES) => return Ok(()), // someone else's file: not ours to move
+        Err(e) => {
+            return Err(RemovalError::Os {
+                path: full.to_path_buf(),
+                op: "take the placeholder away from the lock name",
+                errno: e,
             })
         }
-        // Somebody who may (root) removed it from the private name: nothing of ours is there.
-        None => Ok(Removal::Gone),
+    }
+    if !remove_if(dir, &aside, placeholder) {
+        put_back(dir, &aside, name, full)?;
+    }
+    Ok(())
+}
+
+/// Delete `dir/private` if it is `id`; whether it was.
+fn remove_if(dir: BorrowedFd<'_>, private: &CStr, id: FileId) -> bool {
+    match nix::sys::stat::fstatat(dir, private, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if FileId::from(&st) == id => {
+            let _ = unlinkat(dir, private, UnlinkatFlags::NoRemoveDir);
+            true
+        }
+        _ => false,
     }
 }
 
@@ -119,84 +294,43 @@ fn describe_other(uid: u32) -> String {
     }
 }
 
-/// Move whatever is at `name` to a fresh private name. `None` when nothing is there.
-fn take_away(
-    dir: BorrowedFd<'_>,
-    name: &CStr,
-    full: &Path,
-) -> std::result::Result<Option<CString>, RemovalError> {
-    for _ in 0..8 {
-        let private = private_name(name, "removing");
-        match renameat2(
-            dir,
-            name,
-            dir,
-            private.as_c_str(),
-            RenameFlags::RENAME_NOREPLACE,
-        ) {
-            Ok(()) => return Ok(Some(private)),
-            Err(Errno::ENOENT) => return Ok(None),
-            Err(Errno::EEXIST) => continue, // someone planted a file at that name: pick another
-            Err(e @ (Errno::EPERM | Errno::EACCES)) => return Err(RemovalError::NotPermitted(e)),
-            Err(e) => {
-                return Err(RemovalError::Os {
-                    path: full.to_path_buf(),
-                    op: "move the lock file aside to remove it",
-                    errno: e,
-                })
-            }
-        }
-    }
-    Err(RemovalError::Os {
-        path: full.to_path_buf(),
-        op: "find a free private name beside the lock file",
-        errno: Errno::EEXIST,
-    })
-}
-
-/// Put a file that is not ours back at `name`. `Some(note)` when that was impossible
-/// because a newcomer took the name meanwhile.
+/// Put a file that is not ours back at `name`, if the name is still empty. `Some(note)`
+/// when it stays at a `.displaced` private name instead: somebody took the name meanwhile,
+/// and its file is never replaced. Never deleted either way.
 fn put_back(
     dir: BorrowedFd<'_>,
     private: &CStr,
     name: &CStr,
     full: &Path,
 ) -> std::result::Result<Option<String>, RemovalError> {
-    let failed = |e| RemovalError::Os {
-        path: full.with_file_name(lossy(private)),
-        op: "put back a lock file that is not ours",
-        errno: e,
-    };
-    for _ in 0..8 {
-        match renameat2(dir, private, dir, name, RenameFlags::RENAME_NOREPLACE) {
-            Ok(()) => return Ok(None),
-            Err(Errno::EEXIST) => {}
-            Err(e) => return Err(failed(e)),
-        }
-        // A newcomer took the name meanwhile. The first file goes back where it was; the
-        // newcomer's file moves aside (never deleted).
-        match renameat2(dir, private, dir, name, RenameFlags::RENAME_EXCHANGE) {
-            Ok(()) => {}
-            Err(Errno::ENOENT) => continue, // the newcomer's file went away again
-            Err(e) => return Err(failed(e)),
-        }
-        let displaced = private_name(name, "displaced");
-        let shown = match renameat2(
-            dir,
-            private,
-            dir,
-            displaced.as_c_str(),
-            RenameFlags::RENAME_NOREPLACE,
-        ) {
-            Ok(()) => lossy(&displaced),
-            Err(_) => lossy(private),
-        };
-        return Ok(Some(format!(
-            "a file created at that name in the same instant was moved to {} (not deleted): check who created it",
-            full.with_file_name(shown).display()
-        )));
+    match renameat2(dir, private, dir, name, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(None),
+        Err(Errno::EEXIST) => Ok(Some(displace(dir, private, name, full))),
+        Err(e) => Err(RemovalError::Os {
+            path: full.with_file_name(lossy(private)),
+            op: "put back a lock file that is not ours",
+            errno: e,
+        }),
     }
-    Err(failed(Errno::EAGAIN))
+}
+
+/// Leave the file at `private` under a `.displaced` name (reported, never deleted).
+fn displace(dir: BorrowedFd<'_>, private: &CStr, name: &CStr, full: &Path) -> String {
+    let displaced = private_name(name, "displaced");
+    let shown = match renameat2(
+        dir,
+        private,
+        dir,
+        displaced.as_c_str(),
+        RenameFlags::RENAME_NOREPLACE,
+    ) {
+        Ok(()) => lossy(&displaced),
+        Err(_) => lossy(private),
+    };
+    format!(
+        "the name changed hands while it was looked at; the file that stood there is kept at {} (not deleted): check who created it",
+        full.with_file_name(shown).display()
+    )
 }
 
 /// `.NAME.update-lock-KIND.PID.N`: never `updates.lock` (the reboot script's `find` skips

@@ -1,20 +1,170 @@
 //! Hardening C: our lock is removed atomically with the check that it is ours.
 //!
-//! A Supervisor stand-in (`support/swapper.py`, a separate process run as root that makes
-//! its locks the way procmail `lockfile` does, owned by uid 65534) swaps the name under an
-//! app that releases (the override) or reclaims a stale lock (a co-tenant's crafted record).
-//! Before the fix, the app's stat-then-unlink deleted the Supervisor's fresh lock.
-//! `UL_RACE_SWAPS` sets the number of swaps per loop (default 100,000).
+//! A Supervisor stand-in (the `swapper` child role below: a separate process, run as root,
+//! that makes its locks the way procmail `lockfile` does, owned by uid 65534) swaps the name
+//! under an app that releases (the override) or reclaims a stale lock (a co-tenant's crafted
+//! record, deleted by the co-tenant itself as uid 1000). Before the fix, the app's
+//! stat-then-unlink deleted the Supervisor's fresh lock. `UL_RACE_SWAPS` sets the number of
+//! swaps per loop (default 100,000).
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::ffi::CString;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use update_lock::{ErrorCode, UpdateLock};
+
+#[test]
+#[ignore = "entry point of child processes"]
+fn child_entry() {
+    match std::env::var("UL_CHILD_ROLE").as_deref() {
+        Ok("swapper") => swapper(),
+        _ => common::child_entry(),
+    }
+}
+
+/// The Supervisor's lock as procmail `lockfile` makes it: a temp file owned by 65534, mode
+/// 0444, content `0`, made before the race so that the link follows the unlink at once.
+fn supervisor_temp(dir: &Path, n: u64) -> (std::path::PathBuf, u64) {
+    let tmp = dir.join(format!("_sv.{}.{n}.host", std::process::id()));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&tmp)
+        .expect("temp file");
+    std::os::unix::fs::fchown(&f, Some(NOBODY), Some(NOBODY)).expect("chown 65534");
+    std::io::Write::write_all(&mut &f, b"0").expect("write");
+    let ino = f.metadata().expect("stat").ino();
+    (tmp, ino)
+}
+
+fn inode_at(path: &Path) -> Option<(u64, u32)> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.ino(), m.uid()))
+}
+
+/// Whether `path` is the Supervisor's file `ino`; if not, wait up to 50 ms for it to come
+/// back (an app's removal may have moved it aside for an instant): `Some(moved)` when it is
+/// there, `None` when it is gone for good (deleted).
+fn still_there(path: &Path, ino: u64) -> Option<bool> {
+    if inode_at(path) == Some((ino, NOBODY)) {
+        return Some(false);
+    }
+    let until = Instant::now() + Duration::from_millis(50);
+    while Instant::now() < until {
+        std::thread::yield_now();
+        if inode_at(path) == Some((ino, NOBODY)) {
+            return Some(true);
+        }
+    }
+    None
+}
+
+/// `swapper MODE PATH N`: N swaps, then one line of JSON with the counts.
+fn swapper() {
+    let a: Vec<String> = std::env::var("UL_CHILD_ARGS")
+        .unwrap()
+        .split('\n')
+        .map(str::to_string)
+        .collect();
+    let (mode, path, want) = (
+        a[0].as_str(),
+        Path::new(&a[1]),
+        a[2].parse::<u64>().unwrap(),
+    );
+    let dir = path.parent().unwrap();
+    let record = b"update-lock holder v1\npid=1\npid_ns=1\nboot_id=\nstart_time=1\nuid=1000\nhostname=x\nprogram=crafted\nacquired_at=\n";
+    let (mut swaps, mut attempts, mut moved_aside, mut deleted) = (0u64, 0u64, 0u64, 0u64);
+    // Bounded: a run that stops making progress ends and fails on the swap count.
+    let until = Instant::now() + Duration::from_secs(600);
+    while swaps < want && Instant::now() < until {
+        attempts += 1;
+        if std::env::var_os("UL_RACE_DEBUG").is_some() && attempts % 20000 == 0 {
+            eprintln!("swapper: attempts {attempts} swaps {swaps}");
+        }
+        let (tmp, ino) = supervisor_temp(dir, attempts);
+        let ready = if mode == "override" {
+            // The override: an app lock stands there; unlink it (root) and lock at once.
+            match inode_at(path) {
+                Some((_, uid)) if uid != NOBODY => std::fs::remove_file(path).is_ok(),
+                _ => false,
+            }
+        } else {
+            // A co-tenant plants a stale record, then deletes it itself (as uid 1000: it can
+            // delete only its own file) and the Supervisor takes the name at once.
+            let planted = dir.join(format!("_ct.{}.{attempts}", std::process::id()));
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&planted)
+                .unwrap();
+            std::os::unix::fs::fchown(&f, Some(APP_UID), Some(APP_UID)).unwrap();
+            std::io::Write::write_all(&mut &f, record).unwrap();
+            drop(f);
+            let linked = std::fs::hard_link(&planted, path).is_ok();
+            std::fs::remove_file(&planted).unwrap();
+            if linked {
+                for _ in 0..(attempts % 7) {
+                    std::thread::yield_now();
+                }
+                let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: seteuid and unlink with a valid C string; back to root after.
+                unsafe {
+                    libc::seteuid(APP_UID);
+                    libc::unlink(c.as_ptr());
+                    libc::seteuid(0);
+                }
+            }
+            linked
+        };
+        let locked = ready && std::fs::hard_link(&tmp, path).is_ok();
+        std::fs::remove_file(&tmp).unwrap();
+        if !locked {
+            continue;
+        }
+        swaps += 1;
+        for _ in 0..3 {
+            std::thread::yield_now();
+        }
+        match still_there(path, ino) {
+            None => {
+                deleted += 1;
+                continue;
+            }
+            Some(true) => moved_aside += 1,
+            Some(false) => {}
+        }
+        // Release as the Supervisor does; the file may be moved aside for an instant.
+        let until = Instant::now() + Duration::from_millis(50);
+        loop {
+            match std::fs::remove_file(path) {
+                Ok(()) => break,
+                Err(_) if Instant::now() < until => {
+                    moved_aside += 1;
+                    std::thread::yield_now();
+                }
+                Err(_) => {
+                    deleted += 1;
+                    break;
+                }
+            }
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({"swaps": swaps, "attempts": attempts, "moved_aside": moved_aside,
+                           "supervisor_locks_deleted": deleted})
+    );
+}
 
 fn swaps() -> u64 {
     std::env::var("UL_RACE_SWAPS")
@@ -29,16 +179,15 @@ fn race(mode: &str, reclaim: bool) -> (serde_json::Value, u64) {
     require_root();
     let dir = tmpdir();
     let path = dir.path().join("updates.lock");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/swapper.py");
-    let stand_in = Command::new("python3")
-        .arg(script)
-        .arg(mode)
-        .arg(&path)
-        .arg(swaps().to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start python3 (the Supervisor stand-in)");
+    let stand_in = child_command(
+        "swapper",
+        &[mode.into(), path.display().to_string(), swaps().to_string()],
+        None,
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("start the Supervisor stand-in");
     let stop = Arc::new(AtomicBool::new(false));
     let rounds = Arc::new(AtomicU64::new(0));
     let apps: Vec<_> = (0..2)
@@ -70,16 +219,26 @@ fn race(mode: &str, reclaim: bool) -> (serde_json::Value, u64) {
         a.join().expect("app thread panicked");
     }
     assert!(out.status.success(), "stand-in failed: {:?}", out.status);
-    let counts: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("the stand-in's JSON line");
-    let leftovers: Vec<String> = listing(dir.path())
-        .into_iter()
-        .filter(|n| n.contains(".update-lock-"))
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line from the stand-in: {text}"));
+    let mut counts: serde_json::Value =
+        serde_json::from_str(line).expect("the stand-in's JSON line");
+    // Private names left: only `.displaced` ones are allowed (a file moved aside when root
+    // emptied or re-took the name mid-removal; reported, never deleted). A placeholder or
+    // a `removing` name left behind would be a bug.
+    let names = listing(dir.path());
+    let stray: Vec<&String> = names
+        .iter()
+        .filter(|n| n.contains(".update-lock-") && !n.contains(".update-lock-displaced."))
         .collect();
-    assert!(
-        leftovers.is_empty(),
-        "private names left behind: {leftovers:?}"
-    );
+    assert!(stray.is_empty(), "private names left behind: {stray:?}");
+    counts["displaced_files"] = serde_json::json!(names
+        .iter()
+        .filter(|n| n.contains(".update-lock-displaced."))
+        .count());
     eprintln!(
         "{mode}: {counts} ; app rounds {}",
         rounds.load(Ordering::Relaxed)

@@ -187,6 +187,39 @@ fn take_kid(socket: &Path, name: &str) -> Kid {
     )
 }
 
+/// `ho-serve` as `uid` (auto grant, 1 s steps), allowing `peers` ("U1,U2" or ""); returns
+/// once it serves.
+fn serve_kid_as(uid: u32, socket: &Path, peers: &str) -> Kid {
+    let mut kid = Kid::spawn_as(
+        uid,
+        "ho-serve",
+        &[
+            socket.display().to_string(),
+            "s".into(),
+            "1000".into(),
+            "auto".into(),
+            peers.into(),
+        ],
+    );
+    kid.expect("serving port=");
+    kid
+}
+
+/// `ho-take` as `uid` (2 s steps) under release name `name`, allowing `peers`.
+fn take_kid_as(uid: u32, socket: &Path, name: &str, peers: &str) -> Kid {
+    Kid::spawn_as(
+        uid,
+        "ho-take",
+        &[
+            socket.display().to_string(),
+            "2000".into(),
+            "2000".into(),
+            name.into(),
+            peers.into(),
+        ],
+    )
+}
+
 fn opts(socket: &Path) -> RendezvousOptions {
     RendezvousOptions::new()
         .socket(socket)
@@ -495,30 +528,8 @@ fn d_only_our_uid_root_or_an_allowed_peer_uid_take_part_in_a_hand_over() {
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
     let sock = dir.path().join("handover.sock");
     // The old version runs as uid 1000: uid 1001 may not even connect (mode 0600).
-    let mut old = Kid::spawn_as(
-        APP_UID,
-        "ho-serve",
-        &[
-            sock.display().to_string(),
-            "s".into(),
-            "1000".into(),
-            "auto".into(),
-        ],
-    );
-    old.expect("serving port=");
-    let take_as = |uid: u32, peers: &str| {
-        Kid::spawn_as(
-            uid,
-            "ho-take",
-            &[
-                sock.display().to_string(),
-                "2000".into(),
-                "2000".into(),
-                "x".into(),
-                peers.into(),
-            ],
-        )
-    };
+    let mut old = serve_kid_as(APP_UID, &sock, "");
+    let take_as = |uid: u32, peers: &str| take_kid_as(uid, &sock, "x", peers);
     let mut other = take_as(APP_UID + 1, "");
     assert_handover_err(
         &other.line(),
@@ -554,31 +565,8 @@ fn d_an_allowed_peer_uid_may_take_over_and_another_is_refused_by_the_server() {
     let dir = tmpdir();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
     let sock = dir.path().join("handover.sock");
-    let mut old = Kid::spawn_as(
-        APP_UID,
-        "ho-serve",
-        &[
-            sock.display().to_string(),
-            "s".into(),
-            "1000".into(),
-            "auto".into(),
-            "1001".into(),
-        ],
-    );
-    old.expect("serving port=");
-    let take_as = |uid: u32| {
-        Kid::spawn_as(
-            uid,
-            "ho-take",
-            &[
-                sock.display().to_string(),
-                "2000".into(),
-                "2000".into(),
-                "new".into(),
-                "1000".into(),
-            ],
-        )
-    };
+    let mut old = serve_kid_as(APP_UID, &sock, "1001");
+    let take_as = |uid: u32| take_kid_as(uid, &sock, "new", "1000");
     let mut stranger = take_as(APP_UID + 2);
     assert_handover_err(
         &stranger.line(),

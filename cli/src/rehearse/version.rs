@@ -268,10 +268,21 @@ impl Version {
     /// Wait at most `timeout` until its command runs (an emulated container is set up
     /// first) or it has ended. `false` when neither happened in time.
     pub fn wait_started(&self, timeout: Duration) -> bool {
+        self.wait_for(timeout, |st| st.started)
+    }
+
+    /// Wait at most `timeout` for it to end.
+    pub fn wait_exit(&self, timeout: Duration) -> Option<ExitStatus> {
+        self.wait_for(timeout, |st| st.status.is_some());
+        self.status()
+    }
+
+    /// Wait at most `timeout` until `done` holds of its state; whether it does.
+    fn wait_for(&self, timeout: Duration, done: impl Fn(&ExitState) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         let (lock, cv) = &*self.exit;
         let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
-        while !st.started {
+        while !done(&st) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -282,24 +293,6 @@ impl Version {
                 .0;
         }
         true
-    }
-
-    /// Wait at most `timeout` for it to end.
-    pub fn wait_exit(&self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        let (lock, cv) = &*self.exit;
-        let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
-        while st.status.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            st = cv
-                .wait_timeout(st, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        st.status
     }
 
     /// The last lines it printed, for a report.

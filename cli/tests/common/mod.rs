@@ -76,9 +76,9 @@ pub fn code(st: ExitStatus) -> i32 {
         .unwrap_or_else(|| panic!("process died of a signal: {st:?}"))
 }
 
-/// What the Supervisor sees: `lockfile -r 0 PATH` run as uid 65534. 73 means "updates
-/// locked". When it succeeds it has created the lock itself, which we remove again.
-pub fn supervisor_probe(path: &Path) -> i32 {
+/// The Supervisor taking its lock: `lockfile -r 0 PATH` run as uid 65534; its exit code
+/// (0 taken, 73 "updates locked") and stderr. A lock it takes is left in place.
+pub fn supervisor_lockfile(path: &Path) -> (i32, String) {
     let (st, _, err) = output(
         command("setpriv")
             .args([
@@ -91,7 +91,13 @@ pub fn supervisor_probe(path: &Path) -> i32 {
             ])
             .arg(path),
     );
-    let c = code(st);
+    (code(st), err)
+}
+
+/// What the Supervisor sees: `lockfile -r 0 PATH` run as uid 65534. 73 means "updates
+/// locked". When it succeeds it has created the lock itself, which we remove again.
+pub fn supervisor_probe(path: &Path) -> i32 {
+    let (c, err) = supervisor_lockfile(path);
     if c == 0 {
         std::fs::remove_file(path).expect("remove the probe's own lock file");
     } else {
