@@ -243,8 +243,25 @@ impl std::fmt::Display for NotOurs {
     }
 }
 
+/// How often a look that finds another file at our name is repeated: another process's
+/// removal (see [`crate::removal`]) swaps its placeholder in for a few microseconds when it
+/// checks a name it took for its own, and swaps our file straight back.
+const TRANSIENT_LOOKS: usize = 64;
+
 /// Whether the path still names our inode, and what is there otherwise.
 pub(crate) fn still_ours(h: &HeldPath) -> std::result::Result<(), NotOurs> {
+    let mut verdict = look(h);
+    for _ in 0..TRANSIENT_LOOKS {
+        if !matches!(verdict, Err(NotOurs::Lost(_))) {
+            break;
+        }
+        std::thread::yield_now();
+        verdict = look(h);
+    }
+    verdict
+}
+
+fn look(h: &HeldPath) -> std::result::Result<(), NotOurs> {
     match stat_at(h.dir.as_fd(), &h.name, &h.path) {
         Ok(Some(st)) if FileId::from(&st) == h.id => Ok(()),
         Ok(Some(st)) if st.st_uid == SUPERVISOR_UID => Err(NotOurs::Lost(format!(
