@@ -3,36 +3,46 @@
 //! `unlink` takes a name, not a file: between a check ("the path is still our inode") and
 //! the unlink, the Supervisor's override can delete our file and put its own lock at the
 //! name, and the unlink would then delete the Supervisor's fresh lock. So removal never
-//! unlinks the public name after looking at it:
+//! unlinks the public name of a file:
 //!
-//! 1. A placeholder (an empty file of ours) is created under a private random name, and
-//!    swapped with whatever stands at the name by `renameat2(RENAME_EXCHANGE)`: atomically,
-//!    the name now holds the placeholder and the private name holds the file that stood
-//!    there. The name is never empty, so nobody can slip a new file in meanwhile.
+//! 1. A placeholder, an empty **directory** of ours, is made under a private random name
+//!    (`mkdirat`: no descriptor needed) and, when a descriptor is to be had, flocked, so
+//!    the reboot script's `flock -nx` probe sees the name locked while the placeholder stands
+//!    there. It is swapped with whatever stands at the name by
+//!    `renameat2(RENAME_EXCHANGE)`: atomically, the name holds the placeholder and the
+//!    private name the file that stood there. The name is never empty, so nobody can slip a
+//!    new lock in, and the Supervisor sees "locked" throughout.
 //! 2. `fstatat(private)`: is it the inode we mean?
-//!    * Yes: it is unlinked under the private name (nobody else knows it), and the
-//!      placeholder is then taken away from the name (renamed to another private name,
-//!      checked to be the placeholder, unlinked). Only then is the name free, as a release
-//!      should leave it.
-//!    * No: the two are swapped back (`RENAME_EXCHANGE`), so the other file stands at its
-//!      name again, never having left it empty, and the placeholder is deleted.
+//!    * Yes: it is unlinked under the private name (nobody else knows it), then the
+//!      placeholder leaves the name by `rmdir`, which removes only an empty directory: if
+//!      root replaced the placeholder meanwhile by a lock *file* (the Supervisor's), that
+//!      lock cannot be the one removed.
+//!    * No: the two are swapped back (`RENAME_EXCHANGE`) and what came back is checked to be
+//!      our placeholder. The other file stands at its name again, never having left it
+//!      empty.
 //!
 //! What remains: only root can replace files of others in the sticky directory (the
-//! Supervisor's override and its release, which unlinks by name). If root acts on the name
-//! in the microseconds between two of these steps, the other file is never deleted and never
-//! replaces a newer one: when root emptied the name while that file was aside (it meant to
-//! remove it), it stays aside under a `.displaced` private name; when somebody took the
-//! empty name meanwhile, likewise. Both are reported. Nothing is ever deleted that is not
-//! the inode asked for, or our own placeholder.
+//! Supervisor's override and its release, which unlink by name and `rmdir` a directory).
+//! If root acts on the name in the microseconds between two of these steps, no file is ever
+//! deleted and none replaces a newer one:
+//! * root removed the placeholder while the other file was aside: root meant that file to
+//!   go (its own release or its override), so it stays aside under a `.displaced` private
+//!   name, reported, never brought back as a lock nobody holds;
+//! * root removed the placeholder and a new lock took the name: the swap back is undone, the
+//!   newer lock keeps the name, the older file stays aside under a `.displaced` name;
+//! * an empty directory that root put at the name after removing ours would be removed by
+//!   our `rmdir`: the Supervisor never makes directories, so only another remover's
+//!   placeholder (or a `mkdir` lock, planted in that same microsecond) can be hit, and a
+//!   placeholder taken away that way is found and kept aside by its owner.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{renameat2, RenameFlags};
-use nix::sys::stat::{mknodat, Mode, SFlag};
+use nix::fcntl::{openat, renameat2, AtFlags, OFlag, RenameFlags};
+use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use crate::inspect::{stat_at, FileId};
@@ -49,6 +59,14 @@ pub(crate) enum Removal {
     NotOurs(String),
 }
 
+/// Our placeholder: its private name, identity, and (when a descriptor was to be had) the
+/// flock that makes the reboot script's probe see the name locked while it stands there.
+struct Placeholder {
+    name: CString,
+    id: FileId,
+    _flock: Option<OwnedFd>,
+}
+
 /// Remove `dir/name` only if it is the file `id`. `Err` only for an operating-system
 /// failure other than "not ours" (the message names the path and what to do).
 pub(crate) fn remove_exact(
@@ -57,15 +75,10 @@ pub(crate) fn remove_exact(
     full: &Path,
     id: FileId,
 ) -> std::result::Result<Removal, RemovalError> {
-    let (holder, placeholder) = make_placeholder(dir, name, full)?;
-    let outcome = match renameat2(
-        dir,
-        holder.as_c_str(),
-        dir,
-        name,
-        RenameFlags::RENAME_EXCHANGE,
-    ) {
-        Ok(()) => swapped(dir, name, full, id, &holder, placeholder),
+    let placeholder = make_placeholder(dir, name, full)?;
+    let private = placeholder.name.as_c_str();
+    let outcome = match renameat2(dir, private, dir, name, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => swapped(dir, name, full, id, &placeholder),
         Err(Errno::ENOENT) => Ok(Removal::Gone),
         // A sticky directory lets only the owner (or root) move a file: the file we mean
         // belongs to another uid (a dead holder's: we may not remove it), or what stands
@@ -84,61 +97,90 @@ pub(crate) fn remove_exact(
             errno: e,
         }),
     };
-    // The placeholder is ours and, whatever happened, no longer at the public name.
-    remove_if(dir, &holder, placeholder);
+    // Whatever happened, the placeholder is no longer at the public name; if it is still at
+    // its private name, it goes.
+    rmdir_if(dir, private, placeholder.id);
     outcome
 }
 
-/// After the exchange: `holder` (private) names what stood at `name`, and `name` our
-/// placeholder.
+/// After the exchange: the placeholder's private name holds what stood at `name`, and
+/// `name` the placeholder.
 fn swapped(
     dir: BorrowedFd<'_>,
     name: &CStr,
     full: &Path,
     id: FileId,
-    holder: &CStr,
-    placeholder: FileId,
+    placeholder: &Placeholder,
 ) -> std::result::Result<Removal, RemovalError> {
-    let was = stat_at(dir, holder, full).map_err(|e| RemovalError::Check(e.to_string()))?;
+    let private = placeholder.name.as_c_str();
+    let was = stat_at(dir, private, full).map_err(|e| RemovalError::Check(e.to_string()))?;
     match was {
         Some(st) if FileId::from(&st) == id => {
             // Our lock file, now only under the private name: delete it there. Then free
-            // the public name of the placeholder (moved aside, checked, deleted).
-            match unlinkat(dir, holder, UnlinkatFlags::NoRemoveDir) {
+            // the public name of the placeholder (`rmdir`: never a lock file).
+            match unlinkat(dir, private, UnlinkatFlags::NoRemoveDir) {
                 Ok(()) | Err(Errno::ENOENT) => {}
                 Err(e) => {
                     return Err(RemovalError::Os {
-                        path: full.with_file_name(lossy(holder)),
+                        path: full.with_file_name(lossy(private)),
                         op: "delete our lock file (swapped aside for removal)",
                         errno: e,
                     })
                 }
             }
-            take_placeholder_away(dir, name, full, placeholder)?;
+            rmdir_if(dir, name, placeholder.id);
             Ok(Removal::Removed)
         }
         other => {
-            // Not ours: swap back, so it stands at its name again (never left empty).
             let what = match other {
                 Some(st) => describe_other(st.st_uid),
                 None => "it was deleted meanwhile".into(),
             };
-            match renameat2(dir, holder, dir, name, RenameFlags::RENAME_EXCHANGE) {
-                Ok(()) => Ok(Removal::NotOurs(what)),
-                // Root emptied the name meanwhile (the Supervisor releasing what it took for
-                // its own lock): it meant that file to go. It stays aside, never deleted and
-                // never brought back as a lock nobody holds.
-                Err(Errno::ENOENT) => {
-                    let note = displace(dir, holder, name, full);
-                    Ok(Removal::NotOurs(format!("{what}; {note}")))
-                }
-                Err(e) => Err(RemovalError::Os {
-                    path: full.to_path_buf(),
-                    op: "swap a lock file that is not ours back into place",
-                    errno: e,
-                }),
-            }
+            swap_back(dir, name, full, placeholder).map(|note| match note {
+                None => Removal::NotOurs(what),
+                Some(note) => Removal::NotOurs(format!("{what}; {note}")),
+            })
         }
+    }
+}
+
+/// Put a file that is not ours back at `name` (it stands at the placeholder's private name,
+/// the placeholder at `name`). `Some(note)` when root changed the name meanwhile and the
+/// file stays aside under a `.displaced` name instead (reported, never deleted).
+fn swap_back(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    full: &Path,
+    placeholder: &Placeholder,
+) -> std::result::Result<Option<String>, RemovalError> {
+    let private = placeholder.name.as_c_str();
+    match renameat2(dir, private, dir, name, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => {}
+        // Root emptied the name meanwhile (the Supervisor releasing what it took for its
+        // own lock, or overriding): it meant that file to go. It stays aside, never deleted
+        // and never brought back as a lock nobody holds.
+        Err(Errno::ENOENT) => return Ok(Some(displace(dir, private, name, full))),
+        Err(e) => {
+            return Err(RemovalError::Os {
+                path: full.to_path_buf(),
+                op: "swap a lock file that is not ours back into place",
+                errno: e,
+            })
+        }
+    }
+    // What came back from the name must be our placeholder. Anything else was put there by
+    // root while we looked (a newer lock): undo, so the newer lock keeps the name.
+    match fstatat(dir, private, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if FileId::from(&st) == placeholder.id => Ok(None),
+        Err(Errno::ENOENT) => Ok(None),
+        _ => match renameat2(dir, private, dir, name, RenameFlags::RENAME_EXCHANGE) {
+            Ok(()) => Ok(Some(displace(dir, private, name, full))),
+            Err(e) => Err(RemovalError::Os {
+                path: full.to_path_buf(),
+                op: "give the lock name back to the lock that took it meanwhile",
+                errno: e,
+            }),
+        },
     }
 }
 
@@ -166,35 +208,34 @@ fn unlink_after_check(
     }
 }
 
-/// Create our placeholder under a fresh private name; its name and identity. Made with
-/// `mknodat`, which needs no descriptor: a release must work when the process has none left.
+/// Make our placeholder directory under a fresh private name, and flock it when a
+/// descriptor is to be had (a release must work when the process has none left).
 fn make_placeholder(
     dir: BorrowedFd<'_>,
     name: &CStr,
     full: &Path,
-) -> std::result::Result<(CString, FileId), RemovalError> {
+) -> std::result::Result<Placeholder, RemovalError> {
     for _ in 0..8 {
         let private = private_name(name, "removing");
-        match mknodat(
-            dir,
-            private.as_c_str(),
-            SFlag::S_IFREG,
-            Mode::from_bits_truncate(0o600),
-            0,
-        ) {
+        match mkdirat(dir, private.as_c_str(), Mode::from_bits_truncate(0o700)) {
             Ok(()) => {
                 let st =
                     stat_at(dir, &private, full).map_err(|e| RemovalError::Check(e.to_string()))?;
-                return match st {
-                    Some(st) => Ok((private, FileId::from(&st))),
-                    None => Err(RemovalError::Os {
+                let Some(st) = st else {
+                    return Err(RemovalError::Os {
                         path: full.with_file_name(lossy(&private)),
                         op: "find the placeholder just made",
                         errno: Errno::ENOENT,
-                    }),
+                    });
                 };
+                let flock = flock_placeholder(dir, &private, FileId::from(&st));
+                return Ok(Placeholder {
+                    name: private,
+                    id: FileId::from(&st),
+                    _flock: flock,
+                });
             }
-            Err(Errno::EEXIST) => continue, // someone planted a file at that name
+            Err(Errno::EEXIST) => continue, // someone planted something at that name
             Err(e @ (Errno::EPERM | Errno::EACCES)) => return Err(RemovalError::NotPermitted(e)),
             Err(e) => {
                 return Err(RemovalError::Os {
@@ -212,47 +253,33 @@ fn make_placeholder(
     })
 }
 
-/// Free the public name of our placeholder: move whatever is there to a private name; if it
-/// is the placeholder, delete it, else put it back (it is someone else's).
-fn take_placeholder_away(
-    dir: BorrowedFd<'_>,
-    name: &CStr,
-    full: &Path,
-    placeholder: FileId,
-) -> std::result::Result<(), RemovalError> {
-    let aside = private_name(name, "removing");
-    match renameat2(
+/// Open and flock the placeholder (our own fresh directory): `None` when no descriptor can
+/// be had or it is no longer the one we made; the removal works without it.
+fn flock_placeholder(dir: BorrowedFd<'_>, private: &CStr, id: FileId) -> Option<OwnedFd> {
+    let fd = openat(
         dir,
-        name,
-        dir,
-        aside.as_c_str(),
-        RenameFlags::RENAME_NOREPLACE,
-    ) {
-        Ok(()) => {}
-        Err(Errno::ENOENT) => return Ok(()),
-        Err(Errno::EPERM | Errno::EACCES) => return Ok(()), // someone else's file: not ours to move
-        Err(e) => {
-            return Err(RemovalError::Os {
-                path: full.to_path_buf(),
-                op: "take the placeholder away from the lock name",
-                errno: e,
-            })
-        }
+        private,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let st = nix::sys::stat::fstat(&fd).ok()?;
+    if FileId::from(&st) != id {
+        return None;
     }
-    if !remove_if(dir, &aside, placeholder) {
-        put_back(dir, &aside, name, full)?;
-    }
-    Ok(())
+    // SAFETY: flock on a descriptor we own.
+    let r = unsafe { libc::flock(fd.as_fd().as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    (r == 0).then_some(fd)
 }
 
-/// Delete `dir/private` if it is `id`; whether it was.
-fn remove_if(dir: BorrowedFd<'_>, private: &CStr, id: FileId) -> bool {
-    match nix::sys::stat::fstatat(dir, private, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) if FileId::from(&st) == id => {
-            let _ = unlinkat(dir, private, UnlinkatFlags::NoRemoveDir);
-            true
+/// Remove the empty directory at `dir/at` if it is our placeholder `id`. `rmdir` never
+/// removes a file, so a lock that root put there meanwhile is never hit.
+fn rmdir_if(dir: BorrowedFd<'_>, at: &CStr, id: FileId) {
+    if let Ok(st) = fstatat(dir, at, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+        if is_dir && FileId::from(&st) == id {
+            let _ = unlinkat(dir, at, UnlinkatFlags::RemoveDir);
         }
-        _ => false,
     }
 }
 
@@ -291,26 +318,6 @@ fn describe_other(uid: u32) -> String {
         "it now belongs to the Supervisor (owner uid 65534)".into()
     } else {
         format!("it was replaced by another file (owner uid {uid})")
-    }
-}
-
-/// Put a file that is not ours back at `name`, if the name is still empty. `Some(note)`
-/// when it stays at a `.displaced` private name instead: somebody took the name meanwhile,
-/// and its file is never replaced. Never deleted either way.
-fn put_back(
-    dir: BorrowedFd<'_>,
-    private: &CStr,
-    name: &CStr,
-    full: &Path,
-) -> std::result::Result<Option<String>, RemovalError> {
-    match renameat2(dir, private, dir, name, RenameFlags::RENAME_NOREPLACE) {
-        Ok(()) => Ok(None),
-        Err(Errno::EEXIST) => Ok(Some(displace(dir, private, name, full))),
-        Err(e) => Err(RemovalError::Os {
-            path: full.with_file_name(lossy(private)),
-            op: "put back a lock file that is not ours",
-            errno: e,
-        }),
     }
 }
 
@@ -419,6 +426,109 @@ mod tests {
         let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
         assert_eq!(names.len(), 2, "no private name left behind");
         assert_eq!(std::fs::read_to_string(&kept).unwrap(), "ours");
+    }
+
+    /// Swap a placeholder in, as step 1 does: the private name then holds the lock file.
+    fn swapped_in(dir: &std::os::fd::OwnedFd, path: &Path) -> Placeholder {
+        let p = make_placeholder(dir.as_fd(), c"updates.lock", path).unwrap();
+        renameat2(
+            dir.as_fd(),
+            p.name.as_c_str(),
+            dir.as_fd(),
+            c"updates.lock",
+            RenameFlags::RENAME_EXCHANGE,
+        )
+        .unwrap();
+        p
+    }
+
+    fn displaced_names(tmp: &Path) -> Vec<String> {
+        std::fs::read_dir(tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".update-lock-displaced."))
+            .collect()
+    }
+
+    #[test]
+    fn the_placeholder_is_a_flocked_directory_the_reboot_probe_sees_locked() {
+        let (_tmp, dir, path) = setup();
+        std::fs::write(&path, "theirs").unwrap();
+        let p = swapped_in(&dir, &path);
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_dir());
+        assert!(p._flock.is_some());
+        let probe = std::process::Command::new("flock")
+            .args(["-nx", path.to_str().unwrap(), "true"])
+            .status()
+            .unwrap();
+        assert!(!probe.success(), "flock -nx must fail on the placeholder");
+    }
+
+    #[test]
+    fn a_lock_file_root_put_in_place_of_our_placeholder_survives_our_rmdir() {
+        let (tmp, dir, path) = setup();
+        std::fs::write(&path, "ours").unwrap();
+        let ours = id_of(&path);
+        let p = swapped_in(&dir, &path);
+        // Root (the Supervisor's override) removes the placeholder and locks at once.
+        std::fs::remove_dir(&path).unwrap();
+        std::fs::write(&path, "0").unwrap();
+        let r = swapped(dir.as_fd(), c"updates.lock", &path, ours, &p).unwrap();
+        assert_eq!(r, Removal::Removed);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "0",
+            "the new lock stays"
+        );
+        assert!(displaced_names(tmp.path()).is_empty());
+    }
+
+    #[test]
+    fn a_newer_lock_keeps_the_name_when_root_replaced_our_placeholder_mid_check() {
+        let (tmp, dir, path) = setup();
+        let kept = tmp.path().join("kept");
+        std::fs::write(&kept, "ours").unwrap();
+        let ours = id_of(&kept);
+        std::fs::write(&path, "older").unwrap();
+        let p = swapped_in(&dir, &path);
+        std::fs::remove_dir(&path).unwrap();
+        std::fs::write(&path, "newer").unwrap();
+        let r = swapped(dir.as_fd(), c"updates.lock", &path, ours, &p).unwrap();
+        let Removal::NotOurs(what) = r else {
+            panic!("{r:?}")
+        };
+        assert!(what.contains("not deleted"), "{what}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "newer");
+        let aside = displaced_names(tmp.path());
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join(&aside[0])).unwrap(),
+            "older",
+            "the older file is kept, never deleted"
+        );
+    }
+
+    #[test]
+    fn a_file_whose_name_root_emptied_mid_check_is_kept_aside_not_brought_back() {
+        let (tmp, dir, path) = setup();
+        let kept = tmp.path().join("kept");
+        std::fs::write(&kept, "ours").unwrap();
+        let ours = id_of(&kept);
+        std::fs::write(&path, "theirs").unwrap();
+        let p = swapped_in(&dir, &path);
+        std::fs::remove_dir(&path).unwrap(); // root's release, meant for "theirs"
+        let r = swapped(dir.as_fd(), c"updates.lock", &path, ours, &p).unwrap();
+        assert!(matches!(r, Removal::NotOurs(_)), "{r:?}");
+        assert!(
+            std::fs::symlink_metadata(&path).is_err(),
+            "no lock brought back"
+        );
+        let aside = displaced_names(tmp.path());
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join(&aside[0])).unwrap(),
+            "theirs"
+        );
     }
 
     #[test]
