@@ -30,6 +30,21 @@
 
 
 /**
+ * The default of `ul_api_new`'s `timeout_ms`: 10 s (the same default in every language).
+ */
+#define UL_API_TIMEOUT_DEFAULT_MS 10000
+
+/**
+ * The default of `ul_update_gate_acquire`'s `settle_timeout_ms`: 10 minutes.
+ */
+#define UL_GATE_SETTLE_TIMEOUT_DEFAULT_MS 600000
+
+/**
+ * The default of `ul_update_gate_acquire`'s `poll_ms`: 2 s.
+ */
+#define UL_GATE_POLL_DEFAULT_MS 2000
+
+/**
  * Result of every fallible `ul_` function. The numbers are stable and never reused.
  *
  * 1 to 12 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
@@ -335,8 +350,10 @@ typedef struct ul_device_state {
  * What to lock and how. Caller-owned; initialise it with `ul_options_init` (which sets
  * `struct_size` and the defaults), then change the fields you need.
  *
- * Fields may be added at the end in later versions: the library reads only the first
- * `struct_size` bytes, so a program built against an older header keeps working.
+ * Fields may be added at the end in later versions. The library reads the fields of the
+ * version `struct_size` names and gives newer fields their defaults, so a program built
+ * against an older header keeps working; a larger struct (a newer header) is accepted
+ * when the fields this library does not know are zero, and refused otherwise.
  *
  * ```c
  * const char *paths[] = { "/tmp/balena/updates.lock" };
@@ -818,7 +835,8 @@ extern "C" {
  * Make a client. `address` (e.g. "http://127.0.0.1:48484") and `key` default, when NULL,
  * to `$BALENA_SUPERVISOR_ADDRESS` and `$BALENA_SUPERVISOR_API_KEY` (the Supervisor sets
  * them for services with the `io.balena.features.supervisor-api` label). `timeout_ms`
- * bounds every call (0: 10000). Returns `UL_ERR_API` with reason "not-configured" when
+ * bounds every call: pass `UL_API_TIMEOUT_DEFAULT_MS` for the default; 0 is refused with
+ * `UL_ERR_INVALID_ARGUMENT` (0 means "no time" throughout this API, never "the default"). Returns `UL_ERR_API` with reason "not-configured" when
  * there is no address or key.
  *
  * # Safety
@@ -884,8 +902,9 @@ enum ul_result ul_api_restart_service(const struct ul_api *api,
 /**
  * Take the update lock with `opts` (as `ul_acquire`) and keep it until a downloaded update
  * waits and the app calls `ul_update_gate_safe_point`. With `retake`, the lock is taken
- * again after the update (or after `settle_timeout_ms`, 0: 600000), asking every
- * `poll_ms` (0: 2000). `api` is borrowed for this call only (the gate keeps its own copy).
+ * again after the update (or after `settle_timeout_ms`; `UL_GATE_SETTLE_TIMEOUT_DEFAULT_MS`
+ * for the default), asking every `poll_ms` (`UL_GATE_POLL_DEFAULT_MS`). 0 for either is
+ * refused with `UL_ERR_INVALID_ARGUMENT`. `api` is borrowed for this call only (the gate keeps its own copy).
  *
  * # Safety
  * `opts` is NULL or a valid `ul_options`; `api` is a live handle; `out` is writable.
@@ -1206,8 +1225,9 @@ const char *ul_version(void);
  * `create_dir` true, `program` NULL, `cancel` NULL.
  *
  * Call it as `ul_options_init(&opts, sizeof opts)`. Returns `UL_OK`,
- * `UL_ERR_NULL_ARGUMENT` or `UL_ERR_INVALID_ARGUMENT` (`struct_size` smaller than this
- * library's `ul_options`). Bytes past this library's struct (a newer header) are zeroed.
+ * `UL_ERR_NULL_ARGUMENT` or `UL_ERR_INVALID_ARGUMENT` (`struct_size` is not the size of
+ * any version of `ul_options`). The size of an older version (an older header) gets that
+ * version's fields; bytes past this library's struct (a newer header) are zeroed.
  * Thread-safe.
  *
  * # Safety

@@ -59,10 +59,29 @@ pub struct ul_update_gate {
     inner: Option<UpdateGate>,
 }
 
+/// The default of `ul_api_new`'s `timeout_ms`: 10 s (the same default in every language).
+pub const UL_API_TIMEOUT_DEFAULT_MS: u32 = 10_000;
+/// The default of `ul_update_gate_acquire`'s `settle_timeout_ms`: 10 minutes.
+pub const UL_GATE_SETTLE_TIMEOUT_DEFAULT_MS: u32 = 600_000;
+/// The default of `ul_update_gate_acquire`'s `poll_ms`: 2 s.
+pub const UL_GATE_POLL_DEFAULT_MS: u32 = 2_000;
+
+/// A duration in milliseconds that cannot be zero: 0 is refused (in this API `0` always
+/// means "no time", never "the default"; pass the `_DEFAULT_MS` constant for that).
+fn nonzero_ms(ms: u32, func: &str, arg: &str, default: u32) -> Result<Duration, Failure> {
+    if ms == 0 {
+        return Err(Failure::invalid(format!(
+            "{func}: {arg} is 0, but this wait cannot take no time (0 never means \"the default\" in this API): pass a number of milliseconds, e.g. {default} (the default)"
+        )));
+    }
+    Ok(Duration::from_millis(u64::from(ms)))
+}
+
 /// Make a client. `address` (e.g. "http://127.0.0.1:48484") and `key` default, when NULL,
 /// to `$BALENA_SUPERVISOR_ADDRESS` and `$BALENA_SUPERVISOR_API_KEY` (the Supervisor sets
 /// them for services with the `io.balena.features.supervisor-api` label). `timeout_ms`
-/// bounds every call (0: 10000). Returns `UL_ERR_API` with reason "not-configured" when
+/// bounds every call: pass `UL_API_TIMEOUT_DEFAULT_MS` for the default; 0 is refused with
+/// `UL_ERR_INVALID_ARGUMENT` (0 means "no time" throughout this API, never "the default"). Returns `UL_ERR_API` with reason "not-configured" when
 /// there is no address or key.
 ///
 /// # Safety
@@ -85,10 +104,10 @@ pub unsafe extern "C" fn ul_api_new(
         let a = unsafe { utf8_arg(address, F, "address") }?;
         // SAFETY: forwarded from the caller.
         let k = unsafe { utf8_arg(key, F, "key") }?;
+        let timeout = nonzero_ms(timeout_ms, F, "timeout_ms", UL_API_TIMEOUT_DEFAULT_MS)?;
         let api = SupervisorApi::configure(a, k)?;
-        let ms = if timeout_ms == 0 { 10_000 } else { timeout_ms };
         let handle = Box::into_raw(Box::new(ul_api {
-            inner: api.with_timeout(Duration::from_millis(u64::from(ms))),
+            inner: api.with_timeout(timeout),
         }));
         // SAFETY: as above.
         unsafe { out.write(handle) };
@@ -218,8 +237,9 @@ pub unsafe extern "C" fn ul_api_restart_service(
 
 /// Take the update lock with `opts` (as `ul_acquire`) and keep it until a downloaded update
 /// waits and the app calls `ul_update_gate_safe_point`. With `retake`, the lock is taken
-/// again after the update (or after `settle_timeout_ms`, 0: 600000), asking every
-/// `poll_ms` (0: 2000). `api` is borrowed for this call only (the gate keeps its own copy).
+/// again after the update (or after `settle_timeout_ms`; `UL_GATE_SETTLE_TIMEOUT_DEFAULT_MS`
+/// for the default), asking every `poll_ms` (`UL_GATE_POLL_DEFAULT_MS`). 0 for either is
+/// refused with `UL_ERR_INVALID_ARGUMENT`. `api` is borrowed for this call only (the gate keeps its own copy).
 ///
 /// # Safety
 /// `opts` is NULL or a valid `ul_options`; `api` is a live handle; `out` is writable.
@@ -243,15 +263,16 @@ pub unsafe extern "C" fn ul_update_gate_acquire(
         let api = unsafe { client(api, F) }?.clone();
         // SAFETY: forwarded from the caller.
         let (lo, _cancel) = unsafe { lock_options(opts, F, "opts") }?;
-        let settle = if settle_timeout_ms == 0 {
-            600_000
-        } else {
-            settle_timeout_ms
-        };
-        let poll = if poll_ms == 0 { 2_000 } else { poll_ms };
+        let settle = nonzero_ms(
+            settle_timeout_ms,
+            F,
+            "settle_timeout_ms",
+            UL_GATE_SETTLE_TIMEOUT_DEFAULT_MS,
+        )?;
+        let poll = nonzero_ms(poll_ms, F, "poll_ms", UL_GATE_POLL_DEFAULT_MS)?;
         let gate = UpdateGate::acquire(&lo, api)?
-            .retake(retake, Duration::from_millis(u64::from(settle)))
-            .poll_interval(Duration::from_millis(u64::from(poll)));
+            .retake(retake, settle)
+            .poll_interval(poll);
         let handle = Box::into_raw(Box::new(ul_update_gate { inner: Some(gate) }));
         // SAFETY: as above.
         unsafe { out.write(handle) };
@@ -324,4 +345,20 @@ pub unsafe extern "C" fn ul_update_gate_free(gate: *mut ul_update_gate) -> ul_re
             None => Ok(()),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_constants_are_cores() {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap();
+        assert_eq!(UL_API_TIMEOUT_DEFAULT_MS, ms(lockcore::DEFAULT_API_TIMEOUT));
+        assert_eq!(
+            UL_GATE_SETTLE_TIMEOUT_DEFAULT_MS,
+            ms(lockcore::DEFAULT_SETTLE_TIMEOUT)
+        );
+        assert_eq!(UL_GATE_POLL_DEFAULT_MS, ms(lockcore::DEFAULT_POLL_INTERVAL));
+    }
 }

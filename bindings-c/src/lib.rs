@@ -26,3 +26,4 @@ pub mod options;
 pub mod rendezvous;
 pub mod status;
 mod strings;
+mod versioned;

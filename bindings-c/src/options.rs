@@ -9,12 +9,15 @@ use lockcore::{CancelToken, HandoverOptions, LockOptions};
 
 use crate::cancel::ul_cancel_token;
 use crate::error::{guard, ul_result, Failure};
+use crate::versioned::{self, Versioned};
 
 /// What to lock and how. Caller-owned; initialise it with `ul_options_init` (which sets
 /// `struct_size` and the defaults), then change the fields you need.
 ///
-/// Fields may be added at the end in later versions: the library reads only the first
-/// `struct_size` bytes, so a program built against an older header keeps working.
+/// Fields may be added at the end in later versions. The library reads the fields of the
+/// version `struct_size` names and gives newer fields their defaults, so a program built
+/// against an older header keeps working; a larger struct (a newer header) is accepted
+/// when the fields this library does not know are zero, and refused otherwise.
 ///
 /// ```c
 /// const char *paths[] = { "/tmp/balena/updates.lock" };
@@ -75,54 +78,40 @@ pub struct ul_handover_options {
     pub legacy: bool,
 }
 
-/// Check `struct_size` of a caller's versioned struct and zero-fill what lies beyond ours.
-///
-/// # Safety
-/// `p` points to `struct_size` writable bytes.
-pub(crate) unsafe fn init_struct<T>(
-    p: *mut T,
-    struct_size: usize,
-    name: &str,
-    value: T,
-) -> Result<(), Failure> {
-    let ours = std::mem::size_of::<T>();
-    if struct_size < ours {
-        return Err(Failure::invalid(format!(
-            "{name}_init: struct_size is {struct_size}, but {name} has {ours} bytes in this library: pass sizeof({name}) and build against this library's header"
-        )));
+impl Versioned for ul_options {
+    const NAME: &'static str = "ul_options";
+    const VERSIONS: &'static [(usize, usize)] = &[crate::version_ending_at!(
+        ul_options,
+        cancel,
+        *const ul_cancel_token
+    )];
+    fn defaults() -> Self {
+        ul_options {
+            struct_size: std::mem::size_of::<Self>(),
+            paths: std::ptr::null(),
+            path_count: 0,
+            legacy: true,
+            timeout_ms: -1,
+            reclaim_stale: true,
+            create_dir: true,
+            program: std::ptr::null(),
+            cancel: std::ptr::null(),
+        }
     }
-    // SAFETY: the caller's struct has `struct_size >= ours` writable bytes.
-    unsafe {
-        std::ptr::write_bytes(p.cast::<u8>().add(ours), 0, struct_size - ours);
-        p.write(value);
-    }
-    Ok(())
 }
 
-/// Read a caller's versioned struct after checking its `struct_size` (the first field).
-///
-/// # Safety
-/// `p` is NULL or points to a struct whose first field is a `size_t struct_size` and that
-/// has at least that many readable bytes.
-pub(crate) unsafe fn read_struct<T: Copy>(
-    p: *const T,
-    func: &str,
-    arg: &str,
-    name: &str,
-) -> Result<T, Failure> {
-    if p.is_null() {
-        return Err(Failure::null(func, arg));
+impl Versioned for ul_handover_options {
+    const NAME: &'static str = "ul_handover_options";
+    const VERSIONS: &'static [(usize, usize)] =
+        &[crate::version_ending_at!(ul_handover_options, legacy, bool)];
+    fn defaults() -> Self {
+        ul_handover_options {
+            struct_size: std::mem::size_of::<Self>(),
+            paths: std::ptr::null(),
+            path_count: 0,
+            legacy: true,
+        }
     }
-    // SAFETY: every versioned struct starts with `size_t struct_size`.
-    let size = unsafe { p.cast::<usize>().read() };
-    let ours = std::mem::size_of::<T>();
-    if size < ours {
-        return Err(Failure::invalid(format!(
-            "{func}: {arg}->struct_size is {size}, but {name} has {ours} bytes in this library: initialise it with {name}_init({arg}, sizeof *{arg})"
-        )));
-    }
-    // SAFETY: at least `ours` bytes are readable.
-    Ok(unsafe { p.read() })
 }
 
 /// The caller's path list.
@@ -169,7 +158,7 @@ pub(crate) unsafe fn lock_options(
     arg: &str,
 ) -> Result<(LockOptions, Option<CancelToken>), Failure> {
     // SAFETY: forwarded from the caller.
-    let o = unsafe { read_struct(opts, func, arg, "ul_options") }?;
+    let o = unsafe { versioned::read(opts, func, arg) }?;
     // SAFETY: forwarded from the caller.
     let paths = unsafe { path_list(o.paths, o.path_count, func, arg) }?;
     let mut lo = LockOptions::new()
@@ -204,7 +193,7 @@ pub(crate) unsafe fn handover_options(
     arg: &str,
 ) -> Result<HandoverOptions, Failure> {
     // SAFETY: forwarded from the caller.
-    let o = unsafe { read_struct(opts, func, arg, "ul_handover_options") }?;
+    let o = unsafe { versioned::read(opts, func, arg) }?;
     // SAFETY: forwarded from the caller.
     let paths = unsafe { path_list(o.paths, o.path_count, func, arg) }?;
     Ok(HandoverOptions::new().paths(paths).legacy(o.legacy))
@@ -215,8 +204,9 @@ pub(crate) unsafe fn handover_options(
 /// `create_dir` true, `program` NULL, `cancel` NULL.
 ///
 /// Call it as `ul_options_init(&opts, sizeof opts)`. Returns `UL_OK`,
-/// `UL_ERR_NULL_ARGUMENT` or `UL_ERR_INVALID_ARGUMENT` (`struct_size` smaller than this
-/// library's `ul_options`). Bytes past this library's struct (a newer header) are zeroed.
+/// `UL_ERR_NULL_ARGUMENT` or `UL_ERR_INVALID_ARGUMENT` (`struct_size` is not the size of
+/// any version of `ul_options`). The size of an older version (an older header) gets that
+/// version's fields; bytes past this library's struct (a newer header) are zeroed.
 /// Thread-safe.
 ///
 /// # Safety
@@ -227,19 +217,8 @@ pub unsafe extern "C" fn ul_options_init(opts: *mut ul_options, struct_size: usi
         if opts.is_null() {
             return Err(Failure::null("ul_options_init", "opts"));
         }
-        let value = ul_options {
-            struct_size,
-            paths: std::ptr::null(),
-            path_count: 0,
-            legacy: true,
-            timeout_ms: -1,
-            reclaim_stale: true,
-            create_dir: true,
-            program: std::ptr::null(),
-            cancel: std::ptr::null(),
-        };
         // SAFETY: the caller guarantees `struct_size` writable bytes.
-        unsafe { init_struct(opts, struct_size, "ul_options", value) }
+        unsafe { versioned::init(opts, struct_size) }
     })
 }
 
@@ -259,13 +238,7 @@ pub unsafe extern "C" fn ul_handover_options_init(
         if opts.is_null() {
             return Err(Failure::null("ul_handover_options_init", "opts"));
         }
-        let value = ul_handover_options {
-            struct_size,
-            paths: std::ptr::null(),
-            path_count: 0,
-            legacy: true,
-        };
         // SAFETY: the caller guarantees `struct_size` writable bytes.
-        unsafe { init_struct(opts, struct_size, "ul_handover_options", value) }
+        unsafe { versioned::init(opts, struct_size) }
     })
 }

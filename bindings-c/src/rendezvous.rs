@@ -18,8 +18,9 @@ use lockcore::{
 
 use crate::cancel::ul_cancel_token;
 use crate::error::{guard, guard_value, ul_result, Failure};
-use crate::options::{init_struct, path_list, read_struct};
+use crate::options::path_list;
 use crate::strings::copy_truncated;
+use crate::versioned::{self, Versioned};
 
 /// How the old and the new version find each other, and how long each step may take.
 /// Used by both sides (`ul_handover_take` and `ul_handover_server_bind`). Caller-owned;
@@ -77,6 +78,35 @@ pub struct ul_rendezvous_options {
     pub peer_uids: *const u32,
     /// Number of entries in `peer_uids`.
     pub peer_uid_count: usize,
+}
+
+impl Versioned for ul_rendezvous_options {
+    const NAME: &'static str = "ul_rendezvous_options";
+    /// Version 1 ended at `cancel`; version 2 added `peer_uids` and `peer_uid_count`.
+    const VERSIONS: &'static [(usize, usize)] = &[
+        crate::version_ending_at!(ul_rendezvous_options, cancel, *const ul_cancel_token),
+        crate::version_ending_at!(ul_rendezvous_options, peer_uid_count, usize),
+    ];
+    fn defaults() -> Self {
+        ul_rendezvous_options {
+            struct_size: std::mem::size_of::<Self>(),
+            socket: std::ptr::null(),
+            release: std::ptr::null(),
+            step_timeout_ms: millis(lockcore::DEFAULT_STEP_TIMEOUT),
+            release_timeout_ms: millis(lockcore::DEFAULT_RELEASE_TIMEOUT),
+            max_state: lockcore::DEFAULT_MAX_STATE,
+            signal: true,
+            signal_paths: std::ptr::null(),
+            signal_path_count: 0,
+            cancel: std::ptr::null(),
+            peer_uids: std::ptr::null(),
+            peer_uid_count: 0,
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// What one side of a hand-over knows about the other. Strings are UTF-8, owned by the
@@ -190,7 +220,7 @@ unsafe fn rendezvous_options(
     func: &str,
 ) -> Result<(RendezvousOptions, Option<lockcore::CancelToken>), Failure> {
     // SAFETY: forwarded from the caller.
-    let o = unsafe { read_struct(opts, func, "opts", "ul_rendezvous_options") }?;
+    let o = unsafe { versioned::read(opts, func, "opts") }?;
     let mut ro = RendezvousOptions::new()
         .step_timeout(positive_ms(o.step_timeout_ms, func, "step_timeout_ms")?)
         .release_timeout(positive_ms(
@@ -261,22 +291,8 @@ pub unsafe extern "C" fn ul_rendezvous_options_init(
         if opts.is_null() {
             return Err(Failure::null("ul_rendezvous_options_init", "opts"));
         }
-        let value = ul_rendezvous_options {
-            struct_size,
-            socket: std::ptr::null(),
-            release: std::ptr::null(),
-            step_timeout_ms: 5000,
-            release_timeout_ms: 10_000,
-            max_state: 1 << 20,
-            signal: true,
-            signal_paths: std::ptr::null(),
-            signal_path_count: 0,
-            cancel: std::ptr::null(),
-            peer_uids: std::ptr::null(),
-            peer_uid_count: 0,
-        };
         // SAFETY: the caller guarantees `struct_size` writable bytes.
-        unsafe { init_struct(opts, struct_size, "ul_rendezvous_options", value) }
+        unsafe { versioned::init(opts, struct_size) }
     })
 }
 

@@ -324,7 +324,8 @@ static void test_options_init_defaults_and_versioning(void)
 
     /* Too small: refused, and the message says how to call it. */
     CHECK_RESULT(ul_options_init(&o, sizeof o - 1), UL_ERR_INVALID_ARGUMENT);
-    CHECK_MESSAGE_HAS("sizeof(ul_options)");
+    CHECK_MESSAGE_HAS("not the size of any version of ul_options");
+    CHECK_MESSAGE_HAS("ul_options_init(p, sizeof *p)");
 
     CHECK_RESULT(ul_handover_options_init(&h, sizeof h), UL_OK);
     CHECK(h.struct_size == sizeof h && h.paths == NULL && h.path_count == 0 && h.legacy,
@@ -2024,7 +2025,47 @@ static void test_handover_arguments(void)
     for (i = 0; i < sizeof big.newer_fields; i++)
         CHECK(big.newer_fields[i] == 0, "tail byte %zu not zeroed", i);
     CHECK_RESULT(ul_rendezvous_options_init(&ro, sizeof ro - 1), UL_ERR_INVALID_ARGUMENT);
-    CHECK_MESSAGE_HAS("sizeof(ul_rendezvous_options)");
+    CHECK_MESSAGE_HAS("not the size of any version of ul_rendezvous_options");
+    {
+        /* A program built against the header of version 1 (before peer_uids): its smaller
+         * struct is initialised and read as version 1, the newer fields take defaults. */
+        struct rendezvous_options_v1 {
+            size_t struct_size;
+            const char *socket;
+            const char *release;
+            int64_t step_timeout_ms;
+            int64_t release_timeout_ms;
+            size_t max_state;
+            bool signal;
+            const char *const *signal_paths;
+            size_t signal_path_count;
+            const ul_cancel_token *cancel;
+        } v1, sentinel;
+        ul_handover_server *old_server = NULL;
+        memset(&v1, 0xAB, sizeof v1);
+        memset(&sentinel, 0xAB, sizeof sentinel);
+        CHECK_RESULT(ul_rendezvous_options_init((ul_rendezvous_options *)&v1, sizeof v1), UL_OK);
+        CHECK(v1.struct_size == sizeof v1 && v1.step_timeout_ms == 5000 && v1.signal &&
+                  v1.cancel == NULL && v1.socket == NULL,
+              "version 1 defaults");
+        v1.socket = in_svc("old-header.sock");
+        v1.release = "built against version 1";
+        CHECK_RESULT(ul_handover_server_bind((ul_rendezvous_options *)&v1, &old_server), UL_OK);
+        CHECK(ul_handover_server_is_serving(old_server), "serving with a version-1 struct");
+        ul_handover_server_free(old_server);
+        /* A newer header that sets a field this library does not know: refused. */
+        memset(&big, 0, sizeof big);
+        CHECK_RESULT(ul_rendezvous_options_init(&big.o, sizeof big), UL_OK);
+        big.o.socket = in_svc("new-header.sock");
+        big.newer_fields[3] = 1;
+        CHECK_RESULT(ul_handover_server_bind(&big.o, &old_server), UL_ERR_INVALID_ARGUMENT);
+        CHECK_MESSAGE_HAS("a field this library does not know");
+        CHECK(!exists(in_svc("new-header.sock")), "nothing bound");
+        /* ... and left at zero (its default): accepted. */
+        big.newer_fields[3] = 0;
+        CHECK_RESULT(ul_handover_server_bind(&big.o, &old_server), UL_OK);
+        ul_handover_server_free(old_server);
+    }
     CHECK(ul_last_error_handover_reason() == NULL, "no reason for an argument error");
     CHECK_RESULT(ul_rendezvous_options_init(NULL, sizeof ro), UL_ERR_NULL_ARGUMENT);
 
@@ -2162,13 +2203,18 @@ static void test_api_not_configured_unreachable_timeout(void)
     char addr[64];
     unsetenv("BALENA_SUPERVISOR_ADDRESS");
     unsetenv("RESIN_SUPERVISOR_ADDRESS");
-    CHECK_RESULT(ul_api_new(NULL, NULL, 0, &api), UL_ERR_API);
+    /* 0 means "no time" throughout the API, never "the default": refused here. */
+    CHECK_RESULT(ul_api_new("http://127.0.0.1:48484", "k", 0, &api), UL_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("timeout_ms is 0");
+    CHECK_MESSAGE_HAS("10000");
+    CHECK(api == NULL, "out is NULL on failure");
+    CHECK_RESULT(ul_api_new(NULL, NULL, UL_API_TIMEOUT_DEFAULT_MS, &api), UL_ERR_API);
     CHECK(api == NULL, "out is NULL on failure");
     CHECK(strcmp(ul_last_error_api_reason(), "not-configured") == 0, "reason %s", ul_last_error_api_reason());
     CHECK_MESSAGE_HAS("io.balena.features.supervisor-api");
-    CHECK_RESULT(ul_api_new("127.0.0.1:48484", "k", 0, &api), UL_ERR_API);
+    CHECK_RESULT(ul_api_new("127.0.0.1:48484", "k", UL_API_TIMEOUT_DEFAULT_MS, &api), UL_ERR_API);
     CHECK_MESSAGE_HAS("not an http:// address");
-    CHECK_RESULT(ul_api_new(NULL, NULL, 0, NULL), UL_ERR_NULL_ARGUMENT);
+    CHECK_RESULT(ul_api_new(NULL, NULL, UL_API_TIMEOUT_DEFAULT_MS, NULL), UL_ERR_NULL_ARGUMENT);
     CHECK(ul_last_error_api_reason() == NULL, "no api reason for a binding error");
     /* Listening (connections complete in the backlog), never answering: a timeout. */
     silent = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -2192,6 +2238,22 @@ static void test_api_not_configured_unreachable_timeout(void)
     CHECK_RESULT(ul_api_ping(NULL), UL_ERR_NULL_ARGUMENT);
     CHECK_RESULT(ul_api_restart_service(api, 1, NULL, false), UL_ERR_NULL_ARGUMENT);
     CHECK_RESULT(ul_api_restart_service(api, 1, "main", false), UL_ERR_API);
+    {
+        /* A gate's waits cannot take no time either: refused before anything is locked. */
+        ul_update_gate *gate = (ul_update_gate *)1;
+        ul_options o;
+        const char *paths[1];
+        paths[0] = in_svc("gate-zero.lock");
+        o = opts_for(paths, 1);
+        CHECK_RESULT(ul_update_gate_acquire(&o, api, true, 0, UL_GATE_POLL_DEFAULT_MS, &gate),
+                     UL_ERR_INVALID_ARGUMENT);
+        CHECK_MESSAGE_HAS("settle_timeout_ms is 0");
+        CHECK_RESULT(
+            ul_update_gate_acquire(&o, api, true, UL_GATE_SETTLE_TIMEOUT_DEFAULT_MS, 0, &gate),
+            UL_ERR_INVALID_ARGUMENT);
+        CHECK_MESSAGE_HAS("poll_ms is 0");
+        CHECK(gate == NULL && !exists(paths[0]), "nothing may be locked");
+    }
     ul_api_free(api);
     ul_api_free(NULL);
     CHECK_RESULT(ul_update_gate_free(NULL), UL_OK);
@@ -2215,7 +2277,8 @@ static int gate_app(void)
     ul_safe_point outcome = UL_SAFE_POINT_NO_UPDATE;
     signal(SIGTERM, gate_app_on_term);
     if (ul_api_new(NULL, NULL, 5000, &api) != UL_OK || ul_options_init(&o, sizeof o) != UL_OK ||
-        ul_update_gate_acquire(&o, api, false, 0, 50, &gate) != UL_OK) {
+        ul_update_gate_acquire(&o, api, false, UL_GATE_SETTLE_TIMEOUT_DEFAULT_MS, 50, &gate) !=
+            UL_OK) {
         fprintf(stderr, "gate app: %s\n", last_message());
         return 1;
     }

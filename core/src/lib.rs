@@ -55,7 +55,10 @@ mod wait;
 #[cfg(feature = "tokio")]
 mod async_lock;
 
-pub use api::{ApiFailure, DeviceState, SafePoint, SupervisorApi, UpdateGate, DEFAULT_API_TIMEOUT};
+pub use api::{
+    ApiFailure, DeviceState, SafePoint, SupervisorApi, UpdateGate, DEFAULT_API_TIMEOUT,
+    DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE_TIMEOUT,
+};
 pub use error::{Error, ErrorCode, Result};
 pub use handover::{handover_complete, HandoverOptions};
 pub use holder::{ForeignKind, Holder, HolderRecord, RECORD_MAGIC, RECORD_VERSION, SUPERVISOR_UID};
@@ -72,7 +75,8 @@ pub use rendezvous::take_over_async;
 pub use rendezvous::{
     default_socket_path, listen_backlog, take_over, take_over_with, HandoverFailure,
     HandoverRequest, HandoverServer, Inheritance, InheritedFd, PeerInfo, ReadySignal,
-    RendezvousOptions, MAX_FDS, PROTOCOL_VERSION, SOCKET_NAME,
+    RendezvousOptions, DEFAULT_MAX_STATE, DEFAULT_RELEASE_TIMEOUT, DEFAULT_STEP_TIMEOUT, MAX_FDS,
+    PROTOCOL_VERSION, SOCKET_NAME,
 };
 pub use status::{status, HandoverStatus, LockState, PathStatus, StatusReport, STATUS_SCHEMA};
 pub use wait::{CancelToken, WaitControl};

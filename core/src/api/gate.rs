@@ -22,6 +22,13 @@ pub enum SafePoint {
     },
 }
 
+/// How long a gate that retakes the lock waits for an update to settle, unless set
+/// otherwise ([`UpdateGate::retake`]).
+pub const DEFAULT_SETTLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often a gate asks the Supervisor while waiting, unless set otherwise
+/// ([`UpdateGate::poll_interval`]).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
 /// The update lock, held until an update has been downloaded **and** the app says it is at
 /// a safe point ([`UpdateGate::safe_point`]).
 ///
@@ -56,8 +63,8 @@ impl UpdateGate {
             opts: opts.clone(),
             lock: Some(lock),
             retake: false,
-            settle_timeout: Duration::from_secs(600),
-            poll: Duration::from_secs(2),
+            settle_timeout: DEFAULT_SETTLE_TIMEOUT,
+            poll: DEFAULT_POLL_INTERVAL,
         })
     }
 

@@ -10,4 +10,4 @@ mod gate;
 pub use client::{SupervisorApi, DEFAULT_API_TIMEOUT};
 pub use device::DeviceState;
 pub use failure::ApiFailure;
-pub use gate::{SafePoint, UpdateGate};
+pub use gate::{SafePoint, UpdateGate, DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE_TIMEOUT};

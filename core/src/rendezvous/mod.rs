@@ -49,7 +49,10 @@ mod tokio_api;
 mod wire;
 
 pub use failure::HandoverFailure;
-pub use options::{default_socket_path, listen_backlog, PeerInfo, RendezvousOptions, SOCKET_NAME};
+pub use options::{
+    default_socket_path, listen_backlog, PeerInfo, RendezvousOptions, DEFAULT_MAX_STATE,
+    DEFAULT_RELEASE_TIMEOUT, DEFAULT_STEP_TIMEOUT, SOCKET_NAME,
+};
 pub use server::{HandoverRequest, HandoverServer};
 pub use successor::{take_over, take_over_with, Inheritance, InheritedFd, ReadySignal};
 #[cfg(feature = "tokio")]

@@ -40,6 +40,14 @@ pub struct RendezvousOptions {
     pub(crate) peer_uids: Vec<u32>,
 }
 
+/// How long the peer may take to answer one protocol step, unless set otherwise.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a successor waits for the old version's release step and its state: the
+/// Supervisor's default stop grace period.
+pub const DEFAULT_RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest state either side accepts, in bytes, unless set otherwise.
+pub const DEFAULT_MAX_STATE: usize = 1 << 20;
+
 #[derive(Debug, Clone)]
 pub(crate) enum Signal {
     /// Beside the socket (explicit socket) or the Supervisor's defaults.
@@ -52,9 +60,9 @@ impl Default for RendezvousOptions {
     fn default() -> Self {
         RendezvousOptions {
             socket: None,
-            step_timeout: Duration::from_secs(5),
-            release_timeout: Duration::from_secs(10),
-            max_state: 1 << 20,
+            step_timeout: DEFAULT_STEP_TIMEOUT,
+            release_timeout: DEFAULT_RELEASE_TIMEOUT,
+            max_state: DEFAULT_MAX_STATE,
             release: String::new(),
             program: None,
             signal: Signal::Default,
