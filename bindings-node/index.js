@@ -806,7 +806,9 @@ class HandoverServer {
       try {
         return await this.grant(request, { state: given.state, fds: given.fds })
       } catch (e) {
-        if (!this.serving) throw e
+        if (e && e.code === 'cancelled') throw e
+        // Nothing was handed over: the app takes its resources back into use, also when the
+        // server was closed meanwhile (then the next accept ends the loop).
         if (resume) await resume(e)
       }
     }

@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 bash scripts/setup.sh
-cargo build -q -p lockctl
+cargo build -q -p lockctl -p lockctl-rehearse
 LOCKCTL="$PWD/target/debug/lockctl"
 
 # The host side, as on a device: one directory per service, mode 1777.

@@ -18,7 +18,7 @@ PY=$TARGET/py-venv/bin/python
 "$PY" -c 'import update_lock' || { echo "test-rehearse: the update_lock wheel is missing: run scripts/test-python.sh first" >&2; exit 1; }
 ls bindings-node/*.node >/dev/null 2>&1 || { echo "test-rehearse: the Node.js addon is not built: run scripts/test-node.sh first" >&2; exit 1; }
 
-cargo build -q -p lockctl
+cargo build -q -p lockctl -p lockctl-rehearse
 LOCKCTL=$TARGET/debug/lockctl
 OUT=$TARGET/rehearse
 mkdir -p "$OUT/node_modules"

@@ -18,6 +18,9 @@ cargo fmt --all -- --check
 
 step "lint"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+# The lock-only builds: core without the Supervisor API client, lockctl as a lock-only
+# entrypoint (no HTTP client; `lockctl rehearse` is a companion binary in any build).
+cargo clippy -p update-lock -p lockctl --no-default-features -- -D warnings
 
 step "Rust tests (core, lockctl, binding crates)"
 cargo nextest run --workspace --all-features --no-fail-fast

@@ -91,10 +91,20 @@ pub enum Command {
         #[arg(long, default_value = "10", value_name = "DURATION", value_parser = parse_duration)]
         timeout: Duration,
     },
-    /// Rehearse a Supervisor update of one service locally: the old version, the update with
-    /// one strategy (or all four with --compare), the locks, hand-over, downtime.
-    #[command(after_help = crate::rehearse::args::REHEARSE_HELP, args_override_self = true)]
-    Rehearse(Box<crate::rehearse::args::RehearseArgs>),
+    /// Rehearse a Supervisor update of one service locally (see `lockctl rehearse --help`).
+    ///
+    /// Runs `lockctl-rehearse`, installed beside lockctl: the rehearsal (with its HTTP
+    /// server and client) is not linked into the entrypoint binary.
+    #[command(disable_help_flag = true)]
+    Rehearse {
+        /// The rehearsal's arguments, passed on unchanged.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Hand-over between two releases: take over, serve, or signal completion.
     Handover {
         #[command(subcommand)]

@@ -17,11 +17,20 @@ pub const EXIT_LOST: i32 = update_lock::ErrorCode::Lost.exit_status();
 /// Report a command-line syntax error on one line and return [`EXIT_USAGE`].
 pub fn usage(e: &clap::Error) -> i32 {
     let text = e.render().to_string();
-    let first = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
+    // The first line, with what it announces ("...not provided:" and the list below it).
+    let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
+    let mut first = lines
+        .next()
         .unwrap_or("invalid command line")
-        .trim_start_matches("error: ");
+        .trim_start_matches("error: ")
+        .to_string();
+    if first.ends_with(':') {
+        let listed: Vec<&str> = lines
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        first = format!("{first} {}", listed.join(", "));
+    }
     say!("lockctl: error[usage]: {first}; see `lockctl --help` (or `lockctl COMMAND --help`)");
     EXIT_USAGE
 }

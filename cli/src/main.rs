@@ -1,33 +1,21 @@
 //! `lockctl`: update locks for shell scripts and container entrypoints.
 
-/// `eprintln!` that ignores a closed stderr instead of panicking: lockctl holds locks and
-/// serves hand-overs, and must not die (exit 101) because nobody reads its log any more.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+#[macro_use]
+extern crate lockctl;
 
-/// `println!` that ignores a closed stdout (e.g. `lockctl status | head -1`).
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
+#[cfg(feature = "supervisor-api")]
+mod api_cmd;
+#[cfg(not(feature = "supervisor-api"))]
+#[path = "api_cmd_absent.rs"]
 mod api_cmd;
 mod args;
-mod duration;
-mod failure;
+mod companion;
 mod handover;
 mod handover_args;
 mod handover_serve;
 mod handover_take;
 mod hold;
 mod listen_fds;
-mod rehearse;
 mod run;
 mod serve_child;
 mod serve_events;
@@ -36,6 +24,8 @@ mod status_cmd;
 mod tcp_listen;
 
 use clap::Parser;
+
+use lockctl::{duration, failure};
 
 use crate::args::{Cli, Command};
 use crate::failure::Failure;
@@ -85,7 +75,7 @@ fn dispatch(command: Command) -> Result<i32, Failure> {
             )
         }
         Command::Handover { action } => handover::dispatch(*action),
-        Command::Rehearse(args) => rehearse::rehearse(*args),
+        Command::Rehearse { args } => companion::exec("lockctl-rehearse", &args),
         Command::Device { json, timeout } => api_cmd::device(json, timeout),
         Command::Update { force, timeout } => api_cmd::update(force, timeout),
         Command::Reboot { force, timeout } => api_cmd::reboot(force, timeout),

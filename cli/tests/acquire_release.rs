@@ -182,3 +182,30 @@ fn release_refuses_locks_it_did_not_take() {
     assert_eq!(c, 73, "{err}");
     assert!(path.exists(), "release deleted a foreign file");
 }
+
+/// The rehearsal is a companion binary: without it beside lockctl (or on PATH), `lockctl
+/// rehearse` says what is missing and how to get it, with exit 70, and runs nothing.
+#[test]
+fn rehearse_without_its_companion_binary_says_how_to_install_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("lockctl");
+    std::fs::copy(LOCKCTL, &alone).unwrap();
+    let (st, out, err) = output(
+        command(alone.to_str().unwrap())
+            .env("PATH", "/usr/bin:/bin")
+            .args(["rehearse", "--old", "true", "--new", "true"]),
+    );
+    assert_eq!(code(st), 70, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("`lockctl-rehearse` was not found beside lockctl")
+            && err.contains("install it beside lockctl"),
+        "{err}"
+    );
+    // With it beside lockctl, the same arguments reach the rehearsal (its own usage check).
+    let companion = std::path::Path::new(LOCKCTL).with_file_name("lockctl-rehearse");
+    std::fs::copy(&companion, dir.path().join("lockctl-rehearse")).unwrap();
+    let (st, _, err) = output(command(alone.to_str().unwrap()).args(["rehearse", "--old", "true"]));
+    assert_eq!(code(st), 64, "{err}");
+    assert!(err.contains("--new"), "{err}");
+}

@@ -55,9 +55,11 @@ mod wait;
 #[cfg(feature = "tokio")]
 mod async_lock;
 
+pub use api::ApiFailure;
+#[cfg(feature = "supervisor-api")]
 pub use api::{
-    ApiFailure, DeviceState, SafePoint, SupervisorApi, UpdateGate, DEFAULT_API_TIMEOUT,
-    DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE_TIMEOUT,
+    DeviceState, SafePoint, SupervisorApi, UpdateGate, DEFAULT_API_TIMEOUT, DEFAULT_POLL_INTERVAL,
+    DEFAULT_SETTLE_TIMEOUT,
 };
 pub use error::{Error, ErrorCode, Result};
 pub use handover::{handover_complete, HandoverOptions};

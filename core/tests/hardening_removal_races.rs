@@ -306,9 +306,16 @@ fn race(mode: &str, reclaim: bool) -> (serde_json::Value, u64) {
     // placeholder mid-removal, its private names. None of them is at the lock name.
     let names = listing(dir.path());
     counts["overlaps"] = serde_json::json!(overlaps.load(Ordering::Relaxed));
-    counts["displaced_files"] = serde_json::json!(names
+    let displaced: Vec<_> = names
         .iter()
         .filter(|n| n.contains(".update-lock-displaced."))
+        .collect();
+    counts["displaced_files"] = serde_json::json!(displaced.len());
+    // Whose they are: a file root emptied the name of mid-check (its release or override
+    // meant it to go) is the Supervisor's (65534) or an app lock the override took over.
+    counts["displaced_files_of_65534"] = serde_json::json!(displaced
+        .iter()
+        .filter(|n| inode_at(&dir.path().join(n)).is_some_and(|(_, uid)| uid == NOBODY))
         .count());
     counts["private_names_left"] =
         serde_json::json!(names.iter().filter(|n| n.contains(".update-lock-")).count());

@@ -412,8 +412,10 @@ class HandoverServer:
             try:
                 return self.grant(request, state, fds)
             except UpdateLockError as e:
-                if e.code == "cancelled" or not self.serving:
+                if e.code == "cancelled":
                     raise
+                # Nothing was handed over: the app takes its resources back into use, also
+                # when the server was closed meanwhile (then the next accept ends the loop).
                 if resume is not None:
                     resume(e)
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::duration::parse_duration;
+use lockctl::duration::parse_duration;
 
 /// Options of `lockctl rehearse`.
 #[derive(Debug, Args)]

@@ -1,16 +1,21 @@
-//! `lockctl rehearse`: a local rehearsal of the Supervisor's update of one service, faithful
-//! to what the device does (see `docs/rehearse.md`).
+//! `lockctl-rehearse` (run as `lockctl rehearse`): a local rehearsal of the Supervisor's
+//! update of one service, faithful to what the device does (see `docs/rehearse.md`). A
+//! binary of its own, so that its HTTP server and client stay out of `lockctl`, the binary
+//! that runs as PID 1 in users' containers.
+
+#[macro_use]
+extern crate lockctl;
 
 mod api_server;
-pub mod args;
+mod args;
 mod cleanup;
 mod config;
 mod monitor;
 mod plan;
 mod probe;
 mod reboot;
-pub mod render;
-pub mod report;
+mod render;
+mod report;
 mod summary;
 mod supervisor_lock;
 mod timeline;
@@ -21,11 +26,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use self::args::RehearseArgs;
-use self::config::{on_path, Config, EXIT_CANNOT_RUN};
-use self::plan::Strategy;
-use self::report::{Report, REPORT_SCHEMA};
-use crate::failure::{Failure, EXIT_USAGE};
+use crate::args::RehearseArgs;
+use crate::config::{on_path, Config, EXIT_CANNOT_RUN};
+use crate::plan::Strategy;
+use crate::report::{Report, REPORT_SCHEMA};
+use lockctl::failure::{Failure, EXIT_USAGE};
 
 /// The `--compare --json` document.
 #[derive(Serialize)]
@@ -36,8 +41,40 @@ struct Comparison<'a> {
     ok: bool,
 }
 
-/// Run `lockctl rehearse`.
-pub fn rehearse(a: RehearseArgs) -> Result<i32, Failure> {
+/// The command line: `lockctl rehearse` passes its arguments on unchanged.
+#[derive(clap::Parser)]
+#[command(
+    name = "lockctl rehearse",
+    bin_name = "lockctl rehearse",
+    version,
+    about = "Rehearse a Supervisor update of one service locally: the old version, the update with one strategy (or all four with --compare), the locks, hand-over, downtime.",
+    after_help = args::REHEARSE_HELP,
+    args_override_self = true
+)]
+struct Cli {
+    #[command(flatten)]
+    args: RehearseArgs,
+}
+
+fn main() {
+    use clap::Parser as _;
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        Err(e) => std::process::exit(lockctl::failure::usage(&e)),
+    };
+    let code = match rehearse(cli.args) {
+        Ok(code) => code,
+        Err(f) => f.report(),
+    };
+    std::process::exit(code);
+}
+
+/// Run the rehearsal.
+fn rehearse(a: RehearseArgs) -> Result<i32, Failure> {
     let cfg = config(&a)?;
     preflight(&cfg)?;
     cleanup::on_signals().map_err(|e| {

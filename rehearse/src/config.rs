@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::failure::Failure;
+use lockctl::failure::Failure;
 
 /// Exit status when the rehearsal itself cannot run.
 pub const EXIT_CANNOT_RUN: i32 = 70;
@@ -73,13 +73,13 @@ pub fn service_dir(cfg: &Config) -> Result<PathBuf, Failure> {
     if let Some(d) = &cfg.service_dir {
         let md = d.symlink_metadata().map_err(|e| {
             Failure::other(
-                crate::failure::EXIT_USAGE,
+                lockctl::failure::EXIT_USAGE,
                 format!("--service-dir {}: {e}", d.display()),
             )
         })?;
         if !md.is_dir() {
             return Err(Failure::other(
-                crate::failure::EXIT_USAGE,
+                lockctl::failure::EXIT_USAGE,
                 format!(
                     "--service-dir {} is not a directory (a symlink is not followed)",
                     d.display()
@@ -97,7 +97,7 @@ pub fn service_dir(cfg: &Config) -> Result<PathBuf, Failure> {
                     .unwrap_or(0o755);
                 if mode & 0o001 == 0 {
                     return Err(Failure::other(
-                        crate::failure::EXIT_USAGE,
+                        lockctl::failure::EXIT_USAGE,
                         format!(
                             "--service-dir {}: uid 65534 (the Supervisor's lockfile) cannot reach it: {} is mode {:o}; use a directory under /tmp, or chmod o+x {}",
                             d.display(),

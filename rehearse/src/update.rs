@@ -16,7 +16,7 @@ use super::summary::{summarize, Measured};
 use super::supervisor_lock::{LockSettings, NotTaken, SupervisorLock};
 use super::timeline::Timeline;
 use super::version::{describe_status, secs, Launch, Version};
-use crate::failure::Failure;
+use lockctl::failure::Failure;
 
 /// The hand-over signal names the Supervisor watches in the service directory.
 const SIGNAL_NAMES: [&str; 2] = ["handover-complete", "resin-kill-me"];
@@ -47,7 +47,8 @@ pub fn rehearse(cfg: &Config, strategy: Strategy, fell_back: bool) -> Result<Rep
     }
     let probe_kind = match &cfg.probe {
         Some(p) => Some(
-            ProbeKind::parse(p, &dir).map_err(|e| Failure::other(crate::failure::EXIT_USAGE, e))?,
+            ProbeKind::parse(p, &dir)
+                .map_err(|e| Failure::other(lockctl::failure::EXIT_USAGE, e))?,
         ),
         None => None,
     };
