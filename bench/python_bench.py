@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import gc
 import importlib.metadata
-import json
 import os
 import platform
 import shutil
@@ -25,10 +24,8 @@ import time
 from typing import Callable, Dict, List, Tuple
 
 import filelock
-import lockfile
-from lockfile.linklockfile import LinkLockFile
-
 import update_lock
+from lockfile.linklockfile import LinkLockFile
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))
 RECORD = b"x" * 200  # about the size of update-lock's holder record

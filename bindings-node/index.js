@@ -343,7 +343,7 @@ async function lock(options) {
     if (e && e.code === 'cancelled' && signal !== undefined) e.cause = signal.reason
     throw adopt(e)
   }
-  if (signal !== undefined && signal.aborted) {
+  if (signal?.aborted) {
     // Aborted after the native side had taken it but before we got here: give it back.
     try {
       nativeLock.release()
@@ -797,7 +797,7 @@ class HandoverServer {
         given = (await release(request.successor)) ?? {}
       } catch (e) {
         try {
-          this.refuse(request, `the old version's release step failed: ${e && e.message ? e.message : String(e)}`)
+          this.refuse(request, `the old version's release step failed: ${e?.message ? e.message : String(e)}`)
         } catch {
           // The successor is gone already; nothing to tell it.
         }

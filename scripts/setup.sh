@@ -18,6 +18,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# The minimum supported Rust version (rust-version in Cargo.toml), checked by the test command.
+MSRV=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.toml")
+if ! rustup run "$MSRV" rustc --version >/dev/null 2>&1; then
+  echo "setup: installing Rust $MSRV (the declared MSRV)" >&2
+  rustup toolchain install "$MSRV" --profile minimal >/dev/null
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install --locked cargo-nextest >/dev/null

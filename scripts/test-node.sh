@@ -30,6 +30,9 @@ if ! cmp -s package-lock.json node_modules/.update-lock-installed 2>/dev/null; t
   cp package-lock.json node_modules/.update-lock-installed
 fi
 
+step "lint: biome (bindings-node/biome.json)"
+npm run lint
+
 step "napi build (debug)"
 npm run build
 

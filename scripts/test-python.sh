@@ -33,7 +33,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-"${PIP[@]}" install "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" "mypy>=1.8"
+"${PIP[@]}" install "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" "mypy>=1.8" "ruff>=0.6,<1"
 
 step "build lockctl (interop tests)"
 cargo build -q -p lockctl
@@ -70,6 +70,9 @@ done
 
 step "pytest (bindings-python/tests)"
 (cd bindings-python && "$VENV/bin/python" -m pytest -q -p no:cacheprovider --timeout=120)
+
+step "lint: ruff (every Python file of the repository, ruff.toml)"
+"$VENV/bin/ruff" check "$ROOT"
 
 step "types: mypy --strict, stubtest"
 (cd bindings-python && "$VENV/bin/python" -m mypy --strict --no-incremental -p update_lock \

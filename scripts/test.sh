@@ -17,10 +17,15 @@ step "format"
 cargo fmt --all -- --check
 
 step "lint"
+python3 scripts/module-cycles.py
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 # The lock-only builds: core without the Supervisor API client, lockctl as a lock-only
 # entrypoint (no HTTP client; `lockctl rehearse` is a companion binary in any build).
 cargo clippy -p update-lock -p lockctl --no-default-features -- -D warnings
+
+MSRV=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+step "MSRV: everything builds with Rust $MSRV (rust-version in Cargo.toml)"
+cargo "+$MSRV" check --workspace --all-targets --all-features
 
 step "Rust tests (core, lockctl, binding crates)"
 cargo nextest run --workspace --all-features --no-fail-fast

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "handover"))
-import matrix  # noqa: E402  (the peers and their command lines)
+import matrix
 
 
 def exited_at(proc: subprocess.Popen) -> float:

@@ -118,7 +118,7 @@ def main():
         env["NODE_PATH"] = os.path.join(work, "node_modules")
     port = free_port()
     rows, lock = [], threading.Lock()
-    tokens: "queue.Queue" = queue.Queue()
+    tokens: queue.Queue = queue.Queue()
     stop = threading.Event()
 
     def worker():

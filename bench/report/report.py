@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import svg  # noqa: E402  (bench/report/svg.py)
+import svg
 
 QUICK = os.environ.get("QUICK", "0") not in ("", "0")
 ENV = os.environ
@@ -345,7 +345,7 @@ def bench_wake(res: Results) -> None:
             holder = Proc(mode.holder + [p])
             if holder.line() != "ready":
                 raise RuntimeError("holder not ready")
-            for i in range(mode.samples):
+            for _i in range(mode.samples):
                 waiter = Proc([a.replace("{P}", p) for a in mode.waiter], stdin=False)
                 try:
                     if mode.prints_start and waiter.line() != "start":
@@ -639,9 +639,9 @@ def markdown(res: Results, elapsed: float, fs: str) -> str:
                 L.append(f"| {lang} | {LABELS[(lang, o)][0]} | {label} | {fmt_rate(med[(lang, o)])} | {fmt_rate(other_v)} | "
                          f"{ratio:.2f} ({speed_words(ratio)}) | {'' if per_round is None else f'{per_round:.2f}'} | "
                          f"{t.text if t else ''} | {('met' if t.ok else '**missed**') if t else ''} |")
-                if LABELS.get((lang, key), ("", ""))[1] in ("peer", "floor") or key == "C:same":
-                    if o != "lockctl-acq" and (o, key) not in (("ours", "proper"), ("ours-async", "lockfile")):
-                        headline.append(f"{lang} {LABELS[(lang, o)][0].split(' (')[0]} vs {label.split(' (')[0]}: {speed_words(ratio)}")
+                compared = LABELS.get((lang, key), ("", ""))[1] in ("peer", "floor") or key == "C:same"
+                if compared and o != "lockctl-acq" and (o, key) not in (("ours", "proper"), ("ours-async", "lockfile")):
+                    headline.append(f"{lang} {LABELS[(lang, o)][0].split(' (')[0]} vs {label.split(' (')[0]}: {speed_words(ratio)}")
     L.append("")
 
     # ---- lockctl run vs flock

@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use lockcore::{ApiFailure, ErrorCode, HandoverFailure, Holder};
 
-use crate::status::{fill_holder, ul_holder};
+use crate::holder::{fill_holder, ul_holder};
 use crate::strings::{copy_truncated, StringArena};
 
 /// Result of every fallible `ul_` function. The numbers are stable and never reused.

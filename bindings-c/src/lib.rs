@@ -21,6 +21,7 @@
 pub mod api;
 pub mod cancel;
 pub mod error;
+pub mod holder;
 pub mod lock;
 pub mod options;
 pub mod rendezvous;

@@ -52,17 +52,19 @@ async function sample(c) {
   const end = process.hrtime.bigint() + BigInt(Math.round(SAMPLE_S * 1e9))
   let n = 0
   const t0 = process.hrtime.bigint()
-  let t
+  let t = t0
   if (c.sync) {
-    do {
+    while (t < end) {
       for (let i = 0; i < 50; i++) c.op()
       n += 50
-    } while ((t = process.hrtime.bigint()) < end)
+      t = process.hrtime.bigint()
+    }
   } else {
-    do {
+    while (t < end) {
       for (let i = 0; i < 10; i++) await c.op()
       n += 10
-    } while ((t = process.hrtime.bigint()) < end)
+      t = process.hrtime.bigint()
+    }
   }
   return n / (Number(t - t0) / 1e9)
 }
@@ -95,7 +97,7 @@ async function run(label, paths) {
 
 ;(async () => {
   const results = [await run('one path (legacy off)', one), await run('two paths (default set)', two)]
-  process.stdout.write(JSON.stringify({ rounds: ROUNDS, sampleSeconds: SAMPLE_S, results }, null, 2) + '\n')
+  process.stdout.write(`${JSON.stringify({ rounds: ROUNDS, sampleSeconds: SAMPLE_S, results }, null, 2)}\n`)
   // proper-lockfile's refresh timers are gone once released; nothing keeps us alive.
 })().catch((e) => {
   console.error(e)

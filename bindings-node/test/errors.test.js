@@ -12,7 +12,7 @@ const ul = require('update-lock')
 const h = require('./helpers')
 
 function check(e, code, fragments = []) {
-  assert.ok(e instanceof ul.UpdateLockError, `not an UpdateLockError: ${e && e.stack}`)
+  assert.ok(e instanceof ul.UpdateLockError, `not an UpdateLockError: ${e?.stack}`)
   assert.ok(e instanceof Error)
   assert.equal(e.name, 'UpdateLockError')
   assert.equal(e.code, code)
@@ -152,8 +152,8 @@ test('invalid-path: bad paths are refused, nothing is created', (t) => {
     [path.join(d.svc, 'up\0dates.lock'), 'NUL'],
     [path.join(d.svc, 'a'.repeat(300)), '300 bytes'],
     [path.join(d.base, 'missing', 'sub', 'updates.lock'), 'does not exist'],
-    [d.svc + '/', 'does not name a file'],
-    [d.svc + '/..', 'does not name a file'],
+    [`${d.svc}/`, 'does not name a file'],
+    [`${d.svc}/..`, 'does not name a file'],
     ['', 'empty'],
   ]
   for (const [p, fragment] of cases) {

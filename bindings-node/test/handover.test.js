@@ -24,7 +24,7 @@ function kid(args, t) {
 }
 
 const payload = (line, word) => {
-  assert.ok(line.startsWith(word + ' '), `expected "${word} ...", got: ${line}`)
+  assert.ok(line.startsWith(`${word} `), `expected "${word} ...", got: ${line}`)
   return JSON.parse(line.slice(word.length + 1))
 }
 

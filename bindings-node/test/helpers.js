@@ -117,7 +117,7 @@ class Kid {
     }
   }
   send(text) {
-    this.proc.stdin.write(text + '\n')
+    this.proc.stdin.write(`${text}\n`)
   }
   kill(signal) {
     this.proc.kill(signal)

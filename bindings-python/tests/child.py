@@ -100,7 +100,7 @@ def hold_then_release_as_uid(uid: str, path: str) -> None:
 
 def out_of_fds(path: str) -> None:
     """Use up every file descriptor, then try the lock."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
     lk = update_lock.lock(paths=[path], timeout=0)
     fds = []

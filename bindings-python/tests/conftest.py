@@ -188,7 +188,7 @@ class Child:
             env=clean_env(env),
         )
         self.pid = self.proc.pid
-        self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self.lines: queue.Queue[Optional[str]] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:

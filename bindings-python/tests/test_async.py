@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import List
 
 import pytest
-
 import update_lock
 from conftest import STEP, assert_free, assert_held, identity, thread_in_poll, wait_until
 

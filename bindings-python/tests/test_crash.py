@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import List
 
 import pytest
-
 import update_lock
 from conftest import Child, assert_free, identity, reboot_probe, spawn, supervisor_probe
 

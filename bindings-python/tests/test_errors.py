@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Type
 
 import pytest
-
 import update_lock
-from update_lock import _update_lock as native
 from conftest import (
     STEP,
     Child,
@@ -28,6 +26,7 @@ from conftest import (
     thread_in_poll,
     wait_until,
 )
+from update_lock import _update_lock as native
 
 
 def test_table_matches_the_core() -> None:
@@ -164,15 +163,13 @@ def test_lost(two_paths: List[Path]) -> None:
 
 
 def test_lost_in_a_with_block(lock_path: Path) -> None:
-    with pytest.raises(update_lock.LockLostError):
-        with update_lock.lock(paths=lock_path, timeout=0):
-            os.unlink(lock_path)
+    with pytest.raises(update_lock.LockLostError), update_lock.lock(paths=lock_path, timeout=0):
+        os.unlink(lock_path)
     assert not os.path.lexists(lock_path)
     # An exception already propagating is not replaced by the lost lock.
-    with pytest.raises(KeyError):
-        with update_lock.lock(paths=lock_path, timeout=0):
-            os.unlink(lock_path)
-            raise KeyError("mine")
+    with pytest.raises(KeyError), update_lock.lock(paths=lock_path, timeout=0):
+        os.unlink(lock_path)
+        raise KeyError("mine")
 
 
 def child_error(children: List[Child], *args: object) -> dict:

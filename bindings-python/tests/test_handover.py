@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
-
 import update_lock
 from conftest import STEP, Child, spawn, wait_until
 
@@ -267,7 +266,7 @@ def test_a_successor_that_stalls_before_acknowledging(sock: Path, children: List
     old.expect("releasing")
     t = time.monotonic()
     old.send("go")  # the old version sends STATE; the raw peer never acknowledges
-    code, reason, message = old.expect("resumed").split(" ", 2)
+    code, reason, _message = old.expect("resumed").split(" ", 2)
     waited = time.monotonic() - t
     assert (code, reason) == ("handover", "stalled")
     assert 0.9 < waited < 1.0 + 3.0, waited

@@ -16,7 +16,6 @@ from typing import List
 
 import pytest
 import update_lock
-
 from conftest import LOCKCTL, STEP, Child, assert_held, spawn
 
 
@@ -70,7 +69,7 @@ def test_g_release_that_cannot_check_raises_unknown_and_deletes_nothing(
         assert_held(path)
 
 
-def _co_tenant_server(socket_path: Path) -> "subprocess.Popen[str]":
+def _co_tenant_server(socket_path: Path) -> subprocess.Popen[str]:
     """A real hand-over server (lockctl) running as uid 1000: to a root successor it is
     another user's process, possibly an impostor."""
     p = subprocess.Popen(

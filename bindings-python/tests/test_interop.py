@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import List
 
 import pytest
-
 import update_lock
 from conftest import (
     LOCKCTL,

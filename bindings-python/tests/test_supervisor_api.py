@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, Tuple
 
 import pytest
-
 import update_lock
 from conftest import LOCKCTL
 

@@ -10,6 +10,7 @@ use nix::errno::Errno;
 use nix::fcntl::{open, openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, fstat, fstatat, lstat, mkdirat, Mode, SFlag};
 
+use crate::error::os_err;
 use crate::error::{Error, Result};
 use crate::inspect::FileId;
 
@@ -230,13 +231,4 @@ fn create_dir(dir: &Path) -> Result<OwnedFd> {
         Err(Errno::EEXIST) => open_lock_dir(dir, false),
         Err(e) => Err(os_err(dir, "create the lock directory", e)),
     }
-}
-
-pub(crate) fn os_err(path: &Path, op: &'static str, e: Errno) -> Error {
-    Error::from_os(path, op, std::io::Error::from(e), || {
-        format!(
-            "run as a user that may write to {}, or make it mode 1777 as the Supervisor does on a device",
-            path.display()
-        )
-    })
 }

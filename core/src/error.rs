@@ -382,3 +382,14 @@ fn join_paths(paths: &[PathBuf]) -> String {
 fn display_lossy(p: &Path) -> String {
     format!("{:?}", p.as_os_str()).trim_matches('"').to_string()
 }
+
+/// An operating-system error on `path` while doing `op`, with the usual next step for a
+/// lock directory we may not write to.
+pub(crate) fn os_err(path: &Path, op: &'static str, e: nix::errno::Errno) -> Error {
+    Error::from_os(path, op, std::io::Error::from(e), || {
+        format!(
+            "run as a user that may write to {}, or make it mode 1777 as the Supervisor does on a device",
+            path.display()
+        )
+    })
+}

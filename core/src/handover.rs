@@ -12,7 +12,8 @@ use nix::fcntl::{openat, renameat, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use crate::dir::{open_lock_dir, os_err};
+use crate::dir::open_lock_dir;
+use crate::error::os_err;
 use crate::error::{Error, Result};
 use crate::paths::{self, split};
 use crate::timefmt;

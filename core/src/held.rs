@@ -12,7 +12,7 @@ use nix::fcntl::{openat, AtFlags, OFlag, AT_FDCWD};
 use nix::sys::stat::{fstat, Mode};
 use nix::unistd::linkat;
 
-use crate::dir::os_err;
+use crate::error::os_err;
 use crate::error::{Error, Result};
 use crate::holder::SUPERVISOR_UID;
 use crate::inspect::{stat_at, FileId};

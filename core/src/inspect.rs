@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 
-use crate::dir::os_err;
+use crate::error::os_err;
 use crate::error::Result;
 use crate::holder::{ForeignKind, Holder, HolderRecord, SUPERVISOR_UID};
 

@@ -13,7 +13,7 @@ use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, Mode};
 use nix::unistd::{fchown, geteuid, linkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
-use crate::dir::os_err;
+use crate::error::os_err;
 use crate::error::{Error, Result};
 use crate::held::{Created, HeldPath};
 use crate::holder::SUPERVISOR_UID;

@@ -211,7 +211,7 @@ pub(crate) fn block(
     ) {
         Ok(_) | Err(Errno::EINTR) => {}
         Err(e) => {
-            return Err(crate::dir::os_err(
+            return Err(crate::error::os_err(
                 path,
                 "wait for the lock directory to change",
                 e,

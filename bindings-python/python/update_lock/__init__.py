@@ -83,14 +83,16 @@ HANDOVER_PROTOCOL_VERSION: int = _native.HANDOVER_PROTOCOL_VERSION
 __version__: str = _native.__version__
 
 __all__ = [
-    "AsyncLock",
-    "CancelToken",
     "ERRORS_BY_CODE",
-    "FdLike",
     "HANDOVER_MAX_FDS",
     "HANDOVER_PROTOCOL_VERSION",
     "HANDOVER_REASONS",
+    "STATUS_SCHEMA",
+    "SUPERVISOR_UID",
+    "AsyncLock",
+    "CancelToken",
     "DeviceState",
+    "FdLike",
     "HandoverError",
     "HandoverRequest",
     "HandoverServer",
@@ -112,8 +114,6 @@ __all__ = [
     "Peer",
     "PermissionDeniedError",
     "Reclaimed",
-    "STATUS_SCHEMA",
-    "SUPERVISOR_UID",
     "StatusReport",
     "SupervisorApi",
     "SupervisorApiError",
@@ -152,7 +152,7 @@ def status(
 
 
 def handover_complete(
-    paths: Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]], None] = None,
+    paths: Union[str, os.PathLike[str], Iterable[Union[str, os.PathLike[str]]], None] = None,
     legacy: bool = True,
 ) -> List[str]:
     """Tell the Supervisor the new release has taken over (hand-over strategy): write each

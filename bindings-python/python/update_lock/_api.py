@@ -151,7 +151,7 @@ class UpdateGate:
             poll_interval,
         )
 
-    def acquire(self) -> "UpdateGate":
+    def acquire(self) -> UpdateGate:
         """Take the lock (waits as ``timeout`` says)."""
         self._native.acquire()
         return self
@@ -173,7 +173,7 @@ class UpdateGate:
         """Release for good (idempotent)."""
         self._native.release()
 
-    def __enter__(self) -> "UpdateGate":
+    def __enter__(self) -> UpdateGate:
         return self.acquire()
 
     def __exit__(

@@ -74,7 +74,7 @@ class Peer:
     """The protocol version both sides agreed on."""
 
     @classmethod
-    def _from_native(cls, t: Tuple[int, int, int, str, str, int]) -> "Peer":
+    def _from_native(cls, t: Tuple[int, int, int, str, str, int]) -> Peer:
         return cls(*t)
 
 
@@ -106,7 +106,7 @@ class Inheritance:
         for obj in self.fds.values():
             obj.close()
 
-    def __enter__(self) -> "Inheritance":
+    def __enter__(self) -> Inheritance:
         return self
 
     def __exit__(
@@ -419,7 +419,7 @@ class HandoverServer:
                 if resume is not None:
                     resume(e)
 
-    def __enter__(self) -> "HandoverServer":
+    def __enter__(self) -> HandoverServer:
         return self
 
     def __exit__(

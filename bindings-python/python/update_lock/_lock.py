@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import threading
+from types import TracebackType
 from typing import (
     Any,
     Awaitable,
@@ -20,7 +21,6 @@ from typing import (
     TypeVar,
     Union,
 )
-from types import TracebackType
 
 from . import _update_lock as _native
 from ._types import HolderRecord, Reclaimed
@@ -32,7 +32,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _R = TypeVar("_R")
 
 
-def _path_list(paths: PathArg) -> Optional[List[Union[str, "os.PathLike[str]"]]]:
+def _path_list(paths: PathArg) -> Optional[List[Union[str, os.PathLike[str]]]]:
     if paths is None:
         return None
     if isinstance(paths, (str, os.PathLike)):
@@ -151,14 +151,14 @@ class AsyncLock:
             program if program is not None else _default_program(),
         )
 
-    async def acquire(self) -> "AsyncLock":
+    async def acquire(self) -> AsyncLock:
         """Take the lock without blocking the event loop; returns the lock itself."""
         # Imported here: asyncio (and ssl through it) costs ~55 ms and ~10 MiB at import,
         # which sync-only apps should not pay.
         import asyncio
 
         loop = asyncio.get_running_loop()
-        done: "asyncio.Future[Optional[BaseException]]" = loop.create_future()
+        done: asyncio.Future[Optional[BaseException]] = loop.create_future()
         token = _native.CancelToken()
         native = self._native
 
@@ -222,7 +222,7 @@ class AsyncLock:
         """Paths the last acquisition took over from dead holders."""
         return _reclaimed(self._native)
 
-    async def __aenter__(self) -> "AsyncLock":
+    async def __aenter__(self) -> AsyncLock:
         return await self.acquire()
 
     async def __aexit__(

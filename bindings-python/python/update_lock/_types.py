@@ -50,7 +50,7 @@ class HolderRecord:
     """The holder is the calling process itself."""
 
     @classmethod
-    def _from_json(cls, data: Optional[Mapping[str, Any]]) -> Optional["HolderRecord"]:
+    def _from_json(cls, data: Optional[Mapping[str, Any]]) -> Optional[HolderRecord]:
         return None if data is None else _build(cls, data)
 
 
@@ -109,7 +109,7 @@ class Holder:
         return self.record.hostname if self.record else None
 
     @classmethod
-    def _from_json(cls, data: Optional[Mapping[str, Any]]) -> Optional["Holder"]:
+    def _from_json(cls, data: Optional[Mapping[str, Any]]) -> Optional[Holder]:
         if data is None:
             return None
         fields = dict(data)
@@ -178,7 +178,7 @@ class StatusReport:
         return dataclasses.asdict(self)
 
     @classmethod
-    def _from_json(cls, text: str) -> "StatusReport":
+    def _from_json(cls, text: str) -> StatusReport:
         data = json.loads(text)
         locks = []
         for item in data["locks"]:

@@ -4,9 +4,9 @@ import os
 from types import TracebackType
 from typing import List, Literal, Optional, Sequence, Tuple, Type, TypeVar, Union
 
-from ._errors import UpdateLockError
-
 from typing_extensions import disjoint_base, final
+
+from ._errors import UpdateLockError
 
 _Path = Union[str, "os.PathLike[str]"]
 _L = TypeVar("_L", bound="NativeLock")
@@ -18,14 +18,14 @@ STATUS_SCHEMA: int
 SUPERVISOR_UID: int
 __version__: str
 __all__ = [
-    "CancelToken",
     "HANDOVER_MAX_FDS",
     "HANDOVER_PROTOCOL_VERSION",
+    "STATUS_SCHEMA",
+    "SUPERVISOR_UID",
+    "CancelToken",
     "HandoverRequest",
     "HandoverServer",
     "NativeLock",
-    "STATUS_SCHEMA",
-    "SUPERVISOR_UID",
     "SupervisorApi",
     "UpdateGate",
     "__version__",
@@ -44,7 +44,7 @@ __all__ = [
 class CancelToken:
     """Cancels every wait using it, now and later (``cancel()`` is safe from any thread)."""
 
-    def __new__(cls) -> "CancelToken": ...
+    def __new__(cls) -> CancelToken: ...
     def cancel(self) -> None:
         """Cancel every wait using this token."""
     @property
@@ -156,7 +156,7 @@ class HandoverServer:
         max_state: int = 1048576,
         program: Optional[str] = None,
         peer_uids: Optional[Sequence[int]] = None,
-    ) -> "HandoverServer": ...
+    ) -> HandoverServer: ...
     def accept(self, timeout: Optional[float] = None) -> Optional[HandoverRequest]:
         """Wait for a successor (GIL released; Ctrl-C interrupts)."""
     def grant(
@@ -180,7 +180,7 @@ class SupervisorApi:
 
     def __new__(
         cls, address: Optional[str] = None, key: Optional[str] = None, timeout: float = 10.0
-    ) -> "SupervisorApi": ...
+    ) -> SupervisorApi: ...
     @property
     def address(self) -> str:
         """The address it calls."""
@@ -213,7 +213,7 @@ class UpdateGate:
         retake: bool = False,
         settle_timeout: float = 600.0,
         poll_interval: float = 2.0,
-    ) -> "UpdateGate": ...
+    ) -> UpdateGate: ...
     def acquire(self) -> None:
         """Take the lock."""
     def safe_point(self) -> str:

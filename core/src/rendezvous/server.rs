@@ -13,7 +13,7 @@ use super::failure::HandoverFailure;
 use super::options::{PeerInfo, RendezvousOptions};
 use super::socket_file::{bind_socket, Bound};
 use super::wire::{self, Kind, Text, MAX_FDS, MAX_TEXT, PROTOCOL_MIN, PROTOCOL_VERSION};
-use crate::dir::os_err;
+use crate::error::os_err;
 use crate::error::Result;
 use crate::identity;
 use crate::wait::{CancelToken, WaitControl};

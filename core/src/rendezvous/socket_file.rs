@@ -25,7 +25,8 @@ use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use super::conn::{fail, wait_ready, Conn};
 use super::failure::HandoverFailure;
-use crate::dir::{open_lock_dir, os_err};
+use crate::dir::open_lock_dir;
+use crate::error::os_err;
 use crate::error::{Error, Result};
 use crate::inspect::{stat_at, try_flock, FileId};
 use crate::paths::split;
