@@ -31,7 +31,7 @@ step "Rust tests (core, lockctl, binding crates)"
 cargo nextest run --workspace --all-features --no-fail-fast
 
 step "race loops of atomic removal (hardening C): 100,000 Supervisor swaps per loop, run alone"
-UL_RACE_SWAPS=100000 cargo nextest run -p update-lock --all-features --test hardening_removal_races \
+UL_RACE_SWAPS=100000 cargo nextest run -p update-lock --all-features --test integration \
   --run-ignored only -E 'test(c_release_and_reclaim_never_delete_the_supervisors_lock)' --no-capture
 
 step "doc tests"

@@ -1,10 +1,8 @@
 //! `lockctl status --json` for every state, and `lockctl handover complete`.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const HOLD: &str = "echo ready; read x";

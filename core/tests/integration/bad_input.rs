@@ -1,8 +1,6 @@
 //! Bad input: every case gives its error code, a message that says what is wrong, and
 //! deletes or creates nothing.
 
-mod common;
-
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::ffi::OsStringExt;
@@ -11,14 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
 
-use common::*;
+use crate::common::*;
 use update_lock::{ErrorCode, ForeignKind, HandoverOptions, Holder, LockOptions, UpdateLock};
-
-#[test]
-#[ignore = "helper: re-executed as a child process by the other tests"]
-fn child_entry() {
-    common::child_entry();
-}
 
 fn try_once(path: &Path) -> update_lock::Error {
     UpdateLock::try_acquire(&opts(&[path])).expect_err("must fail")

@@ -2,21 +2,13 @@
 //! but not its flock (the reboot is no longer held, status says stale); a new acquire
 //! reclaims it, racing reclaimers never both win, and a waiter wakes when the holder dies.
 
-mod common;
-
 use std::fs;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use common::*;
+use crate::common::*;
 use update_lock::{ErrorCode, Holder, LockState, UpdateLock};
-
-#[test]
-#[ignore = "helper: re-executed as a child process by the other tests"]
-fn child_entry() {
-    common::child_entry();
-}
 
 /// A holder child on `paths`, SIGKILLed once it holds the lock. Returns its pid.
 fn kill_a_holder(paths: &[std::path::PathBuf]) -> u32 {

@@ -1,9 +1,7 @@
 //! `lockctl acquire` / `lockctl release`: a lock that outlives the calling shell, stdio
 //! detached, and what happens when the holder is killed.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// `sh -c 'lockctl acquire ARGS'`: the lock is taken from a shell that then exits.
 fn acquire_in_shell(args: &str) -> (i32, String, String) {

@@ -1,11 +1,9 @@
 //! `lockctl` as root, as an ordinary uid, as uid 65534, and in a read-only directory.
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// `lockctl` run as `uid` (same gid, no supplementary groups).
 fn lockctl_as(uid: u32) -> Command {

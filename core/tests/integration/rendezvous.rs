@@ -4,8 +4,6 @@
 //! listening socket, either side crashing mid-transfer, stalls, two successors racing,
 //! refusal, wrong uid, stale sockets, bad input.
 
-mod common;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,21 +13,11 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use update_lock::{
     take_over, take_over_with, CancelToken, ErrorCode, HandoverFailure, HandoverServer,
     RendezvousOptions, WaitControl,
 };
-
-#[test]
-#[ignore = "entry point of child processes"]
-fn child_entry() {
-    match std::env::var("UL_CHILD_ROLE").as_deref() {
-        Ok("ho-serve") => role_serve(),
-        Ok("ho-take") => role_take(),
-        _ => common::child_entry(),
-    }
-}
 
 fn args() -> Vec<String> {
     std::env::var("UL_CHILD_ARGS")
@@ -73,7 +61,7 @@ fn peer_uids(a: &[String], i: usize) -> Vec<u32> {
 /// then per successor say `request from=R` and (MODE `orders`) obey stdin: `grant`,
 /// `refuse`, `die` (SIGKILL ourselves in the release step); MODE `auto` grants at once.
 /// A failed grant says the error, then `resumed`, and serves again.
-fn role_serve() {
+pub(crate) fn role_serve() {
     let a = args();
     let step = Duration::from_millis(a[2].parse().unwrap());
     let opts = RendezvousOptions::new()
@@ -127,7 +115,7 @@ fn role_serve() {
 /// `ho-take SOCKET RELEASE_TIMEOUT_MS STEP_MS NAME [PEER_UIDS]`: take over; say `none`, an error, or
 /// `took from=R state=S labels=L port=P socket=B signalled=N`; then on `accept` accept one
 /// TCP connection on the inherited listener and say `accepted`.
-fn role_take() {
+pub(crate) fn role_take() {
     let a = args();
     let opts = RendezvousOptions::new()
         .socket(&a[0])

@@ -10,8 +10,6 @@
 //! lock at the name while the Supervisor believes it holds its own). `UL_RACE_SWAPS` sets
 //! the swaps per loop: scripts/test.sh runs 100,000, alone (it spins both cores).
 
-mod common;
-
 use std::ffi::CString;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -20,17 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use update_lock::{ErrorCode, UpdateLock};
-
-#[test]
-#[ignore = "entry point of child processes"]
-fn child_entry() {
-    match std::env::var("UL_CHILD_ROLE").as_deref() {
-        Ok("swapper") => swapper(),
-        _ => common::child_entry(),
-    }
-}
 
 /// The Supervisor's lock as procmail `lockfile` makes it: a temp file owned by 65534, mode
 /// 0444, content `0`, made before the race so that the link follows the unlink at once.
@@ -100,7 +89,7 @@ fn still_there(path: &Path, ino: u64) -> Option<bool> {
 }
 
 /// `swapper MODE PATH N`: N swaps, then one line of JSON with the counts.
-fn swapper() {
+pub(crate) fn swapper() {
     let a: Vec<String> = std::env::var("UL_CHILD_ARGS")
         .unwrap()
         .split('\n')

@@ -2,9 +2,7 @@
 //! `lockctl rehearse` serves to its versions (a wrong key, a force update while the app holds
 //! its lock, a reboot refused while locked), and against no API at all.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn rehearse(args: &[&str]) -> (i32, Value, String) {

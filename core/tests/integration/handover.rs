@@ -1,14 +1,12 @@
 //! The hand-over signal: appears atomically, idempotent, replaces a symlink without
 //! following it, fails clearly on a directory.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use update_lock::{handover_complete, ErrorCode, HandoverOptions, LockOptions};
 
 const BODY_START: &str = "update-lock handover v1\n";

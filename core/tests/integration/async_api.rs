@@ -1,13 +1,11 @@
 //! Waiting that can be interrupted: the async API never blocks the runtime and leaves
 //! nothing behind when its future is dropped; a CancelToken ends a blocking wait.
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use update_lock::{CancelToken, ErrorCode, UpdateLock, WaitControl};
 
 /// The tests of this file count this process's descriptors: under `cargo test` (one

@@ -2,19 +2,11 @@
 //! counter inside the critical section), not by timing: many processes, and threads inside
 //! one process each with its own handle.
 
-mod common;
-
 use std::fs;
 use std::sync::{Arc, Barrier};
 
-use common::*;
+use crate::common::*;
 use update_lock::{ErrorCode, Holder, UpdateLock};
-
-#[test]
-#[ignore = "helper: re-executed as a child process by the other tests"]
-fn child_entry() {
-    common::child_entry();
-}
 
 const PROCS: usize = 6;
 const ROUNDS: usize = 100;

@@ -3,22 +3,14 @@
 //! script); the classification of what those tools and others leave behind; and the lock
 //! taken by other users (uid 1000, uid 65534, the Supervisor role).
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use update_lock::{ErrorCode, ForeignKind, Holder, LockState, Role, UpdateLock, RECORD_MAGIC};
-
-#[test]
-#[ignore = "helper: re-executed as a child process by the other tests"]
-fn child_entry() {
-    common::child_entry();
-}
 
 #[test]
 fn held_lock_blocks_both_real_readers_and_release_frees_both() {

@@ -2,11 +2,9 @@
 //! directory bind-mounted at /tmp/balena and /tmp/resin (one directory, two names, as on a
 //! device), using the default paths; and `lockctl` as PID 1 (a container entrypoint).
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

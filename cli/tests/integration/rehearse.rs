@@ -3,13 +3,11 @@
 //! order of events is checked against `../shared/reference/supervisor-semantics.md` (the
 //! expected orders below are written from that file, not from the implementation).
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;

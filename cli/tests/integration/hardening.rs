@@ -5,12 +5,10 @@
 //! B. `release` after the Supervisor's override ends its own holder and touches nothing else.
 //! G. `status` and `release` say "unknown" when they cannot look, never "free".
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

@@ -2,20 +2,12 @@
 //! lost and whatever replaced it is never deleted; a forked child never releases its
 //! parent's lock; descriptors do not leak into executed programs.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use update_lock::{ErrorCode, UpdateLock};
-
-#[test]
-#[ignore = "helper: re-executed as a child process by the other tests"]
-fn child_entry() {
-    common::child_entry();
-}
 
 #[test]
 fn override_deletion_is_lost_and_the_supervisors_new_lock_is_kept() {

@@ -1,11 +1,9 @@
 //! `lockctl run`: the lock as both real readers see it, exit statuses, signal forwarding,
 //! `--no-wait` / `--timeout`, and usage errors.
 
-mod common;
-
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 /// A command that says it runs, then waits for a line on stdin and exits 5.

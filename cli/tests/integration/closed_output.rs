@@ -1,12 +1,10 @@
 //! lockctl keeps working when nobody reads its output any more (a closed pipe): a lost log
 //! line must not turn into a panic (exit 101) in a process that holds or hands over a lock.
 
-mod common;
-
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 /// A pipe whose read end is already closed: writing to it fails with EPIPE.
 fn closed_pipe() -> Stdio {

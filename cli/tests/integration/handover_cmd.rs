@@ -5,8 +5,6 @@
 //! below, selected with `LOCKCTL_PROBE`): it reports what it was given on stdout, one
 //! `key=value` line each, so the assertions look at what a real program sees.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
@@ -16,7 +14,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 // ---------------------------------------------------------------------------------------
@@ -125,7 +123,7 @@ fn probe_cmd(mode: &str) -> Vec<String> {
             .unwrap()
             .to_string_lossy()
             .into_owned(),
-        "probe".into(),
+        "handover_cmd::probe".into(),
         "--exact".into(),
         "--nocapture".into(),
         "--test-threads=1".into(),
