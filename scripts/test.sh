@@ -28,6 +28,10 @@ step "MSRV: everything builds with Rust $MSRV (rust-version in Cargo.toml)"
 cargo "+$MSRV" check --workspace --all-targets --all-features
 
 step "Rust tests (core, lockctl, binding crates)"
+# The binaries the tests run: lockctl (cargo builds it for its tests) and its companion
+# lockctl-rehearse, which `lockctl rehearse` runs from beside it (cargo does not build
+# another package's binary for a package's tests).
+cargo build -q -p lockctl -p lockctl-rehearse
 cargo nextest run --workspace --all-features --no-fail-fast
 
 step "race loops of atomic removal (hardening C): 100,000 Supervisor swaps per loop, run alone"

@@ -185,6 +185,7 @@ fn release_refuses_locks_it_did_not_take() {
 /// rehearse` says what is missing and how to get it, with exit 70, and runs nothing.
 #[test]
 fn rehearse_without_its_companion_binary_says_how_to_install_it() {
+    require_rehearse_binary();
     let dir = tempfile::tempdir().unwrap();
     let alone = dir.path().join("lockctl");
     std::fs::copy(LOCKCTL, &alone).unwrap();

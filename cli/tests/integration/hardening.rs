@@ -263,6 +263,7 @@ fn g_status_and_release_say_unknown_when_they_cannot_look() {
 
 #[test]
 fn h_nan_infinite_negative_and_overflowing_durations_are_usage_errors() {
+    require_rehearse_binary();
     let dir = service_dir();
     let path = at(&dir, "updates.lock");
     let p = path.to_str().unwrap();

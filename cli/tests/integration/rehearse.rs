@@ -32,6 +32,7 @@ fn service(tok: &str) -> String {
 
 /// Run `lockctl rehearse --json -q ARGS`: exit code, report, stderr.
 fn rehearse(args: &[&str]) -> (i32, Value, String) {
+    require_rehearse_binary();
     let (st, out, err) = output(lockctl().arg("rehearse").args(["--json", "-q"]).args(args));
     let report = serde_json::from_str(&out).unwrap_or(Value::Null);
     (code(st), report, err)
@@ -798,6 +799,7 @@ fn in_a_container_the_versions_see_the_service_directory_at_tmp_balena_and_tmp_r
 
 #[test]
 fn sigterm_to_the_rehearsal_stops_both_versions_and_removes_its_directory() {
+    require_rehearse_binary();
     let t1 = token();
     let old = service(&t1);
     let mut child = lockctl()

@@ -6,6 +6,7 @@ use crate::common::*;
 use serde_json::Value;
 
 fn rehearse(args: &[&str]) -> (i32, Value, String) {
+    require_rehearse_binary();
     let (st, out, err) = output(
         lockctl()
             .arg("rehearse")

@@ -30,6 +30,33 @@ const PATH_VARS: [&str; 4] = [
     "RESIN_SERVICE_KILL_ME_PATH",
 ];
 
+/// `lockctl rehearse` runs the companion binary `lockctl-rehearse` from beside lockctl.
+/// Cargo builds it with `cargo build` (the test command does, before the tests), not for
+/// this package's tests: fail at once, saying so, when it is missing or older than its
+/// sources, rather than test a stale rehearsal.
+pub fn require_rehearse_binary() {
+    let bin = Path::new(LOCKCTL).with_file_name("lockctl-rehearse");
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}: build it first: cargo build -p lockctl-rehearse (scripts/test.sh does)",
+                bin.display()
+            )
+        });
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rehearse/src");
+    for entry in std::fs::read_dir(&sources).expect("rehearse/src") {
+        let path = entry.expect("rehearse/src entry").path();
+        let changed = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap();
+        assert!(
+            changed <= built,
+            "{} is older than {}: rebuild it: cargo build -p lockctl-rehearse (scripts/test.sh does)",
+            bin.display(),
+            path.display()
+        );
+    }
+}
+
 /// A `lockctl` command with a clean environment (no path variables set by the caller).
 pub fn lockctl() -> Command {
     let mut c = Command::new(LOCKCTL);
