@@ -1,9 +1,9 @@
-//! The one parser of durations on lockctl's command line.
+//! The one parser of durations on lockctl's command line (and `lockctl rehearse`'s).
 //!
-//! A duration is a number with an optional unit: `5` or `5s` (seconds), `250ms`, `1.5s`,
-//! `2m` / `2min`. Fractions are allowed. NaN, infinities, negative numbers and values over
-//! 10^9 seconds are usage errors (exit 64), never a panic. `--timeout` of the lock commands
-//! also takes `forever` (see [`parse_timeout`]).
+//! A duration is a number of seconds (`5`, `0.5`), or a duration in jiff's friendly format
+//! (`250ms`, `1.5s`, `2m`, `2min`, `1m 30s`, `1h`). NaN, infinities, negative values and values
+//! over 10^9 seconds are usage errors (exit 64), never a panic. `--timeout` of the lock
+//! commands also takes `forever` (see [`parse_timeout`]).
 
 use std::time::Duration;
 
@@ -13,18 +13,14 @@ const MAX_SECS: f64 = 1e9;
 /// A duration (see the module documentation).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let at = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
-        .unwrap_or(t.len());
-    let (num, unit) = (&t[..at], t[at..].trim());
-    let v: f64 = num.parse().map_err(|_| {
-        format!("'{s}' is not a duration; use seconds (5, 0.5) or a unit (250ms, 1.5s, 2m)")
-    })?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "" | "s" => v,
-        "m" | "min" => v * 60.0,
-        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s or m)")),
+    let secs = if t.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+        && t.ends_with(|c: char| c.is_ascii_digit() || c == '.')
+    {
+        // A plain number: seconds (jiff's format needs a unit).
+        t.parse::<f64>().map_err(|_| not_a_duration(s))?
+    } else {
+        let d: jiff::SignedDuration = t.parse().map_err(|_| not_a_duration(s))?;
+        d.as_secs_f64()
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("'{s}' must be a finite duration, 0 or more"));
@@ -33,6 +29,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("'{s}' is over 10^9 seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn not_a_duration(s: &str) -> String {
+    format!("'{s}' is not a duration; use seconds (5, 0.5) or a unit (250ms, 1.5s, 2m, 1h)")
 }
 
 /// A parsed `--timeout` of the lock commands: `None` waits forever.
@@ -61,7 +61,12 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration(" 3 "), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("5h").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2min"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5 parsecs")
+            .unwrap_err()
+            .contains("is not a duration"));
         assert_eq!(parse_timeout("forever").unwrap().0, None);
         assert_eq!(parse_timeout("0").unwrap().0, Some(Duration::ZERO));
     }

@@ -2,6 +2,7 @@
 //! and the record already written), reclaimed from a dead holder, checked and released.
 
 use std::ffi::CStr;
+use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -14,6 +15,7 @@ use nix::unistd::linkat;
 
 use crate::error::os_err;
 use crate::error::{Error, Result};
+use crate::flock::lock_exclusive;
 use crate::holder::SUPERVISOR_UID;
 use crate::inspect::{stat_at, FileId};
 use crate::removal::{remove_exact, Removal, RemovalError};
@@ -57,7 +59,7 @@ pub(crate) fn create(
         tmp_flags,
         Mode::from_bits_truncate(LOCK_MODE),
     ) {
-        Ok(fd) => fd,
+        Ok(fd) => File::from(fd),
         Err(Errno::EOPNOTSUPP) | Err(Errno::EISDIR) | Err(Errno::EINVAL) => {
             return create_excl(dir, name, full, record)
         }
@@ -65,7 +67,7 @@ pub(crate) fn create(
     };
     let id = prepare(&fd, full, record)?;
     match link_into_place(&fd, dir, name) {
-        Ok(()) => Ok(held(dir, name, full, fd, id)),
+        Ok(()) => Ok(held(dir, name, full, fd.into(), id)),
         Err(Errno::EEXIST) => Ok(Created::Exists),
         // No /proc to link through: use the portable way.
         Err(Errno::ENOENT) if !Path::new("/proc/self/fd").exists() => {
@@ -79,7 +81,7 @@ pub(crate) fn create(
 static LINK_WAY: AtomicU8 = AtomicU8::new(0);
 
 /// Give the unnamed file `fd` the name `dir/name` (EEXIST if taken; never follows a link).
-fn link_into_place(fd: &OwnedFd, dir: &OwnedFd, name: &CStr) -> std::result::Result<(), Errno> {
+fn link_into_place(fd: &File, dir: &OwnedFd, name: &CStr) -> std::result::Result<(), Errno> {
     if LINK_WAY.load(Ordering::Relaxed) != 2 {
         match linkat(fd.as_fd(), c"", dir.as_fd(), name, AtFlags::AT_EMPTY_PATH) {
             Ok(()) => {
@@ -110,12 +112,12 @@ fn create_excl(dir: &Arc<OwnedFd>, name: &CStr, full: &Path, record: &[u8]) -> R
         flags,
         Mode::from_bits_truncate(LOCK_MODE),
     ) {
-        Ok(fd) => fd,
+        Ok(fd) => File::from(fd),
         Err(Errno::EEXIST) => return Ok(Created::Exists),
         Err(e) => return Err(create_err(full, e)),
     };
     match prepare(&fd, full, record) {
-        Ok(id) => Ok(held(dir, name, full, fd, id)),
+        Ok(id) => Ok(held(dir, name, full, fd.into(), id)),
         Err(e) => {
             // The name is ours (O_EXCL): take it back before reporting, if still ours.
             if let Ok(st) = fstat(&fd) {
@@ -128,15 +130,8 @@ fn create_excl(dir: &Arc<OwnedFd>, name: &CStr, full: &Path, record: &[u8]) -> R
 
 /// Take the flock (blocking: only a reboot probe or a classifier can hold a brand-new file,
 /// and only for an instant), refuse uid 65534 ownership, and write the record.
-fn prepare(fd: &OwnedFd, full: &Path, record: &[u8]) -> Result<FileId> {
-    loop {
-        // SAFETY: flock on a valid descriptor we own.
-        match Errno::result(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) }) {
-            Ok(_) => break,
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(os_err(full, "take flock on the new lock file", e)),
-        }
-    }
+fn prepare(fd: &File, full: &Path, record: &[u8]) -> Result<FileId> {
+    lock_exclusive(fd).map_err(|e| os_err(full, "take flock on the new lock file", e))?;
     let st = fstat(fd).map_err(|e| os_err(full, "inspect the new lock file", e))?;
     if st.st_uid == SUPERVISOR_UID {
         // E.g. a user namespace without a uid mapping: files show up as 65534.

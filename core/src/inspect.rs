@@ -3,7 +3,7 @@
 
 use std::ffi::CStr;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -12,6 +12,7 @@ use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 
 use crate::error::os_err;
 use crate::error::Result;
+use crate::flock::try_lock_exclusive;
 use crate::holder::{ForeignKind, Holder, HolderRecord, SUPERVISOR_UID};
 
 /// Largest record we read; ours is about 250 bytes.
@@ -53,20 +54,6 @@ pub(crate) fn stat_at(dir: BorrowedFd<'_>, name: &CStr, full: &Path) -> Result<O
         Ok(st) => Ok(Some(st)),
         Err(Errno::ENOENT) => Ok(None),
         Err(e) => Err(os_err(full, "look up the lock file", e)),
-    }
-}
-
-/// Try `flock(LOCK_EX | LOCK_NB)`. `Ok(true)` when we now hold it.
-pub(crate) fn try_flock(fd: BorrowedFd<'_>) -> std::result::Result<bool, Errno> {
-    loop {
-        // SAFETY: flock on a valid, borrowed descriptor.
-        let r = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        match Errno::result(r) {
-            Ok(_) => return Ok(true),
-            Err(Errno::EWOULDBLOCK) => return Ok(false),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e),
-        }
     }
 }
 
@@ -133,9 +120,9 @@ pub(crate) fn inspect(dir: BorrowedFd<'_>, name: &CStr, full: &Path) -> Result<S
             .map_err(|e| {
                 crate::Error::from_os(full, "read the existing lock file", e, String::new)
             })?;
-        let fd = OwnedFd::from(file);
-        let unlocked = try_flock(fd.as_fd())
+        let unlocked = try_lock_exclusive(&file)
             .map_err(|e| os_err(full, "probe the flock of the existing lock file", e))?;
+        let fd = OwnedFd::from(file);
         // A record is someone else's data: one whose uid is not the file's owner was not
         // written by update-lock for that holder (a forged or copied record). Treat it as
         // foreign: never reclaimed, never trusted.

@@ -36,6 +36,7 @@
 mod api;
 mod dir;
 mod error;
+mod flock;
 mod handover;
 mod held;
 mod holder;

@@ -36,7 +36,7 @@
 //!   placeholder taken away that way is found and kept aside by its owner.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -267,9 +267,8 @@ fn flock_placeholder(dir: BorrowedFd<'_>, private: &CStr, id: FileId) -> Option<
     if FileId::from(&st) != id {
         return None;
     }
-    // SAFETY: flock on a descriptor we own.
-    let r = unsafe { libc::flock(fd.as_fd().as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    (r == 0).then_some(fd)
+    let file = std::fs::File::from(fd);
+    (crate::flock::try_lock_exclusive(&file) == Ok(true)).then(|| OwnedFd::from(file))
 }
 
 /// Remove the empty directory at `dir/at` if it is our placeholder `id`. `rmdir` never

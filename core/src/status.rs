@@ -7,9 +7,10 @@ use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{Mode, SFlag};
 
 use crate::dir::open_lock_dir;
+use crate::flock::try_lock_exclusive;
 use crate::handover::HandoverOptions;
 use crate::holder::{ForeignKind, Holder, HolderRecord};
-use crate::inspect::{inspect, stat_at, try_flock};
+use crate::inspect::{inspect, stat_at};
 use crate::options::LockOptions;
 use crate::paths::split;
 
@@ -150,7 +151,7 @@ fn path_status(path: PathBuf) -> PathStatus {
                     let flags =
                         OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
                     match openat(dir.as_fd(), s.name.as_c_str(), flags, Mode::empty()) {
-                        Ok(fd) => matches!(try_flock(fd.as_fd()), Ok(false)),
+                        Ok(fd) => matches!(try_lock_exclusive(&std::fs::File::from(fd)), Ok(false)),
                         Err(_) => false,
                     }
                 }

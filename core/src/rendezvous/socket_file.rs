@@ -28,7 +28,8 @@ use super::failure::HandoverFailure;
 use crate::dir::open_lock_dir;
 use crate::error::os_err;
 use crate::error::{Error, Result};
-use crate::inspect::{stat_at, try_flock, FileId};
+use crate::flock::try_lock_exclusive;
+use crate::inspect::{stat_at, FileId};
 use crate::paths::split;
 use crate::wait::WaitControl;
 
@@ -121,8 +122,9 @@ fn lock_companion(dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<Optio
             ),
         ));
     }
-    match try_flock(fd.as_fd()) {
-        Ok(true) => Ok(Some(fd)),
+    let file = std::fs::File::from(fd);
+    match try_lock_exclusive(&file) {
+        Ok(true) => Ok(Some(OwnedFd::from(file))),
         Ok(false) => Ok(None),
         Err(e) => Err(os_err(
             &cpath,
