@@ -425,7 +425,7 @@ async function withLock(fn, options) {
  */
 function status(options) {
   const o = checkKeys(options, INSPECT_KEYS, 'status')
-  return JSON.parse(native.statusJson(inspectInit(o)))
+  return native.status(inspectInit(o))
 }
 
 /**
@@ -881,7 +881,7 @@ class SupervisorApi {
 
   /** `GET /v1/device`: { status, update_pending, update_downloaded, update_failed, download_progress, ... }. */
   async device() {
-    return JSON.parse(await adopted(this._native.deviceJson()))
+    return await adopted(this._native.device())
   }
 
   /** `POST /v1/update`; `force` overrides update locks. */

@@ -122,8 +122,8 @@ export declare class NativeSupervisorApi {
   get timeoutMs(): number
   /** `GET /ping`. */
   ping(): Promise<void>
-  /** `GET /v1/device` as JSON text. */
-  deviceJson(): Promise<string>
+  /** `GET /v1/device`, as a JavaScript object (the `DeviceState` fields of core). */
+  device(): Promise<Record<string, unknown>>
   /** `POST /v1/update`. */
   update(force: boolean): Promise<void>
   /** `POST /v1/reboot`. */
@@ -306,12 +306,12 @@ export interface RendezvousInit {
 
 /**
  * Look at every lock path and hand-over signal without changing anything. The result has
- * exactly the fields, names and order of `lockctl status --json` (as JSON text).
+ * exactly the fields, names and order of `lockctl status --json`, as JavaScript objects.
  *
- * Like `lockctl status`, when lock `paths` are given without `handoverPaths`, the hand-over
- * signal shown is `handover-complete` beside the first lock path.
+ * Without `handoverPaths`, the hand-over signal looked at is the one core chooses for the
+ * lock paths (`HandoverOptions::for_locks`), as in `lockctl status` and every binding.
  */
-export declare function statusJson(options: InspectOptionsInit): string
+export declare function status(options: InspectOptionsInit): any
 
 /**
  * Take over without blocking the event loop. `canceller` ends the wait with code

@@ -1583,7 +1583,9 @@ enum ul_result ul_status_report_init(struct ul_status_report *report, size_t str
 
 /**
  * Look at every lock path of `locks` (its `paths` and `legacy`; the other fields are
- * ignored) and every hand-over signal of `handover`, without changing anything, and fill
+ * ignored) and every hand-over signal of `handover` (NULL: `handover-complete` beside the
+ * first explicit lock path, else the Supervisor's default signals: the same choice as
+ * `lockctl status`), without changing anything, and fill
  * the caller-owned `*report` (see `ul_status_report`): the same content as
  * `lockctl status --json`. A path that cannot be inspected is reported in its entry's
  * `error`, not as a failure.

@@ -161,7 +161,9 @@ pub unsafe extern "C" fn ul_status_report_init(
 }
 
 /// Look at every lock path of `locks` (its `paths` and `legacy`; the other fields are
-/// ignored) and every hand-over signal of `handover`, without changing anything, and fill
+/// ignored) and every hand-over signal of `handover` (NULL: `handover-complete` beside the
+/// first explicit lock path, else the Supervisor's default signals: the same choice as
+/// `lockctl status`), without changing anything, and fill
 /// the caller-owned `*report` (see `ul_status_report`): the same content as
 /// `lockctl status --json`. A path that cannot be inspected is reported in its entry's
 /// `error`, not as a failure.
@@ -186,8 +188,14 @@ pub unsafe extern "C" fn ul_status(
     guard(F, || {
         // SAFETY: forwarded from the caller.
         let (lo, _) = unsafe { lock_options(locks, F, "locks") }?;
-        // SAFETY: forwarded from the caller.
-        let ho = unsafe { handover_options(handover, F, "handover") }?;
+        // NULL: the signal core chooses for these lock paths (beside the first explicit
+        // one, else the Supervisor's defaults), as `lockctl status` and every binding.
+        let ho = if handover.is_null() {
+            lockcore::HandoverOptions::for_locks(&lo)
+        } else {
+            // SAFETY: forwarded from the caller.
+            unsafe { handover_options(handover, F, "handover") }?
+        };
         if report.is_null() {
             return Err(Failure::null(F, "report"));
         }

@@ -93,13 +93,13 @@ impl NativeSupervisorApi {
         blocking(env, move || api.ping())
     }
 
-    /// `GET /v1/device` as JSON text.
-    #[napi(ts_return_type = "Promise<string>")]
-    pub fn device_json<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, String>> {
+    /// `GET /v1/device`, as a JavaScript object (the `DeviceState` fields of core).
+    #[napi(ts_return_type = "Promise<Record<string, unknown>>")]
+    pub fn device<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, serde_json::Value>> {
         let api = self.api.clone();
         blocking(env, move || {
             let d = api.device()?;
-            Ok(serde_json::to_string(&d).unwrap_or_default())
+            Ok(serde_json::to_value(&d).unwrap_or_default())
         })
     }
 

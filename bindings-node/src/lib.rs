@@ -382,22 +382,13 @@ pub fn acquire<'env>(
 }
 
 /// Look at every lock path and hand-over signal without changing anything. The result has
-/// exactly the fields, names and order of `lockctl status --json` (as JSON text).
+/// exactly the fields, names and order of `lockctl status --json`, as JavaScript objects.
 ///
-/// Like `lockctl status`, when lock `paths` are given without `handoverPaths`, the hand-over
-/// signal shown is `handover-complete` beside the first lock path.
+/// Without `handoverPaths`, the hand-over signal looked at is the one core chooses for the
+/// lock paths (`HandoverOptions::for_locks`), as in `lockctl status` and every binding.
 #[napi]
-pub fn status_json(options: InspectOptionsInit) -> Result<String> {
-    let beside_first = match (&options.handover_paths, &options.paths) {
-        (None, Some(paths)) => paths
-            .first()
-            .map(|p| PathBuf::from(p).with_file_name("handover-complete")),
-        _ => None,
-    };
-    let handover = match beside_first {
-        Some(signal) => HandoverOptions::new().paths([signal]).legacy(false),
-        None => handover_options(&options),
-    };
+pub fn status(options: InspectOptionsInit) -> Result<serde_json::Value> {
+    let handover_paths = options.handover_paths.clone();
     let locks = lock_options(LockOptionsInit {
         paths: options.paths,
         legacy: options.legacy,
@@ -405,9 +396,17 @@ pub fn status_json(options: InspectOptionsInit) -> Result<String> {
         reclaim_stale: None,
         program: None,
     })?;
+    let handover = match handover_paths {
+        Some(paths) => HandoverOptions::new().paths(paths.iter().map(PathBuf::from)),
+        None => HandoverOptions::for_locks(&locks),
+    };
     let report = core_status(&locks, &handover);
-    serde_json::to_string(&report)
-        .map_err(|e| Error::new(Status::GenericFailure, format!("cannot encode status: {e}")))
+    serde_json::to_value(&report).map_err(|e| {
+        Error::new(
+            Status::GenericFailure,
+            format!("cannot convert status: {e}"),
+        )
+    })
 }
 
 /// Write the hand-over signal (idempotent); returns the paths written.

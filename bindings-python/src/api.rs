@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use update_lock::{LockOptions, SafePoint, SupervisorApi, UpdateGate};
@@ -54,10 +53,10 @@ impl NativeSupervisorApi {
         py.detach(|| self.api.ping()).map_err(|e| to_py(py, e))
     }
 
-    /// `GET /v1/device` as JSON text (the Python layer builds `DeviceState`).
-    fn device_json(&self, py: Python<'_>) -> PyResult<String> {
+    /// `GET /v1/device` as a dict (the Python layer builds `DeviceState`).
+    fn device<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let d = py.detach(|| self.api.device()).map_err(|e| to_py(py, e))?;
-        serde_json::to_string(&d).map_err(|e| PyValueError::new_err(e.to_string()))
+        Ok(pythonize::pythonize(py, &d)?)
     }
 
     /// `POST /v1/update`.

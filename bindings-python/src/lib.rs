@@ -108,7 +108,7 @@ fn build_exception(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
         code.number(),
         e.to_string(),
         path,
-        serde_json::Value::Object(extra).to_string(),
+        pythonize::pythonize(py, &serde_json::Value::Object(extra))?,
     ))?;
     Ok(PyErr::from_value(exc))
 }
@@ -341,7 +341,7 @@ impl NativeLock {
     }
 
     /// Paths taken over from dead holders by the current acquisition: a list of
-    /// `(path, previous holder record as JSON)`.
+    /// `(path, previous holder record as a dict)`.
     #[getter]
     fn _reclaimed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let s = self.slot();
@@ -352,11 +352,8 @@ impl NativeLock {
             .unwrap_or_default()
             .iter()
             .map(|r| {
-                let record = serde_json::to_string(&r.previous).unwrap_or_default();
-                PyTuple::new(
-                    py,
-                    [py_path(py, &r.path), PyString::new(py, &record).into_any()],
-                )
+                let record = pythonize::pythonize(py, &r.previous)?;
+                PyTuple::new(py, [py_path(py, &r.path), record])
             })
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items)
@@ -412,26 +409,27 @@ impl NativeCancelToken {
     }
 }
 
-/// The report of `lockctl status --json`, as JSON text (same fields, same values).
+/// The report of `lockctl status --json`, as Python objects (same fields, same values).
 #[pyfunction]
 #[pyo3(signature = (paths=None, legacy=true, handover_paths=None, handover_legacy=true))]
-fn status_json(
+fn status<'py>(
+    py: Python<'py>,
     paths: Option<Vec<PathBuf>>,
     legacy: bool,
     handover_paths: Option<Vec<PathBuf>>,
     handover_legacy: bool,
-) -> PyResult<String> {
+) -> PyResult<Bound<'py, PyAny>> {
     let mut locks = LockOptions::new().legacy(legacy);
     if let Some(p) = paths {
         locks = locks.paths(p);
     }
-    let mut handover = HandoverOptions::new().legacy(handover_legacy);
-    if let Some(p) = handover_paths {
-        handover = handover.paths(p);
-    }
+    // Without signal paths: the one core chooses for these lock paths.
+    let handover = match handover_paths {
+        Some(p) => HandoverOptions::new().legacy(handover_legacy).paths(p),
+        None => HandoverOptions::for_locks(&locks),
+    };
     let report = update_lock::status(&locks, &handover);
-    serde_json::to_string(&report)
-        .map_err(|e| PyValueError::new_err(format!("cannot encode the status report: {e}")))
+    Ok(pythonize::pythonize(py, &report)?)
 }
 
 /// Write the hand-over signal(s); returns the paths written.
@@ -800,7 +798,7 @@ fn listen_backlog() -> u32 {
 fn _update_lock(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeLock>()?;
     m.add_class::<NativeCancelToken>()?;
-    m.add_function(wrap_pyfunction!(status_json, m)?)?;
+    m.add_function(wrap_pyfunction!(status, m)?)?;
     m.add_function(wrap_pyfunction!(handover_complete, m)?)?;
     m.add_function(wrap_pyfunction!(default_lock_paths, m)?)?;
     m.add_function(wrap_pyfunction!(default_handover_paths, m)?)?;

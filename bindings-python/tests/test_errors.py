@@ -90,14 +90,14 @@ def test_held_by_a_foreign_file(lock_path: Path) -> None:
 def test_holder_is_the_cores_canonical_object(lock_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``Holder`` has exactly the keys of the core's holder object, in its order."""
     seen: List[Dict[str, Any]] = []
-    real = update_lock.Holder._from_json.__func__  # type: ignore[attr-defined]
+    real = update_lock.Holder._from_native.__func__  # type: ignore[attr-defined]
 
     def spy(cls: Type[update_lock.Holder], data: Optional[Dict[str, Any]]) -> Optional[update_lock.Holder]:
         if data is not None:
             seen.append(dict(data))
         return real(cls, data)  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(update_lock.Holder, "_from_json", classmethod(spy))
+    monkeypatch.setattr(update_lock.Holder, "_from_native", classmethod(spy))
     lock_path.symlink_to("/nowhere/at-all")
     with pytest.raises(update_lock.LockHeldError) as info:
         update_lock.lock(paths=lock_path, timeout=0).acquire()

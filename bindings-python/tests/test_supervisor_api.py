@@ -193,4 +193,6 @@ def test_end_to_end_under_lockctl_rehearse(tmp_path: Path) -> None:
     assert report["summary"]["blocked_by_lock_ms"] < 1000
     app_lock = [s for s in report["spans"] if s["lane"] == "app-lock"]
     download_done = next(e["t_ms"] for e in report["events"] if e["kind"] == "download-done")
-    assert app_lock and app_lock[0]["to_ms"] >= download_done - 20, "held through the download"
+    near = [(round(e["t_ms"]), e["actor"], e["kind"], e.get("detail", "")[:120]) for e in report["events"]
+            if app_lock and abs(e["t_ms"] - app_lock[0]["to_ms"]) < 80]
+    assert app_lock and app_lock[0]["to_ms"] >= download_done - 20, f"held through the download: {app_lock} {near} {r.stderr}"

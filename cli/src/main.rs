@@ -62,17 +62,14 @@ fn dispatch(command: Command) -> Result<i32, Failure> {
             handover_paths,
             json,
         } => {
-            // With explicit lock paths, show the hand-over signal beside the first one (as
-            // on a device) unless signal paths are given too.
-            let handover = match (handover_paths.is_empty(), paths.paths.first()) {
-                (true, Some(first)) => vec![first.with_file_name("handover-complete")],
-                _ => handover_paths,
+            // Without signal paths: the one core chooses for these lock paths.
+            let locks = paths.options();
+            let handover = if handover_paths.is_empty() {
+                update_lock::HandoverOptions::for_locks(&locks)
+            } else {
+                args::handover_options(&handover_paths, false)
             };
-            status_cmd::status(
-                &paths.options(),
-                &args::handover_options(&handover, false),
-                json,
-            )
+            status_cmd::status(&locks, &handover, json)
         }
         Command::Handover { action } => handover::dispatch(*action),
         Command::Rehearse { args } => companion::exec("lockctl-rehearse", &args),

@@ -15,8 +15,13 @@ use nix::unistd::{unlinkat, UnlinkatFlags};
 use crate::dir::open_lock_dir;
 use crate::error::os_err;
 use crate::error::{Error, Result};
+use crate::options::LockOptions;
 use crate::paths::{self, split};
 use crate::timefmt;
+
+/// The file name of the hand-over signal (`handover-complete`), beside the lock files and
+/// the hand-over socket in the service directory.
+pub const HANDOVER_SIGNAL_NAME: &str = "handover-complete";
 
 /// Which hand-over signal files to write.
 ///
@@ -40,6 +45,19 @@ impl Default for HandoverOptions {
 }
 
 impl HandoverOptions {
+    /// The hand-over signal that goes with explicit lock paths: `handover-complete` beside
+    /// the first of them (on a device both live in the service directory), or the
+    /// Supervisor's defaults when `locks` uses the default paths. What `lockctl status`, and
+    /// `status()` in every language, look at when no signal paths are given.
+    pub fn for_locks(locks: &LockOptions) -> HandoverOptions {
+        match locks.paths.as_ref().and_then(|p| p.first()) {
+            Some(first) => HandoverOptions::new()
+                .paths([first.with_file_name(HANDOVER_SIGNAL_NAME)])
+                .legacy(false),
+            None => HandoverOptions::new(),
+        }
+    }
+
     /// The defaults.
     pub fn new() -> Self {
         Self::default()

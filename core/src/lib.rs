@@ -63,7 +63,7 @@ pub use api::{
     DEFAULT_SETTLE_TIMEOUT,
 };
 pub use error::{Error, ErrorCode, Result};
-pub use handover::{handover_complete, HandoverOptions};
+pub use handover::{handover_complete, HandoverOptions, HANDOVER_SIGNAL_NAME};
 pub use holder::{ForeignKind, Holder, HolderRecord, RECORD_MAGIC, RECORD_VERSION, SUPERVISOR_UID};
 pub use holder_proof::{lost_lock_holders, prove_lock_holder, ProvenHolder, Unproven};
 pub use lock::{Reclaimed, UpdateLock};

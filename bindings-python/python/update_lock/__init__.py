@@ -144,11 +144,7 @@ def status(
     the hand-over signal looked at is ``handover-complete`` beside the first path unless
     ``handover_paths`` are given.
     """
-    locks = _path_list(paths)
-    handover = _path_list(handover_paths)
-    if handover is None and locks:
-        handover = [os.path.join(os.path.dirname(os.fspath(locks[0])), "handover-complete")]
-    return StatusReport._from_json(_native.status_json(locks, legacy, handover, True))
+    return StatusReport._from_native(_native.status(_path_list(paths), legacy, _path_list(handover_paths), True))
 
 
 def handover_complete(

@@ -6,7 +6,6 @@ and the key never appears in a message or a ``repr``."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from types import TracebackType
@@ -77,7 +76,7 @@ class SupervisorApi:
 
     def device(self) -> DeviceState:
         """``GET /v1/device``: the device state, including whether an update is pending."""
-        return DeviceState(**json.loads(self._native.device_json()))
+        return DeviceState(**self._native.device())
 
     def update(self, force: bool = False) -> None:
         """``POST /v1/update``: check for an update now; ``force`` overrides update locks."""

@@ -7,9 +7,8 @@ message: which path, who holds it, what to do next.
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 
 from ._types import Holder
 
@@ -257,17 +256,17 @@ ERRORS_BY_CODE: Dict[str, Type[UpdateLockError]] = {
 
 
 def _from_native(
-    code: str, number: int, message: str, path: Optional[str], extra_json: str
+    code: str, number: int, message: str, path: Optional[str], extra: Mapping[str, Any]
 ) -> UpdateLockError:
-    """Called by the native module to build the exception for a core error."""
-    extra = json.loads(extra_json)
+    """Called by the native module to build the exception for a core error (``extra``: the
+    error's details, as native objects)."""
     cls = ERRORS_BY_CODE.get(code, UpdateLockError)
     return cls(
         message,
         code=code,
         number=number,
         path=path,
-        holder=Holder._from_json(extra.get("holder")),
+        holder=Holder._from_native(extra.get("holder")),
         paths=extra.get("paths"),
         waited=extra.get("waited"),
         errno=extra.get("errno"),

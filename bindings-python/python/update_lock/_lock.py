@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import os
 import sys
 import threading
@@ -59,7 +58,7 @@ def _default_program() -> Optional[str]:
 def _reclaimed(native: _native.NativeLock) -> List[Reclaimed]:
     out = []
     for path, record in native._reclaimed:
-        previous = HolderRecord._from_json(json.loads(record))
+        previous = HolderRecord._from_native(record)
         assert previous is not None
         out.append(Reclaimed(path=path, previous=previous))
     return out

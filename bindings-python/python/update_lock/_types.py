@@ -6,7 +6,6 @@ Field names and values are exactly those of ``lockctl status --json`` (schema 1)
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar
 
@@ -50,7 +49,7 @@ class HolderRecord:
     """The holder is the calling process itself."""
 
     @classmethod
-    def _from_json(cls, data: Optional[Mapping[str, Any]]) -> Optional[HolderRecord]:
+    def _from_native(cls, data: Optional[Mapping[str, Any]]) -> Optional[HolderRecord]:
         return None if data is None else _build(cls, data)
 
 
@@ -109,11 +108,11 @@ class Holder:
         return self.record.hostname if self.record else None
 
     @classmethod
-    def _from_json(cls, data: Optional[Mapping[str, Any]]) -> Optional[Holder]:
+    def _from_native(cls, data: Optional[Mapping[str, Any]]) -> Optional[Holder]:
         if data is None:
             return None
         fields = dict(data)
-        fields["record"] = HolderRecord._from_json(fields.get("record"))
+        fields["record"] = HolderRecord._from_native(fields.get("record"))
         return _build(cls, fields)
 
 
@@ -178,12 +177,12 @@ class StatusReport:
         return dataclasses.asdict(self)
 
     @classmethod
-    def _from_json(cls, text: str) -> StatusReport:
-        data = json.loads(text)
+    def _from_native(cls, report: Mapping[str, Any]) -> StatusReport:
+        data = dict(report)
         locks = []
         for item in data["locks"]:
             item = dict(item)
-            item["holder"] = HolderRecord._from_json(item.get("holder"))
+            item["holder"] = HolderRecord._from_native(item.get("holder"))
             locks.append(_build(PathStatus, item))
         data["locks"] = locks
         data["handover"] = [_build(HandoverStatus, h) for h in data["handover"]]

@@ -2,7 +2,7 @@
 
 import os
 from types import TracebackType
-from typing import List, Literal, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from typing_extensions import disjoint_base, final
 
@@ -37,7 +37,7 @@ __all__ = [
     "handover_reasons",
     "handover_take",
     "listen_backlog",
-    "status_json",
+    "status",
 ]
 
 @final
@@ -77,7 +77,7 @@ class NativeLock:
     def paths(self) -> List[str]:
         """The lock paths, in locking order."""
     @property
-    def _reclaimed(self) -> List[Tuple[str, str]]: ...
+    def _reclaimed(self) -> List[Tuple[str, Dict[str, Any]]]: ...
     def __enter__(self: _L) -> _L: ...
     def __exit__(
         self,
@@ -86,13 +86,13 @@ class NativeLock:
         tb: Optional[TracebackType],
     ) -> Literal[False]: ...
 
-def status_json(
+def status(
     paths: Optional[Sequence[_Path]] = None,
     legacy: bool = True,
     handover_paths: Optional[Sequence[_Path]] = None,
     handover_legacy: bool = True,
-) -> str:
-    """The report of ``lockctl status --json`` as JSON text."""
+) -> Dict[str, Any]:
+    """The report of ``lockctl status --json``, as Python objects."""
 
 def handover_complete(
     paths: Optional[Sequence[_Path]] = None, legacy: bool = True
@@ -189,8 +189,8 @@ class SupervisorApi:
         """Seconds each call may take."""
     def ping(self) -> None:
         """GET /ping."""
-    def device_json(self) -> str:
-        """GET /v1/device as JSON text."""
+    def device(self) -> Dict[str, Any]:
+        """GET /v1/device, as a dict."""
     def update(self, force: bool = False) -> None:
         """POST /v1/update."""
     def reboot(self, force: bool = False) -> None:

@@ -181,9 +181,10 @@ impl RendezvousOptions {
             (Signal::Off, _) => None,
             (Signal::Paths(p), _) => Some(HandoverOptions::new().paths(p.clone())),
             (Signal::Default, None) => Some(HandoverOptions::new()),
-            (Signal::Default, Some(sock)) => {
-                Some(HandoverOptions::new().paths([sibling(sock, "handover-complete")]))
-            }
+            (Signal::Default, Some(sock)) => Some(
+                HandoverOptions::new()
+                    .paths([sibling(sock, crate::handover::HANDOVER_SIGNAL_NAME)]),
+            ),
         }
     }
 }
