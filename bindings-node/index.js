@@ -897,8 +897,8 @@ class SupervisorApi {
   /** `POST /v2/applications/{appId}/restart-service` (`appId` defaults to `$BALENA_APP_ID`). */
   restartService(service, { appId, force = false } = {}) {
     if (typeof service !== 'string') throw invalidArg('service must be a string')
-    const id = appId ?? Number(process.env.BALENA_APP_ID || process.env.RESIN_APP_ID || 0)
-    return adopted(this._native.restartService(id, service, bool(force, 'force')))
+    if (appId !== undefined && appId !== null && !Number.isInteger(appId)) throw invalidArg('appId must be an integer')
+    return adopted(this._native.restartService(appId ?? null, service, bool(force, 'force')))
   }
 
   [Symbol.for('nodejs.util.inspect.custom')]() {

@@ -128,8 +128,11 @@ export declare class NativeSupervisorApi {
   update(force: boolean): Promise<void>
   /** `POST /v1/reboot`. */
   reboot(force: boolean): Promise<void>
-  /** `POST /v2/applications/{appId}/restart-service`. */
-  restartService(appId: number, service: string, force: boolean): Promise<void>
+  /**
+   * `POST /v2/applications/{appId}/restart-service` (`appId` null: this app, from
+   * `$BALENA_APP_ID`, read by core).
+   */
+  restartService(appId: number | undefined | null, service: string, force: boolean): Promise<void>
 }
 
 /** The core's update gate. */

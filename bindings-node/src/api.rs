@@ -7,7 +7,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use update_lock::{SafePoint, SupervisorApi, UpdateGate};
+use update_lock::{SupervisorApi, UpdateGate};
 
 use crate::{js_error, PreparedOptions};
 
@@ -117,18 +117,19 @@ impl NativeSupervisorApi {
         blocking(env, move || api.reboot(force))
     }
 
-    /// `POST /v2/applications/{appId}/restart-service`.
+    /// `POST /v2/applications/{appId}/restart-service` (`appId` null: this app, from
+    /// `$BALENA_APP_ID`, read by core).
     #[napi(ts_return_type = "Promise<void>")]
     pub fn restart_service<'env>(
         &self,
         env: &'env Env,
-        app_id: u32,
+        app_id: Option<u32>,
         service: String,
         force: bool,
     ) -> Result<PromiseRaw<'env, ()>> {
         let api = self.api.clone();
         blocking(env, move || {
-            api.restart_service(u64::from(app_id), &service, force)
+            api.restart_service_of(app_id.map(u64::from), &service, force)
         })
     }
 }
@@ -191,13 +192,7 @@ impl NativeUpdateGate {
             };
             let r = g.safe_point();
             *slot(&cell) = Some(g);
-            Ok(match r? {
-                SafePoint::NoUpdate => "no-update",
-                SafePoint::Released => "released",
-                SafePoint::Retaken { settled: true } => "retaken",
-                SafePoint::Retaken { settled: false } => "retaken-unsettled",
-            }
-            .to_string())
+            Ok(r?.as_str().to_string())
         })
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
-use update_lock::{LockOptions, SafePoint, SupervisorApi, UpdateGate};
+use update_lock::{LockOptions, SupervisorApi, UpdateGate};
 
 use crate::{seconds_arg, to_py};
 
@@ -73,16 +73,17 @@ impl NativeSupervisorApi {
             .map_err(|e| to_py(py, e))
     }
 
-    /// `POST /v2/applications/{app_id}/restart-service`.
+    /// `POST /v2/applications/{app_id}/restart-service` (`app_id` None: this app, from
+    /// `$BALENA_APP_ID`, read by core).
     #[pyo3(signature = (app_id, service, force=false))]
     fn restart_service(
         &self,
         py: Python<'_>,
-        app_id: u64,
+        app_id: Option<u64>,
         service: String,
         force: bool,
     ) -> PyResult<()> {
-        py.detach(|| self.api.restart_service(app_id, &service, force))
+        py.detach(|| self.api.restart_service_of(app_id, &service, force))
             .map_err(|e| to_py(py, e))
     }
 
@@ -166,12 +167,7 @@ impl NativeUpdateGate {
         };
         let result = py.detach(|| gate.safe_point());
         *self.slot() = Some(gate);
-        match result.map_err(|e| to_py(py, e))? {
-            SafePoint::NoUpdate => Ok("no-update"),
-            SafePoint::Released => Ok("released"),
-            SafePoint::Retaken { settled: true } => Ok("retaken"),
-            SafePoint::Retaken { settled: false } => Ok("retaken-unsettled"),
-        }
+        Ok(result.map_err(|e| to_py(py, e))?.as_str())
     }
 
     /// Whether a downloaded update waits (one API call).

@@ -59,8 +59,8 @@ mod async_lock;
 pub use api::ApiFailure;
 #[cfg(feature = "supervisor-api")]
 pub use api::{
-    DeviceState, SafePoint, SupervisorApi, UpdateGate, DEFAULT_API_TIMEOUT, DEFAULT_POLL_INTERVAL,
-    DEFAULT_SETTLE_TIMEOUT,
+    app_id_from_env, DeviceState, SafePoint, SupervisorApi, UpdateGate, DEFAULT_API_TIMEOUT,
+    DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE_TIMEOUT,
 };
 pub use error::{Error, ErrorCode, Result};
 pub use handover::{handover_complete, HandoverOptions, HANDOVER_SIGNAL_NAME};

@@ -6,7 +6,6 @@ and the key never appears in a message or a ``repr``."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Dict, Optional, Type
@@ -92,8 +91,6 @@ class SupervisorApi:
     ) -> None:
         """``POST /v2/applications/{app_id}/restart-service`` (``app_id`` defaults to
         ``$BALENA_APP_ID``)."""
-        if app_id is None:
-            app_id = int(os.environ.get("BALENA_APP_ID") or os.environ.get("RESIN_APP_ID") or "0")
         self._native.restart_service(app_id, service, force)
 
     def __repr__(self) -> str:

@@ -195,8 +195,8 @@ class SupervisorApi:
         """POST /v1/update."""
     def reboot(self, force: bool = False) -> None:
         """POST /v1/reboot."""
-    def restart_service(self, app_id: int, service: str, force: bool = False) -> None:
-        """POST /v2/applications/{app_id}/restart-service."""
+    def restart_service(self, app_id: Optional[int], service: str, force: bool = False) -> None:
+        """POST /v2/applications/{app_id}/restart-service (None: this app, $BALENA_APP_ID)."""
 
 @final
 class UpdateGate:

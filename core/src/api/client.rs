@@ -199,6 +199,22 @@ impl SupervisorApi {
 
     /// `POST /v2/applications/{app_id}/restart-service`: restart one service.
     pub fn restart_service(&self, app_id: u64, service: &str, force: bool) -> Result<()> {
+        self.restart_service_of(Some(app_id), service, force)
+    }
+
+    /// [`restart_service`](Self::restart_service) of this app when `app_id` is `None`: the
+    /// id the Supervisor gives every service in `$BALENA_APP_ID` (legacy
+    /// `$RESIN_APP_ID`).
+    pub fn restart_service_of(
+        &self,
+        app_id: Option<u64>,
+        service: &str,
+        force: bool,
+    ) -> Result<()> {
+        let app_id = match app_id {
+            Some(id) => id,
+            None => app_id_from_env()?,
+        };
         let path = format!("/v2/applications/{app_id}/restart-service");
         self.call(
             "POST",
@@ -339,4 +355,22 @@ fn scrub_key(mut s: String, key: &str) -> String {
         }
     }
     s
+}
+
+/// This app's id, as the Supervisor gives it to every service: `$BALENA_APP_ID` (legacy
+/// `$RESIN_APP_ID`). An error naming the variable when it is missing or not a number.
+pub fn app_id_from_env() -> Result<u64> {
+    let (name, value) = ["BALENA_APP_ID", "RESIN_APP_ID"]
+        .iter()
+        .find_map(|n| std::env::var(n).ok().map(|v| (*n, v)))
+        .ok_or_else(|| Error::Api {
+            call: "restart-service".into(),
+            reason: ApiFailure::NotConfigured,
+            detail: "BALENA_APP_ID is not set: pass the app id explicitly (on a device the Supervisor sets it for every service)".into(),
+        })?;
+    value.trim().parse().map_err(|_| Error::Api {
+        call: "restart-service".into(),
+        reason: ApiFailure::NotConfigured,
+        detail: format!("{name} is {value:?}, not an app id: pass the app id explicitly"),
+    })
 }

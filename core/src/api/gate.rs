@@ -22,6 +22,19 @@ pub enum SafePoint {
     },
 }
 
+impl SafePoint {
+    /// The stable name every binding uses: `no-update`, `released`, `retaken`,
+    /// `retaken-unsettled`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SafePoint::NoUpdate => "no-update",
+            SafePoint::Released => "released",
+            SafePoint::Retaken { settled: true } => "retaken",
+            SafePoint::Retaken { settled: false } => "retaken-unsettled",
+        }
+    }
+}
+
 /// How long a gate that retakes the lock waits for an update to settle, unless set
 /// otherwise ([`UpdateGate::retake`]).
 pub const DEFAULT_SETTLE_TIMEOUT: Duration = Duration::from_secs(600);

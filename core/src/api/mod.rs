@@ -15,7 +15,7 @@ mod failure;
 mod gate;
 
 #[cfg(feature = "supervisor-api")]
-pub use client::{SupervisorApi, DEFAULT_API_TIMEOUT};
+pub use client::{app_id_from_env, SupervisorApi, DEFAULT_API_TIMEOUT};
 #[cfg(feature = "supervisor-api")]
 pub use device::DeviceState;
 pub use failure::ApiFailure;

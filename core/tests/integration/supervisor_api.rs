@@ -307,3 +307,30 @@ fn a_key_with_a_trailing_newline_works_and_a_broken_one_is_a_bad_key() {
     assert!(m.contains("bad API key"), "{m}");
     assert!(!m.contains("abc def"), "{m}");
 }
+
+/// `restart_service_of(None, ..)` is this app's service: the id comes from
+/// `$BALENA_APP_ID`, read by core for every binding; missing or not a number is an error
+/// that names the variable, and nothing is sent. (Each test runs in its own process, so
+/// setting the environment here touches no other test.)
+#[test]
+fn this_apps_id_comes_from_balena_app_id_and_a_missing_one_says_so() {
+    let s = serve();
+    std::env::remove_var("BALENA_APP_ID");
+    std::env::remove_var("RESIN_APP_ID");
+    let e = s.api.restart_service_of(None, "main", false).unwrap_err();
+    assert_eq!(e.api_failure(), Some(ApiFailure::NotConfigured), "{e}");
+    assert!(e.to_string().contains("BALENA_APP_ID is not set"), "{e}");
+    std::env::set_var("BALENA_APP_ID", "twelve");
+    let e = s.api.restart_service_of(None, "main", false).unwrap_err();
+    assert!(e.to_string().contains("BALENA_APP_ID is \"twelve\""), "{e}");
+    assert!(
+        s.fake.last_body.lock().unwrap().is_empty(),
+        "nothing was sent"
+    );
+    std::env::set_var("BALENA_APP_ID", "1");
+    s.api.restart_service_of(None, "main", true).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&s.fake.last_body.lock().unwrap()).unwrap(),
+        serde_json::json!({"serviceName": "main", "force": true})
+    );
+}
