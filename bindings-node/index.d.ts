@@ -290,15 +290,20 @@ export interface TakeOverOptions {
   releaseTimeout?: number
   /** The largest state accepted, in bytes (default 1 MiB). */
   maxState?: number
-  /** Write the handover-complete signal after a take-over (default true). A boolean, not an AbortSignal. */
-  signal?: boolean
+  /** Write the handover-complete signal after a take-over (default true). */
+  handoverComplete?: boolean
+  /**
+   * Cancels a pending `takeOver()`: rejects with `cancelled`, nothing taken. Not for
+   * `takeOverSync`. (A boolean here is the deprecated name of `handoverComplete`.)
+   */
+  signal?: AbortSignal | boolean
   /** Write exactly these handover-complete files (default: `handover-complete` beside an explicit socket, else the Supervisor's). */
   signalPaths?: string | readonly string[]
   /** Program name shown to the old version (default: the script's file name). */
   program?: string
   /** Other uids the old version may run as. Default: only ours and root; a process of another uid serving at the socket (maybe an impostor) is refused with reason `uid`. */
   peerUids?: number | readonly number[]
-  /** Cancels a pending `takeOver()`: rejects with `cancelled`, nothing taken. Not for `takeOverSync`. */
+  /** @deprecated Use `signal`. */
   abortSignal?: AbortSignal
 }
 
@@ -327,7 +332,7 @@ export interface Inheritance {
 export declare function takeOver(options?: TakeOverOptions): Promise<Inheritance | null>
 
 /** `takeOver`, blocking the thread (scripts). */
-export declare function takeOverSync(options?: Omit<TakeOverOptions, 'abortSignal'>): Inheritance | null
+export declare function takeOverSync(options?: Omit<TakeOverOptions, 'abortSignal' | 'signal'> & { signal?: boolean }): Inheritance | null
 
 /**
  * The listen backlog to give a listener that may be handed over: the kernel's limit
@@ -387,8 +392,8 @@ export declare class HandoverServer {
   readonly serving: boolean
   /** The socket path. */
   readonly socketPath: string
-  /** Wait for a successor; `null` when `timeout` (ms) ran out; `cancelled` when `abortSignal` aborts. */
-  accept(options?: { timeout?: number; abortSignal?: AbortSignal }): Promise<HandoverRequest | null>
+  /** Wait for a successor; `null` when `timeout` (ms) ran out; `cancelled` when `signal` aborts. */
+  accept(options?: { timeout?: number; signal?: AbortSignal; /** @deprecated Use `signal`. */ abortSignal?: AbortSignal }): Promise<HandoverRequest | null>
   /** Send state and fds, wait for the acknowledgement; resolves to the successor (the server stopped serving). */
   grant(request: HandoverRequest, options?: GrantOptions): Promise<Peer>
   /** Turn the successor away (reason `refused`); the server keeps serving. */
@@ -398,7 +403,13 @@ export declare class HandoverServer {
   /** accept -> `release(successor)` -> grant until handed over (the successor), `timeout` ran out or the server was closed (`null`). A failed grant calls `resume(error)` and serving goes on; a release step that throws refuses the successor and rethrows. */
   serve(
     release: (successor: Peer) => GrantOptions | void | PromiseLike<GrantOptions | void>,
-    options?: { timeout?: number; resume?: (error: unknown) => unknown; abortSignal?: AbortSignal },
+    options?: {
+      timeout?: number
+      resume?: (error: unknown) => unknown
+      signal?: AbortSignal
+      /** @deprecated Use `signal`. */
+      abortSignal?: AbortSignal
+    },
   ): Promise<Peer | null>
   [Symbol.dispose](): void
 }

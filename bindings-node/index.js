@@ -463,6 +463,7 @@ const TAKE_KEYS = new Set([
   'releaseTimeout',
   'maxState',
   'signal',
+  'handoverComplete',
   'signalPaths',
   'program',
   'peerUids',
@@ -487,10 +488,24 @@ function stringOption(value, name) {
   return value
 }
 
-function abortSignalOption(value) {
-  if (value === undefined || value === null) return undefined
-  if (!isAbortSignal(value)) throw invalidArg('abortSignal must be an AbortSignal')
-  return value
+// Names kept for one release (see CHANGELOG.md): each warns once per process.
+const warned = new Set()
+function deprecated(code, message) {
+  if (warned.has(code)) return
+  warned.add(code)
+  process.emitWarning(message, { type: 'DeprecationWarning', code })
+}
+
+// The AbortSignal of an options object: `signal` (as everywhere in Node), or the deprecated
+// `abortSignal`.
+function abortSignalOption(o, what) {
+  const fromSignal = o.signal !== undefined && o.signal !== null && typeof o.signal === 'object' ? o.signal : undefined
+  if (fromSignal !== undefined && !isAbortSignal(fromSignal)) throw invalidArg(`${what}: signal must be an AbortSignal`)
+  if (o.abortSignal === undefined || o.abortSignal === null) return fromSignal
+  deprecated('UPDATE_LOCK_DEP_ABORT_SIGNAL', `${what}: 'abortSignal' is deprecated; pass the AbortSignal as 'signal'`)
+  if (fromSignal !== undefined) throw invalidArg(`${what}: pass the AbortSignal once, as 'signal'`, 'ERR_INVALID_ARG_VALUE')
+  if (!isAbortSignal(o.abortSignal)) throw invalidArg(`${what}: abortSignal must be an AbortSignal`)
+  return o.abortSignal
 }
 
 // Hand-over options as the native layer takes them, plus the AbortSignal.
@@ -511,14 +526,20 @@ function parseRendezvous(options, allowed, what) {
     }
     init.maxState = o.maxState
   }
-  if (o.signal !== undefined && o.signal !== null && typeof o.signal === 'object' && isAbortSignal(o.signal)) {
-    throw invalidArg(
-      `${what}: 'signal' is the boolean "write the handover-complete signal"; pass an AbortSignal as 'abortSignal'`,
-      'ERR_INVALID_ARG_VALUE',
+  // `handoverComplete`: write the handover-complete signal after a take-over. A boolean
+  // `signal` is its deprecated name (`signal` is the AbortSignal, as everywhere in Node).
+  let complete = bool(o.handoverComplete, 'handoverComplete')
+  if (typeof o.signal === 'boolean') {
+    deprecated(
+      'UPDATE_LOCK_DEP_SIGNAL_BOOLEAN',
+      `${what}: a boolean 'signal' is deprecated; use 'handoverComplete' (write the handover-complete signal). 'signal' is the AbortSignal`,
     )
+    if (complete !== undefined && complete !== o.signal) {
+      throw invalidArg(`${what}: 'signal' (deprecated) and 'handoverComplete' disagree`, 'ERR_INVALID_ARG_VALUE')
+    }
+    complete = o.signal
   }
-  const signal = bool(o.signal, 'signal')
-  if (signal !== undefined) init.signal = signal
+  if (complete !== undefined) init.signal = complete
   const signalPaths = pathList(o.signalPaths, 'signalPaths')
   if (signalPaths !== undefined) init.signalPaths = signalPaths
   const program = stringOption(o.program, 'program')
@@ -530,7 +551,7 @@ function parseRendezvous(options, allowed, what) {
     }
     init.peerUids = uids
   }
-  return { init, abortSignal: abortSignalOption(o.abortSignal) }
+  return { init, abortSignal: typeof o.signal === 'boolean' ? abortSignalOption({ abortSignal: o.abortSignal }, what) : abortSignalOption(o, what) }
 }
 
 // Run native `call(canceller)`, cancelled when `abortSignal` aborts.
@@ -568,7 +589,7 @@ function inheritanceOf(nat) {
  * without blocking the event loop. Resolves to the inheritance `{ predecessor, state, fds,
  * signalled, signalError }`, or `null` when there is no predecessor (first start; a stale
  * socket is removed). Rejects with code `handover` (`err.reason`) or `cancelled`
- * (`abortSignal`: nothing taken, the old version keeps its resources).
+ * (`signal`, an AbortSignal: nothing taken, the old version keeps its resources).
  */
 async function takeOver(options) {
   const { init, abortSignal } = parseRendezvous(options, TAKE_KEYS, 'takeOver')
@@ -715,10 +736,10 @@ class HandoverServer {
    * (the server keeps serving).
    */
   async accept(options) {
-    const o = checkKeys(options, new Set(['timeout', 'abortSignal']), 'accept')
+    const o = checkKeys(options, new Set(['timeout', 'signal', 'abortSignal']), 'accept')
     let timeout = millisOption(o.timeout, 'timeout')
     if (timeout === Infinity) timeout = undefined
-    const abortSignal = abortSignalOption(o.abortSignal)
+    const abortSignal = abortSignalOption(o, 'accept')
     let nat
     try {
       nat = await cancellable(abortSignal, (c) => this.#native.accept(timeout, c))
@@ -774,19 +795,19 @@ class HandoverServer {
    */
   async serve(release, options) {
     if (typeof release !== 'function') throw invalidArg('serve(release, options): release must be a function')
-    const o = checkKeys(options, new Set(['timeout', 'resume', 'abortSignal']), 'serve')
+    const o = checkKeys(options, new Set(['timeout', 'resume', 'signal', 'abortSignal']), 'serve')
     const timeout = millisOption(o.timeout, 'timeout')
     if (o.resume !== undefined && o.resume !== null && typeof o.resume !== 'function') {
       throw invalidArg('resume must be a function')
     }
     const resume = o.resume ?? undefined
-    const abortSignal = abortSignalOption(o.abortSignal)
+    const abortSignal = abortSignalOption(o, 'serve')
     const deadline = timeout === undefined || timeout === Infinity ? undefined : Date.now() + timeout
     for (;;) {
       const left = deadline === undefined ? undefined : Math.max(0, deadline - Date.now())
       let request
       try {
-        request = await this.accept({ timeout: left, abortSignal })
+        request = await this.accept({ timeout: left, signal: abortSignal })
       } catch (e) {
         if (e && e.code === 'handover' && e.reason === 'finished' && !this.serving) return null
         throw e

@@ -306,7 +306,7 @@ test('AbortSignal during accept: cancelled, the server keeps serving and hands o
   const ac = new AbortController()
   let ticks = 0
   const timer = setInterval(() => ticks++, 5)
-  const pending = server.accept({ abortSignal: ac.signal })
+  const pending = server.accept({ signal: ac.signal })
   await new Promise((r) => setTimeout(r, 50)) // the event loop keeps running meanwhile
   ac.abort(new Error('shutting down'))
   const e = await pending.catch((x) => x)
@@ -320,7 +320,7 @@ test('AbortSignal during accept: cancelled, the server keeps serving and hands o
   assert.ok(ticks >= 5, `the event loop ran ${ticks} timer ticks while accept waited`)
   assert.equal(server.serving, true)
   // An already aborted signal rejects at once.
-  const e2 = await server.accept({ abortSignal: AbortSignal.abort() }).catch((x) => x)
+  const e2 = await server.accept({ signal: AbortSignal.abort() }).catch((x) => x)
   assert.equal(e2.code, 'cancelled')
   // A timeout is not an error: null.
   assert.equal(await server.accept({ timeout: 20 }), null)
@@ -398,13 +398,14 @@ test('the README example: run it, run it again, the second serves the same port'
   await v2.exited
 })
 
-test('options are checked: unknown keys, the boolean signal vs abortSignal, bad fds', TIMEOUT, async (t) => {
+test('options are checked: unknown keys, signal is the AbortSignal, bad fds', TIMEOUT, async (t) => {
   const d = h.serviceDir(t)
   const socket = path.join(d.svc, 'handover.sock')
   await assert.rejects(ul.takeOver({ sockets: socket }), { code: 'ERR_INVALID_ARG_VALUE' })
-  await assert.rejects(ul.takeOver({ socket, signal: new AbortController().signal }), /pass an AbortSignal as 'abortSignal'/)
+  await assert.rejects(ul.takeOver({ socket, signal: {} }), /signal must be an AbortSignal/)
+  await assert.rejects(ul.takeOver({ socket, signal: AbortSignal.abort() }), { code: 'cancelled' })
   await assert.rejects(ul.takeOver({ socket, stepTimeout: -1 }), { code: 'ERR_OUT_OF_RANGE' })
-  assert.throws(() => ul.takeOverSync({ socket, abortSignal: new AbortController().signal }), /use takeOver/)
+  assert.throws(() => ul.takeOverSync({ socket, signal: new AbortController().signal }), /use takeOver/)
   assert.throws(() => ul.HandoverServer.bind({ socket, signal: true }), { code: 'ERR_INVALID_ARG_VALUE' })
   assert.throws(() => ul.listenerFd(net.createServer()), /listening net.Server/)
   assert.throws(() => new ul.HandoverServer(), TypeError)
@@ -419,7 +420,7 @@ test('serve(): a throwing release step refuses the successor and rethrows; close
   const serving = server.serve(() => {
     throw new Error('the database would not close')
   })
-  const taker = ul.takeOver({ socket, release: 'v2', signal: false })
+  const taker = ul.takeOver({ socket, release: 'v2', handoverComplete: false })
   await assert.rejects(serving, /the database would not close/)
   await assert.rejects(taker, (e) => {
     assert.equal(e.code, 'handover')
@@ -433,4 +434,24 @@ test('serve(): a throwing release step refuses the successor and rethrows; close
   setImmediate(() => server.close())
   assert.equal(await again, null)
   assert.equal(fs.existsSync(socket), false)
+})
+
+test('deprecated names keep working for one release, each with one DeprecationWarning', TIMEOUT, async (t) => {
+  const d = h.serviceDir(t)
+  const socket = path.join(d.svc, 'handover.sock')
+  const warnings = []
+  const onWarning = (w) => warnings.push(w)
+  process.on('warning', onWarning)
+  t.after(() => process.off('warning', onWarning))
+  // Nobody serves: null either way; the boolean `signal` is `handoverComplete`, so nothing
+  // is written beside the socket.
+  assert.equal(await ul.takeOver({ socket, signal: false }), null)
+  assert.equal(await ul.takeOver({ socket, signal: false }), null)
+  await assert.rejects(ul.takeOver({ socket, abortSignal: AbortSignal.abort() }), { code: 'cancelled' })
+  await assert.rejects(ul.takeOver({ socket, signal: false, handoverComplete: true }), /disagree/)
+  await assert.rejects(ul.takeOver({ socket, signal: AbortSignal.abort(), abortSignal: AbortSignal.abort() }), /once, as 'signal'/)
+  await new Promise((resolve) => setImmediate(resolve))
+  const codes = warnings.filter((w) => w.name === 'DeprecationWarning').map((w) => w.code)
+  assert.deepEqual(codes.sort(), ['UPDATE_LOCK_DEP_ABORT_SIGNAL', 'UPDATE_LOCK_DEP_SIGNAL_BOOLEAN'])
+  assert.deepEqual(h.listing(d.svc), [])
 })

@@ -71,11 +71,11 @@ test('D: a root successor takes nothing from another uid unless allowed', async 
   t.after(() => p.kill('SIGKILL'))
   assert.equal(await ready, 'ready')
   assert.throws(
-    () => ul.takeOverSync({ socket, stepTimeout: 2000, signal: false }),
+    () => ul.takeOverSync({ socket, stepTimeout: 2000, handoverComplete: false }),
     (e) => e.code === 'handover' && e.reason === 'uid' && e.message.includes('uid 1000') && e.message.includes(`pid ${p.pid}`) && e.message.includes('refusing to take anything from it'),
   )
   assert.equal(p.exitCode, null, 'the server was disturbed')
-  const got = await ul.takeOver({ socket, stepTimeout: 2000, signal: false, peerUids: [1000] })
+  const got = await ul.takeOver({ socket, stepTimeout: 2000, handoverComplete: false, peerUids: [1000] })
   assert.equal(got.predecessor.uid, 1000)
 })
 
@@ -84,7 +84,7 @@ test('D: something planted at the socket is blocked and left alone', (t) => {
   const socket = path.join(d.svc, 'handover.sock')
   assert.equal(spawnSync('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', 'mkfifo', socket]).status, 0)
   const before = fs.lstatSync(socket)
-  for (const attempt of [() => ul.takeOverSync({ socket, signal: false }), () => ul.HandoverServer.bind({ socket })]) {
+  for (const attempt of [() => ul.takeOverSync({ socket, handoverComplete: false }), () => ul.HandoverServer.bind({ socket })]) {
     assert.throws(attempt, (e) => e.code === 'handover' && e.reason === 'blocked' && e.message.includes('a named pipe (fifo) owned by uid 1000'))
   }
   const after = fs.lstatSync(socket)

@@ -550,28 +550,35 @@ fn peer_tuple(p: &PeerInfo) -> PeerTuple {
 /// nothing taken). `None`: no predecessor. Otherwise `(peer, state, [(label, fd,
 /// is_socket)], signalled, signal_error)`: the descriptors are the caller's to close.
 #[pyfunction]
-#[pyo3(signature = (socket=None, release=None, step_timeout=5.0, release_timeout=10.0, max_state=1048576, signal=true, signal_paths=None, program=None, peer_uids=None))]
+#[pyo3(signature = (socket=None, release=None, step_timeout=None, release_timeout=None, max_state=None, signal=true, signal_paths=None, program=None, peer_uids=None))]
 #[allow(clippy::too_many_arguments)]
 fn handover_take<'py>(
     py: Python<'py>,
     socket: Option<PathBuf>,
     release: Option<String>,
-    step_timeout: f64,
-    release_timeout: f64,
-    max_state: i64,
+    step_timeout: Option<f64>,
+    release_timeout: Option<f64>,
+    max_state: Option<i64>,
     signal: bool,
     signal_paths: Option<Vec<PathBuf>>,
     program: Option<String>,
     peer_uids: Option<Vec<u32>>,
 ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    // None: core's default (the same in every binding).
     let mut opts = RendezvousOptions::new()
         .release(release.unwrap_or_default())
         .program(program.unwrap_or_default())
-        .step_timeout(seconds_arg("step_timeout", step_timeout)?)
-        .release_timeout(seconds_arg("release_timeout", release_timeout)?)
-        .max_state(max_state_arg(max_state)?)
         .signal(signal)
         .peer_uids(peer_uids.unwrap_or_default());
+    if let Some(t) = step_timeout {
+        opts = opts.step_timeout(seconds_arg("step_timeout", t)?);
+    }
+    if let Some(t) = release_timeout {
+        opts = opts.release_timeout(seconds_arg("release_timeout", t)?);
+    }
+    if let Some(m) = max_state {
+        opts = opts.max_state(max_state_arg(m)?);
+    }
     if let Some(p) = socket {
         opts = opts.socket(p);
     }
@@ -660,22 +667,27 @@ impl NativeHandoverRequest {
 impl NativeHandoverServer {
     /// Bind the socket and start serving (a stale socket is replaced).
     #[new]
-    #[pyo3(signature = (socket=None, release=None, step_timeout=5.0, max_state=1048576, program=None, peer_uids=None))]
+    #[pyo3(signature = (socket=None, release=None, step_timeout=None, max_state=None, program=None, peer_uids=None))]
     fn new(
         py: Python<'_>,
         socket: Option<PathBuf>,
         release: Option<String>,
-        step_timeout: f64,
-        max_state: i64,
+        step_timeout: Option<f64>,
+        max_state: Option<i64>,
         program: Option<String>,
         peer_uids: Option<Vec<u32>>,
     ) -> PyResult<Self> {
+        // None: core's default (the same in every binding).
         let mut opts = RendezvousOptions::new()
             .release(release.unwrap_or_default())
             .program(program.unwrap_or_default())
-            .step_timeout(seconds_arg("step_timeout", step_timeout)?)
-            .max_state(max_state_arg(max_state)?)
             .peer_uids(peer_uids.unwrap_or_default());
+        if let Some(t) = step_timeout {
+            opts = opts.step_timeout(seconds_arg("step_timeout", t)?);
+        }
+        if let Some(m) = max_state {
+            opts = opts.max_state(max_state_arg(m)?);
+        }
         if let Some(p) = socket {
             opts = opts.socket(p);
         }

@@ -319,7 +319,7 @@ def test_a_refusal_reaches_the_successor_and_the_old_one_keeps_serving(sock: Pat
     old = ho(children, "serve", sock, "v1", "refuse-first")
     port = int(old.expect("serving"))
     with pytest.raises(update_lock.HandoverError) as info:
-        update_lock.handover_take(sock, release="v2", signal=False)
+        update_lock.handover_take(sock, release="v2", handover_complete=False)
     e = info.value
     assert isinstance(e, update_lock.UpdateLockError)
     assert (e.code, e.number, e.reason, e.path) == ("handover", 10, "refused", str(sock))
@@ -387,7 +387,7 @@ def test_ctrl_c_during_accept_keeps_serving(sock: Path, children: List[Child]) -
     os.kill(old.pid, signal.SIGINT)
     assert json.loads(old.expect("interrupted")) == {"serving": True, "socket": True}
     print(f"Ctrl-C ended accept() after {(time.monotonic() - t) * 1000:.1f} ms")
-    got = update_lock.handover_take(sock, release="v2", signal=False)
+    got = update_lock.handover_take(sock, release="v2", handover_complete=False)
     assert got is not None
     with got:
         assert got.state == b"after ctrl-c" and got.signalled == []
@@ -441,7 +441,7 @@ def test_serve_refuses_and_reraises_when_the_release_step_fails(sock: Path) -> N
 
         def take() -> None:
             try:
-                update_lock.handover_take(sock, release="v2", signal=False)
+                update_lock.handover_take(sock, release="v2", handover_complete=False)
             except BaseException as e:
                 outcome.append(e)
 
@@ -481,11 +481,21 @@ def test_a_bad_descriptor_is_refused_at_once(sock: Path) -> None:
         t.start()
         for _ in range(2):
             with pytest.raises(update_lock.HandoverError) as info:
-                update_lock.handover_take(sock, signal=False)
+                update_lock.handover_take(sock, handover_complete=False)
             assert info.value.reason == "refused" and "bad descriptor" in str(info.value)
         t.join(STEP)
         assert [type(e) for e in errors] == [ValueError, TypeError]
         assert server.serving
+
+
+def test_the_deprecated_signal_argument_still_works_and_warns(sock: Path) -> None:
+    """``signal=`` is the 0.1 name of ``handover_complete=``: it works for one release, with
+    a DeprecationWarning; both given and disagreeing is a ValueError."""
+    with pytest.warns(DeprecationWarning, match="use handover_complete"):
+        assert update_lock.handover_take(sock, signal=False) is None
+    with pytest.raises(ValueError, match="disagree"), pytest.warns(DeprecationWarning):
+        update_lock.handover_take(sock, signal=False, handover_complete=True)
+    assert not sock.with_name("handover-complete").exists()
 
 
 def test_arguments_are_checked() -> None:
@@ -507,7 +517,7 @@ def test_state_over_the_limit(sock: Path) -> None:
         )
         t.start()
         with pytest.raises(update_lock.HandoverError) as info:
-            update_lock.handover_take(sock, signal=False)
+            update_lock.handover_take(sock, handover_complete=False)
         assert info.value.reason == "too-large"
         server.close()
         t.join(STEP)
@@ -533,7 +543,7 @@ def test_a_non_blocking_socket_arrives_as_non_blocking(sock: Path) -> None:
             target=lambda: server.grant(server.accept(30), b"", {"http": listener}), daemon=True
         )
         t.start()
-        got = update_lock.handover_take(sock, signal=False)
+        got = update_lock.handover_take(sock, handover_complete=False)
         t.join(30)
     assert got is not None
     inherited = got.fds["http"]

@@ -86,13 +86,13 @@ def test_d_a_root_successor_takes_nothing_from_another_uid_unless_allowed(servic
     server = _co_tenant_server(sock)
     try:
         with pytest.raises(update_lock.HandoverError) as info:
-            update_lock.handover_take(sock, step_timeout=2, signal=False)
+            update_lock.handover_take(sock, step_timeout=2, handover_complete=False)
         e = info.value
         assert e.reason == "uid", e
         assert "uid 1000" in str(e) and f"pid {server.pid}" in str(e), e
         assert "refusing to take anything from it" in str(e), e
         assert server.poll() is None, "the server was disturbed"
-        got = update_lock.handover_take(sock, step_timeout=2, signal=False, peer_uids=[1000])
+        got = update_lock.handover_take(sock, step_timeout=2, handover_complete=False, peer_uids=[1000])
         assert got is not None and got.predecessor.uid == 1000
         got.close()
     finally:
@@ -105,7 +105,7 @@ def test_d_something_planted_at_the_socket_is_blocked_and_left_alone(service_dir
     subprocess.run(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "mkfifo", str(sock)],
                    check=True)
     before = os.lstat(sock)
-    for attempt in (lambda: update_lock.handover_take(sock, signal=False),
+    for attempt in (lambda: update_lock.handover_take(sock, handover_complete=False),
                     lambda: update_lock.HandoverServer(sock)):
         with pytest.raises(update_lock.HandoverError) as info:
             attempt()

@@ -73,11 +73,12 @@ async function handover(): Promise<void> {
     net.createServer().listen({ fd })
     void state, ownPid
   }
-  takeOverSync({ signal: false, signalPaths: ['/tmp/a'] })
-  // @ts-expect-error the AbortSignal option is abortSignal; signal is a boolean
-  await takeOver({ signal: ac.signal })
+  takeOverSync({ handoverComplete: false, signalPaths: ['/tmp/a'] })
+  await takeOver({ signal: ac.signal, handoverComplete: true })
   // @ts-expect-error takeOverSync is not cancellable
-  takeOverSync({ abortSignal: ac.signal })
+  takeOverSync({ signal: ac.signal })
+  // @ts-expect-error handoverComplete is a boolean
+  takeOverSync({ handoverComplete: 'yes' })
 
   const tcp = net.createServer()
   const server = HandoverServer.bind({ release: 'v1' })

@@ -15,6 +15,7 @@ import io
 import os
 import socket as _socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import (
@@ -175,27 +176,30 @@ def handover_take(
     socket: Optional[_PathLike] = None,
     *,
     release: str = "",
-    step_timeout: float = 5.0,
-    release_timeout: float = 10.0,
-    max_state: int = 1 << 20,
-    signal: bool = True,
+    step_timeout: Optional[float] = None,
+    release_timeout: Optional[float] = None,
+    max_state: Optional[int] = None,
+    handover_complete: Optional[bool] = None,
     signal_paths: Optional[Iterable[_PathLike]] = None,
     peer_uids: Iterable[int] = (),
+    signal: Optional[bool] = None,
 ) -> Optional[Inheritance]:
     """Take over from the old version serving hand-over on ``socket``, if one does.
 
     Returns ``None`` at once when there is no predecessor (first start: no socket, or only
     the stale socket of a crashed old version, which is removed). Otherwise the old version
     runs its release step and sends its state and descriptors; we acknowledge, and the
-    handover-complete signal is written (unless ``signal=False``; ``signal_paths`` names the
-    files, default ``handover-complete`` beside an explicit socket, else the Supervisor's).
+    handover-complete signal is written (unless ``handover_complete=False``; ``signal_paths``
+    names the files, default ``handover-complete`` beside an explicit socket, else the
+    Supervisor's). ``signal=`` is the deprecated name of ``handover_complete=`` (0.1; warns).
 
     * ``socket``: default ``handover.sock`` beside ``$BALENA_SERVICE_HANDOVER_COMPLETE_PATH``
       (``/tmp/balena/handover.sock``), the directory the old and new container share.
     * ``release``: how this version names itself to the old one.
-    * ``step_timeout``: seconds the old version may take for one protocol step;
-      ``release_timeout``: for its release step and state (default 10 s).
-    * ``max_state``: the largest state accepted, in bytes.
+    * ``step_timeout``: seconds the old version may take for one protocol step (default 5);
+      ``release_timeout``: for its release step and state (default 10). None: the core's
+      default, the same in every language.
+    * ``max_state``: the largest state accepted, in bytes (default 1 MiB).
     * ``peer_uids``: other uids the old version may run as. By default only our own uid and
       root: a process of another uid serving at the socket (possibly an impostor) is
       refused with reason ``uid``, naming its pid and uid, and nothing is taken from it.
@@ -206,6 +210,15 @@ def handover_take(
     start fresh and remove it): nothing was taken, the old version keeps its resources. The GIL is released while waiting;
     Ctrl-C raises ``KeyboardInterrupt`` with nothing taken.
     """
+    if signal is not None:
+        warnings.warn(
+            "handover_take(signal=...) is deprecated; use handover_complete=... (write the handover-complete signal)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if handover_complete is not None and handover_complete != signal:
+            raise ValueError("handover_take: signal= (deprecated) and handover_complete= disagree")
+        handover_complete = signal
     paths = None if signal_paths is None else [os.fspath(p) for p in signal_paths]
     got = _native.handover_take(
         None if socket is None else os.fspath(socket),
@@ -213,7 +226,7 @@ def handover_take(
         step_timeout,
         release_timeout,
         max_state,
-        signal,
+        True if handover_complete is None else handover_complete,
         paths,
         _default_program(),
         [int(u) for u in peer_uids],
@@ -306,8 +319,8 @@ class HandoverServer:
         socket: Optional[_PathLike] = None,
         *,
         release: str = "",
-        step_timeout: float = 5.0,
-        max_state: int = 1 << 20,
+        step_timeout: Optional[float] = None,
+        max_state: Optional[int] = None,
         peer_uids: Iterable[int] = (),
     ) -> None:
         self._native = _native.HandoverServer(

@@ -114,9 +114,9 @@ def listen_backlog() -> int:
 def handover_take(
     socket: Optional[str] = None,
     release: Optional[str] = None,
-    step_timeout: float = 5.0,
-    release_timeout: float = 10.0,
-    max_state: int = 1048576,
+    step_timeout: Optional[float] = None,
+    release_timeout: Optional[float] = None,
+    max_state: Optional[int] = None,
     signal: bool = True,
     signal_paths: Optional[Sequence[str]] = None,
     program: Optional[str] = None,
@@ -152,8 +152,8 @@ class HandoverServer:
         cls,
         socket: Optional[str] = None,
         release: Optional[str] = None,
-        step_timeout: float = 5.0,
-        max_state: int = 1048576,
+        step_timeout: Optional[float] = None,
+        max_state: Optional[int] = None,
         program: Optional[str] = None,
         peer_uids: Optional[Sequence[int]] = None,
     ) -> HandoverServer: ...
