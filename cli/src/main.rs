@@ -3,6 +3,7 @@
 #[macro_use]
 extern crate lockctl;
 
+mod acquire_cmd;
 #[cfg(feature = "supervisor-api")]
 mod api_cmd;
 #[cfg(not(feature = "supervisor-api"))]
@@ -14,7 +15,6 @@ mod handover;
 mod handover_args;
 mod handover_serve;
 mod handover_take;
-mod hold;
 mod listen_fds;
 mod run;
 mod serve_child;
@@ -55,8 +55,8 @@ fn main() {
 fn dispatch(command: Command) -> Result<i32, Failure> {
     match command {
         Command::Run { lock, command } => run::run(&lock.options(), &command),
-        Command::Acquire { lock } => hold::acquire(&lock.options()),
-        Command::Release { paths } => hold::release(&paths.options()),
+        Command::Acquire { lock } => acquire_cmd::acquire(&lock.options()),
+        Command::Release { paths } => acquire_cmd::release(&paths.options()),
         Command::Status {
             paths,
             handover_paths,

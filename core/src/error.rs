@@ -9,9 +9,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::api::ApiFailure;
+use crate::handover::rendezvous::HandoverFailure;
 use crate::holder::Holder;
-use crate::rendezvous::HandoverFailure;
+use crate::supervisor_api::ApiFailure;
 
 /// Stable, machine-readable error kinds. Numbers are never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

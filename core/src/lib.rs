@@ -33,53 +33,44 @@
 //! Errors carry a stable [`ErrorCode`]; every binding exposes the same codes.
 #![deny(missing_docs)]
 
-mod api;
-mod dir;
+// The house, by the concepts of the README: the lock itself, who holds it (the holder
+// record and its proof), inspection (what each reader sees), the hand-over between
+// releases, and the Supervisor's HTTP API. `docs/architecture.md` walks through them.
 mod error;
-mod flock;
 mod handover;
-mod held;
 mod holder;
-mod holder_proof;
-mod identity;
-mod inspect;
+mod inspection;
 mod lock;
-mod options;
 mod paths;
-mod removal;
-mod rendezvous;
-mod status;
-mod supervisor;
+mod supervisor_api;
 mod timefmt;
-mod wait;
 
-#[cfg(feature = "tokio")]
-mod async_lock;
-
-pub use api::ApiFailure;
-#[cfg(feature = "supervisor-api")]
-pub use api::{
-    app_id_from_env, DeviceState, SafePoint, SupervisorApi, UpdateGate, DEFAULT_API_TIMEOUT,
-    DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE_TIMEOUT,
-};
 pub use error::{Error, ErrorCode, Result};
-pub use handover::{handover_complete, HandoverOptions, HANDOVER_SIGNAL_NAME};
-pub use holder::{ForeignKind, Holder, HolderRecord, RECORD_MAGIC, RECORD_VERSION, SUPERVISOR_UID};
-pub use holder_proof::{lost_lock_holders, prove_lock_holder, ProvenHolder, Unproven};
-pub use lock::{Reclaimed, UpdateLock};
-pub use options::{LockOptions, Role};
-pub use paths::{
-    default_handover_paths, default_lock_paths, primary_handover_path, primary_lock_path,
-    DATA_HANDOVER_PATH, DEFAULT_HANDOVER_PATH, DEFAULT_LOCK_PATH, LEGACY_HANDOVER_PATH,
-    LEGACY_LOCK_PATH,
-};
 #[cfg(feature = "tokio")]
-pub use rendezvous::take_over_async;
-pub use rendezvous::{
+pub use handover::rendezvous::take_over_async;
+pub use handover::rendezvous::{
     default_socket_path, listen_backlog, take_over, take_over_with, HandoverFailure,
     HandoverRequest, HandoverServer, Inheritance, InheritedFd, PeerInfo, ReadySignal,
     RendezvousOptions, DEFAULT_MAX_STATE, DEFAULT_RELEASE_TIMEOUT, DEFAULT_STEP_TIMEOUT, MAX_FDS,
     PROTOCOL_VERSION, SOCKET_NAME,
 };
-pub use status::{status, HandoverStatus, LockState, PathStatus, StatusReport, STATUS_SCHEMA};
-pub use wait::{CancelToken, WaitControl};
+pub use handover::signal::{handover_complete, HandoverOptions, HANDOVER_SIGNAL_NAME};
+pub use holder::proof::{lost_lock_holders, prove_lock_holder, ProvenHolder, Unproven};
+pub use holder::{ForeignKind, Holder, HolderRecord, RECORD_MAGIC, RECORD_VERSION, SUPERVISOR_UID};
+pub use inspection::status::{
+    status, HandoverStatus, LockState, PathStatus, StatusReport, STATUS_SCHEMA,
+};
+pub use lock::options::LockOptions;
+pub use lock::wait::{CancelToken, WaitControl};
+pub use lock::{Reclaimed, UpdateLock};
+pub use paths::{
+    default_handover_paths, default_lock_paths, primary_handover_path, primary_lock_path,
+    DATA_HANDOVER_PATH, DEFAULT_HANDOVER_PATH, DEFAULT_LOCK_PATH, LEGACY_HANDOVER_PATH,
+    LEGACY_LOCK_PATH,
+};
+pub use supervisor_api::ApiFailure;
+#[cfg(feature = "supervisor-api")]
+pub use supervisor_api::{
+    app_id_from_env, DeviceState, SafePoint, SupervisorApi, UpdateGate, DEFAULT_API_TIMEOUT,
+    DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE_TIMEOUT,
+};

@@ -4,13 +4,13 @@
 //! taken by other users (uid 1000, uid 65534, the Supervisor role).
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
-use update_lock::{ErrorCode, ForeignKind, Holder, LockState, Role, UpdateLock, RECORD_MAGIC};
+use update_lock::{ErrorCode, ForeignKind, Holder, LockState, UpdateLock, RECORD_MAGIC};
 
 #[test]
 fn held_lock_blocks_both_real_readers_and_release_frees_both() {
@@ -308,48 +308,4 @@ fn uid_65534_is_refused_and_creates_nothing() {
             "nothing may be created as uid 65534"
         );
     }
-}
-
-#[test]
-fn supervisor_role_locks_exactly_like_lockfile() {
-    require_root();
-    let dir = tmpdir();
-    let path = dir.path().join("updates.lock");
-    let o = opts(&[&path]).role(Role::Supervisor);
-    let mut sup = UpdateLock::try_acquire(&o).unwrap();
-    let m = fs::symlink_metadata(&path).unwrap();
-    assert!(m.file_type().is_file());
-    assert_eq!(fs::read(&path).unwrap(), b"0");
-    assert_eq!(m.permissions().mode() & 0o7777, 0o444);
-    assert_eq!(m.uid(), NOBODY);
-    assert_eq!(listing(dir.path()), ["updates.lock"], "no temp file left");
-
-    assert_eq!(supervisor_lockfile(&path), 73);
-    assert_eq!(reboot_probe(&path), 0, "the Supervisor takes no flock");
-    let err = UpdateLock::try_acquire(&opts(&[&path])).unwrap_err();
-    assert_err(&err, ErrorCode::Held, &["Supervisor"]);
-    assert_eq!(err.holder(), Some(&Holder::Supervisor));
-    assert_eq!(
-        status_of(&opts(&[&path]), dir.path()).locks[0].state,
-        LockState::HeldBySupervisor
-    );
-
-    sup.release().unwrap();
-    assert!(!exists(&path));
-
-    // Like the Supervisor, the role adopts a lock made by lockfile as 65534 and deletes
-    // it on release.
-    assert_eq!(supervisor_lockfile(&path), 0);
-    let mut sup = UpdateLock::try_acquire(&o).unwrap();
-    sup.check().unwrap();
-    sup.release().unwrap();
-    assert!(!exists(&path));
-
-    // The role never takes an app's lock.
-    let app = UpdateLock::try_acquire(&opts(&[&path])).unwrap();
-    let err = UpdateLock::try_acquire(&o).unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Held, "{err}");
-    assert!(matches!(err.holder(), Some(Holder::App(_))));
-    drop(app);
-    assert!(!exists(&path));
 }

@@ -16,7 +16,7 @@ use nix::sys::socket::{
 use super::failure::HandoverFailure;
 use super::wire::{self, Header, Kind, HEADER_LEN, MAX_FDS};
 use crate::error::{Error, Result};
-use crate::wait::WaitControl;
+use crate::lock::wait::WaitControl;
 
 /// A frame as received: header, payload, and the descriptors that came with it.
 pub(crate) struct Frame {

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{Mode, SFlag};
 
-use crate::dir::open_lock_dir;
-use crate::flock::try_lock_exclusive;
-use crate::handover::HandoverOptions;
+use crate::handover::signal::HandoverOptions;
 use crate::holder::{ForeignKind, Holder, HolderRecord};
-use crate::inspect::{inspect, stat_at};
-use crate::options::LockOptions;
+use crate::inspection::{inspect, stat_at};
+use crate::lock::flock::try_lock_exclusive;
+use crate::lock::lock_dir::open_lock_dir;
+use crate::lock::options::LockOptions;
 use crate::paths::split;
 
 /// Version of the status report layout (`schema` in `lockctl status --json`).

@@ -12,7 +12,7 @@ use nix::sys::stat::{fchmod, fstat, fstatat, lstat, mkdirat, Mode, SFlag};
 
 use crate::error::os_err;
 use crate::error::{Error, Result};
-use crate::inspect::FileId;
+use crate::inspection::FileId;
 
 /// A lock directory opened earlier by this process, reused while the path still names it.
 struct CachedDir {

@@ -23,9 +23,9 @@ use nix::fcntl::{openat, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::{fstat, Mode, SFlag};
 
-use crate::dir::open_lock_dir;
 use crate::holder::HolderRecord;
-use crate::inspect::FileId;
+use crate::inspection::FileId;
+use crate::lock::lock_dir::open_lock_dir;
 use crate::paths::split;
 
 /// A process proven to hold a lock, pinned by a pidfd: signalling it can never hit another

@@ -12,9 +12,9 @@ use super::options::{PeerInfo, RendezvousOptions};
 use super::socket_file::{connect_socket, Found};
 use super::wire::{self, Kind, Text, MAX_TEXT, PROTOCOL_MIN, PROTOCOL_VERSION};
 use crate::error::{Error, Result};
-use crate::handover::handover_complete;
-use crate::identity;
-use crate::wait::WaitControl;
+use crate::handover::signal::handover_complete;
+use crate::holder::identity;
+use crate::lock::wait::WaitControl;
 
 /// A descriptor received from the old version, with the label it was sent under.
 #[derive(Debug)]

@@ -25,13 +25,13 @@ use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use super::conn::{fail, wait_ready, Conn};
 use super::failure::HandoverFailure;
-use crate::dir::open_lock_dir;
 use crate::error::os_err;
 use crate::error::{Error, Result};
-use crate::flock::try_lock_exclusive;
-use crate::inspect::{stat_at, FileId};
+use crate::inspection::{stat_at, FileId};
+use crate::lock::flock::try_lock_exclusive;
+use crate::lock::lock_dir::open_lock_dir;
+use crate::lock::wait::WaitControl;
 use crate::paths::split;
-use crate::wait::WaitControl;
 
 use super::options::RendezvousOptions;
 

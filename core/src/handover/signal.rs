@@ -12,10 +12,10 @@ use nix::fcntl::{openat, renameat, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use crate::dir::open_lock_dir;
 use crate::error::os_err;
 use crate::error::{Error, Result};
-use crate::options::LockOptions;
+use crate::lock::lock_dir::open_lock_dir;
+use crate::lock::options::LockOptions;
 use crate::paths::{self, split};
 use crate::timefmt;
 

@@ -1,6 +1,8 @@
 //! Classify whatever occupies a lock path, without following symlinks and without ever
 //! blocking (a fifo is opened non-blocking, flock is only tried).
 
+pub(crate) mod status;
+
 use std::ffi::CStr;
 use std::io::Read;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -12,8 +14,8 @@ use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 
 use crate::error::os_err;
 use crate::error::Result;
-use crate::flock::try_lock_exclusive;
 use crate::holder::{ForeignKind, Holder, HolderRecord, SUPERVISOR_UID};
+use crate::lock::flock::try_lock_exclusive;
 
 /// Largest record we read; ours is about 250 bytes.
 const MAX_RECORD: u64 = 4096;

@@ -45,7 +45,7 @@ use nix::fcntl::{openat, renameat2, AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use crate::inspect::{stat_at, FileId};
+use crate::inspection::{stat_at, FileId};
 
 /// What a removal did.
 #[derive(Debug, PartialEq, Eq)]
@@ -268,7 +268,7 @@ fn flock_placeholder(dir: BorrowedFd<'_>, private: &CStr, id: FileId) -> Option<
         return None;
     }
     let file = std::fs::File::from(fd);
-    (crate::flock::try_lock_exclusive(&file) == Ok(true)).then(|| OwnedFd::from(file))
+    (crate::lock::flock::try_lock_exclusive(&file) == Ok(true)).then(|| OwnedFd::from(file))
 }
 
 /// Remove the empty directory at `dir/at` if it is our placeholder `id`. `rmdir` never

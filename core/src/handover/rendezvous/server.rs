@@ -15,8 +15,8 @@ use super::socket_file::{bind_socket, Bound};
 use super::wire::{self, Kind, Text, MAX_FDS, MAX_TEXT, PROTOCOL_MIN, PROTOCOL_VERSION};
 use crate::error::os_err;
 use crate::error::Result;
-use crate::identity;
-use crate::wait::{CancelToken, WaitControl};
+use crate::holder::identity;
+use crate::lock::wait::{CancelToken, WaitControl};
 
 /// The most connections [`HandoverServer::accept`] greets at once; beyond that the oldest
 /// is dropped.
@@ -155,7 +155,7 @@ impl HandoverServer {
     /// Connections are greeted concurrently: a connection is only read once its whole HELLO
     /// has arrived, so connections that stay silent (or send half a frame) never delay a
     /// real successor; each is dropped after the step timeout, and at most
-    /// [`MAX_PENDING`] wait at once (the oldest goes first). A peer that is not our uid,
+    /// `MAX_PENDING` (64) wait at once (the oldest goes first). A peer that is not our uid,
     /// root or an allowed peer uid is refused at once, by `SO_PEERCRED`.
     pub fn accept_with(
         &self,

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::handover::HandoverOptions;
+use crate::handover::signal::HandoverOptions;
 use crate::paths;
 
 /// File name of the hand-over socket when no path is given.
@@ -183,7 +183,7 @@ impl RendezvousOptions {
             (Signal::Default, None) => Some(HandoverOptions::new()),
             (Signal::Default, Some(sock)) => Some(
                 HandoverOptions::new()
-                    .paths([sibling(sock, crate::handover::HANDOVER_SIGNAL_NAME)]),
+                    .paths([sibling(sock, crate::handover::signal::HANDOVER_SIGNAL_NAME)]),
             ),
         }
     }

@@ -15,10 +15,10 @@ use nix::unistd::linkat;
 
 use crate::error::os_err;
 use crate::error::{Error, Result};
-use crate::flock::lock_exclusive;
 use crate::holder::SUPERVISOR_UID;
-use crate::inspect::{stat_at, FileId};
-use crate::removal::{remove_exact, Removal, RemovalError};
+use crate::inspection::{stat_at, FileId};
+use crate::lock::flock::lock_exclusive;
+use crate::lock::removal::{remove_exact, Removal, RemovalError};
 
 /// Mode of app lock files: readable by all so `lockctl status` of any user can show the holder.
 const LOCK_MODE: u32 = 0o644;
@@ -178,7 +178,7 @@ fn create_err(full: &Path, e: Errno) -> Error {
 }
 
 /// Delete a stale lock whose flock `probe` holds, only if the path still names that same
-/// inode, atomically with that check (see [`crate::removal`]). `true` when we deleted it.
+/// inode, atomically with that check (see [`crate::lock::removal`]). `true` when we deleted it.
 /// Two reclaimers can never both delete: the second gets the flock only after the first
 /// closed it, and by then the name is gone or names a new file.
 pub(crate) fn reclaim_stale(
@@ -239,7 +239,7 @@ impl std::fmt::Display for NotOurs {
 }
 
 /// How often a look that finds another file at our name is repeated: another process's
-/// removal (see [`crate::removal`]) swaps its placeholder in for a few microseconds when it
+/// removal (see [`crate::lock::removal`]) swaps its placeholder in for a few microseconds when it
 /// checks a name it took for its own, and swaps our file straight back.
 const TRANSIENT_LOOKS: usize = 64;
 
@@ -274,7 +274,7 @@ fn look(h: &HeldPath) -> std::result::Result<(), NotOurs> {
 }
 
 /// Release: delete the name if it is still ours (atomically with that check, see
-/// [`crate::removal`]), then close (dropping the flock). Someone else's file is never
+/// [`crate::lock::removal`]), then close (dropping the flock). Someone else's file is never
 /// touched; `Err` says what is there instead, or why we could not check.
 pub(crate) fn release(h: HeldPath) -> std::result::Result<(), NotOurs> {
     let verdict =
@@ -301,7 +301,7 @@ pub(crate) fn release(h: HeldPath) -> std::result::Result<(), NotOurs> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inspect::{inspect, Seen};
+    use crate::inspection::{inspect, Seen};
     use std::ffi::CString;
     use std::os::unix::fs::MetadataExt;
 

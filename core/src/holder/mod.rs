@@ -1,11 +1,13 @@
 //! Who holds a lock path: the holder record we write, and the classification of whatever
 //! occupies a lock path (Supervisor, live app, dead holder, or a foreign file).
 
+pub(crate) mod identity;
+pub(crate) mod proof;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::identity;
 use crate::timefmt;
 
 /// The uid the Supervisor runs `lockfile` as; files it owns are the Supervisor's locks.

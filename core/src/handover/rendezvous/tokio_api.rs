@@ -9,7 +9,7 @@ use super::options::{PeerInfo, RendezvousOptions};
 use super::server::{HandoverRequest, HandoverServer};
 use super::successor::{take_over_with, Inheritance};
 use crate::error::{Error, Result};
-use crate::wait::{CancelToken, WaitControl};
+use crate::lock::wait::{CancelToken, WaitControl};
 
 /// Cancels its token when dropped (the future that owned it was dropped).
 struct CancelOnDrop(CancelToken);

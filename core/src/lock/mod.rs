@@ -1,20 +1,28 @@
 //! The update lock: all-or-nothing across the lock paths, waiting without polling, stale
 //! reclaim, release that never touches a file that is not ours.
 
+#[cfg(feature = "tokio")]
+pub(crate) mod async_lock;
+pub(crate) mod flock;
+pub(crate) mod lock_dir;
+pub(crate) mod lock_file;
+pub(crate) mod options;
+pub(crate) mod removal;
+pub(crate) mod wait;
+
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::dir::lock_dir;
 use crate::error::{Error, Result};
-use crate::held::{self, Created, HeldPath};
 use crate::holder::{Holder, HolderRecord, SUPERVISOR_UID};
-use crate::inspect::{inspect, FileId, Seen};
-use crate::options::{LockOptions, Role};
+use crate::inspection::{inspect, FileId, Seen};
+use crate::lock::lock_dir::lock_dir;
+use crate::lock::options::LockOptions;
 use crate::paths::{split, SplitPath};
-use crate::supervisor;
-use crate::wait::{self, WaitControl, Watcher};
+use lock_file::{Created, HeldPath};
+use wait::{WaitControl, Watcher};
 
 /// A lock path taken over from a dead holder.
 #[derive(Debug, Clone)]
@@ -130,7 +138,7 @@ impl UpdateLock {
         lost_paths(
             self.held
                 .iter()
-                .map(|h| (h.path.clone(), held::still_ours(h))),
+                .map(|h| (h.path.clone(), lock_file::still_ours(h))),
         )
     }
 
@@ -146,7 +154,7 @@ impl UpdateLock {
         lost_paths(
             held.into_iter()
                 .rev()
-                .map(|h| (h.path.clone(), held::release(h))),
+                .map(|h| (h.path.clone(), lock_file::release(h))),
         )
     }
 }
@@ -160,17 +168,17 @@ impl Drop for UpdateLock {
 /// `Err(Lost)` naming every path that is no longer ours, else `Ok`. A path we could not
 /// look at (nothing was deleted there) wins over losses: its error says it could not check.
 fn lost_paths(
-    verdicts: impl Iterator<Item = (PathBuf, std::result::Result<(), held::NotOurs>)>,
+    verdicts: impl Iterator<Item = (PathBuf, std::result::Result<(), lock_file::NotOurs>)>,
 ) -> Result<()> {
     let (mut paths, mut detail, mut unchecked) = (Vec::new(), Vec::new(), None);
     for (path, verdict) in verdicts {
         match verdict {
             Ok(()) => {}
-            Err(held::NotOurs::Lost(d)) => {
+            Err(lock_file::NotOurs::Lost(d)) => {
                 paths.push(path);
                 detail.push(d);
             }
-            Err(held::NotOurs::Unchecked(e)) => {
+            Err(lock_file::NotOurs::Unchecked(e)) => {
                 unchecked.get_or_insert(Error::Unchecked {
                     path,
                     reason: e.to_string(),
@@ -201,7 +209,6 @@ pub(crate) struct Acquirer {
     targets: Vec<Target>,
     paths: Vec<PathBuf>,
     program: Option<String>,
-    role: Role,
     reclaim: bool,
     timeout: Option<Duration>,
     started: Instant,
@@ -226,7 +233,7 @@ impl Acquirer {
     pub(crate) fn new(opts: &LockOptions) -> Result<Acquirer> {
         let paths = opts.lock_paths();
         let splits = paths.iter().map(|p| split(p)).collect::<Result<Vec<_>>>()?;
-        if opts.role == Role::App && nix::unistd::geteuid().as_raw() == SUPERVISOR_UID {
+        if nix::unistd::geteuid().as_raw() == SUPERVISOR_UID {
             return Err(Error::SupervisorUid {
                 path: paths.first().cloned(),
             });
@@ -249,8 +256,7 @@ impl Acquirer {
             targets,
             paths: kept,
             program: opts.program.clone(),
-            role: opts.role,
-            reclaim: opts.reclaim_stale && opts.role == Role::App,
+            reclaim: opts.reclaim_stale,
             timeout: opts.timeout,
             started,
             deadline: opts.timeout.map(|t| started + t),
@@ -332,7 +338,6 @@ impl Acquirer {
         match inspect(t.dir.as_fd(), &t.split.name, &t.split.full)? {
             Seen::Vacant => Ok(None),
             Seen::Stale { .. } if self.reclaim => Ok(None),
-            Seen::Occupied(Holder::Supervisor) if self.role == Role::Supervisor => Ok(None),
             seen => Ok(seen.into_holder()),
         }
     }
@@ -340,10 +345,7 @@ impl Acquirer {
     /// Try every path in order; on a conflict or error undo what was taken.
     fn attempt(&mut self) -> Result<Attempt> {
         // Made now, so `acquired_at` is when the lock is taken, not when waiting began.
-        let record = match self.role {
-            Role::App => HolderRecord::current_bytes(self.program.as_deref()),
-            Role::Supervisor => Vec::new(),
-        };
+        let record = HolderRecord::current_bytes(self.program.as_deref());
         let mut taken: Vec<HeldPath> = Vec::with_capacity(self.targets.len());
         for i in 0..self.targets.len() {
             match self.take_one(i, &record) {
@@ -366,27 +368,18 @@ impl Acquirer {
         let (dir, name, full) = (&t.dir, t.split.name.as_c_str(), t.split.full.as_path());
         let mut last = None;
         for _ in 0..16 {
-            let created = match self.role {
-                Role::App => held::create(dir, name, full, record)?,
-                Role::Supervisor => supervisor::create(dir, name, full)?,
-            };
+            let created = lock_file::create(dir, name, full, record)?;
             if let Created::Held(h) = created {
                 return Ok(Take::Held(h));
             }
             match inspect(dir.as_fd(), name, full)? {
                 Seen::Vacant => continue,
                 Seen::Stale { record, probe, id } if self.reclaim => {
-                    if held::reclaim_stale(dir, name, full, probe, id)? {
+                    if lock_file::reclaim_stale(dir, name, full, probe, id)? {
                         self.reclaimed.push(Reclaimed {
                             path: full.to_path_buf(),
                             previous: record,
                         });
-                    }
-                    continue;
-                }
-                Seen::Occupied(Holder::Supervisor) if self.role == Role::Supervisor => {
-                    if let Some(h) = supervisor::adopt(dir, name, full)? {
-                        return Ok(Take::Held(h));
                     }
                     continue;
                 }
@@ -402,6 +395,6 @@ impl Acquirer {
 
 fn undo(taken: Vec<HeldPath>) {
     for h in taken.into_iter().rev() {
-        let _ = held::release(h);
+        let _ = lock_file::release(h);
     }
 }

@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use super::client::SupervisorApi;
 use crate::error::Result;
+use crate::lock::options::LockOptions;
 use crate::lock::UpdateLock;
-use crate::options::LockOptions;
 
 /// What happened at a safe point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

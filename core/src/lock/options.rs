@@ -1,26 +1,12 @@
-//! What to lock and how: paths, legacy name, timeout, stale reclaim, role.
+//! What to lock and how: paths, legacy name, timeout, stale reclaim.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::paths;
 
-/// Who the lock is taken as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Role {
-    /// An application: `O_EXCL`-created file owned by the app's uid, holding flock and a
-    /// holder record. This is what apps use.
-    #[default]
-    App,
-    /// Exactly what the Supervisor's `lockfile -r 0` does, for tests and rehearsals: content
-    /// `0`, mode 0444, owner 65534, appearing atomically (temp file + link), no flock. An
-    /// existing file owned by 65534 is adopted (the Supervisor treats it as its own) and
-    /// deleted on release. Needs root or uid 65534. Never reclaims anything.
-    Supervisor,
-}
-
 /// Options for taking an update lock. Defaults: the Supervisor's paths from the environment
-/// plus the legacy name, wait forever, reclaim stale locks, role [`Role::App`].
+/// plus the legacy name, wait forever, reclaim stale locks.
 ///
 /// ```
 /// use std::time::Duration;
@@ -37,7 +23,6 @@ pub struct LockOptions {
     pub(crate) timeout: Option<Duration>,
     pub(crate) reclaim_stale: bool,
     pub(crate) program: Option<String>,
-    pub(crate) role: Role,
     pub(crate) create_dir: bool,
 }
 
@@ -49,7 +34,6 @@ impl Default for LockOptions {
             timeout: None,
             reclaim_stale: true,
             program: None,
-            role: Role::App,
             create_dir: true,
         }
     }
@@ -96,12 +80,6 @@ impl LockOptions {
     /// pass the script name here, so `lockctl status` shows `worker.py`, not `python3`.
     pub fn program(mut self, program: impl Into<String>) -> Self {
         self.program = Some(program.into());
-        self
-    }
-
-    /// Take the lock as an app (default) or as the Supervisor would ([`Role`]).
-    pub fn role(mut self, role: Role) -> Self {
-        self.role = role;
         self
     }
 

@@ -7,9 +7,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use tokio::io::unix::AsyncFd;
 
 use crate::error::Result;
+use crate::lock::options::LockOptions;
+use crate::lock::wait;
 use crate::lock::{Acquirer, UpdateLock};
-use crate::options::LockOptions;
-use crate::wait;
 
 /// The watcher's descriptor, borrowed for the reactor (it is closed by the watcher).
 struct Borrowed(RawFd);
