@@ -143,7 +143,7 @@ export declare class UpdateLockError extends Error {
   name: 'UpdateLockError'
   /** The core's stable code. */
   code: ErrorCode
-  /** The code's stable number (1..10), see `codes`. */
+  /** The code's stable number (1..12, docs/error-codes.md), see `codes`. */
   errno: number
   /** The path the error is about (the first one for `lost`), or null. */
   path: string | null

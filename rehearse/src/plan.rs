@@ -1,5 +1,5 @@
 //! The update strategies (`io.balena.update.strategy`) and the order of the Supervisor's steps
-//! in each, as `../shared/reference/supervisor-semantics.md` describes them.
+//! in each, as `docs/device-contract.md` describes them.
 
 /// One of the four strategies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

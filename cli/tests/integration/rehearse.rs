@@ -1,6 +1,6 @@
 //! `lockctl rehearse`: the Supervisor's update of one service, rehearsed with real processes,
 //! procmail's `lockfile` as uid 65534 and `flock -nx` as the host OS reboot. Each strategy's
-//! order of events is checked against `../shared/reference/supervisor-semantics.md` (the
+//! order of events is checked against `docs/device-contract.md` (the
 //! expected orders below are written from that file, not from the implementation).
 
 use std::io::{BufRead, BufReader};
