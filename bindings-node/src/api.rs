@@ -66,7 +66,11 @@ impl NativeSupervisorApi {
     /// A client; throws `api` (`not-configured`) without an address or key.
     #[napi(constructor)]
     pub fn new(env: Env, init: ApiInit) -> Result<Self> {
-        let timeout = millis("timeout", init.timeout_ms.unwrap_or(10_000.0))?;
+        // Unset: core's default, the same in every binding.
+        let timeout = match init.timeout_ms {
+            Some(ms) => millis("timeout", ms)?,
+            None => update_lock::DEFAULT_API_TIMEOUT,
+        };
         let api = SupervisorApi::configure(init.address.as_deref(), init.key.as_deref())
             .map_err(|e| js_error(&env, &e))?;
         Ok(NativeSupervisorApi {
@@ -166,8 +170,15 @@ pub fn update_gate_acquire<'env>(
 ) -> Result<PromiseRaw<'env, NativeUpdateGate>> {
     let opts = lock.inner.clone();
     let retake = gate.retake.unwrap_or(false);
-    let settle = millis("settleTimeout", gate.settle_timeout_ms.unwrap_or(600_000.0))?;
-    let poll = millis("pollInterval", gate.poll_interval_ms.unwrap_or(2_000.0))?;
+    // Unset: core's defaults, the same in every binding.
+    let settle = match gate.settle_timeout_ms {
+        Some(ms) => millis("settleTimeout", ms)?,
+        None => update_lock::DEFAULT_SETTLE_TIMEOUT,
+    };
+    let poll = match gate.poll_interval_ms {
+        Some(ms) => millis("pollInterval", ms)?,
+        None => update_lock::DEFAULT_POLL_INTERVAL,
+    };
     let api = api.api.clone();
     blocking(env, move || {
         let g = UpdateGate::acquire(&opts, api.clone())?

@@ -21,14 +21,18 @@ pub struct NativeSupervisorApi {
 impl NativeSupervisorApi {
     /// `address`/`key` default to the Supervisor's environment variables.
     #[new]
-    #[pyo3(signature = (address=None, key=None, timeout=10.0))]
+    #[pyo3(signature = (address=None, key=None, timeout=None))]
     fn new(
         py: Python<'_>,
         address: Option<String>,
         key: Option<String>,
-        timeout: f64,
+        timeout: Option<f64>,
     ) -> PyResult<Self> {
-        let timeout = seconds_arg("timeout", timeout)?;
+        // None: core's default, the same in every binding.
+        let timeout = match timeout {
+            Some(t) => seconds_arg("timeout", t)?,
+            None => update_lock::DEFAULT_API_TIMEOUT,
+        };
         let api = SupervisorApi::configure(address.as_deref(), key.as_deref())
             .map_err(|e| to_py(py, e))?;
         Ok(NativeSupervisorApi {
@@ -117,7 +121,7 @@ impl NativeUpdateGate {
 impl NativeUpdateGate {
     /// Options as for `lock()`, plus the gate's; nothing is taken yet.
     #[new]
-    #[pyo3(signature = (api, paths=None, timeout=None, legacy=true, reclaim_stale=true, program=None, retake=false, settle_timeout=600.0, poll_interval=2.0))]
+    #[pyo3(signature = (api, paths=None, timeout=None, legacy=true, reclaim_stale=true, program=None, retake=false, settle_timeout=None, poll_interval=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         api: PyRef<'_, NativeSupervisorApi>,
@@ -127,16 +131,23 @@ impl NativeUpdateGate {
         reclaim_stale: bool,
         program: Option<String>,
         retake: bool,
-        settle_timeout: f64,
-        poll_interval: f64,
+        settle_timeout: Option<f64>,
+        poll_interval: Option<f64>,
     ) -> PyResult<Self> {
         let opts = crate::lock_options(paths, timeout, legacy, reclaim_stale, program)?;
         Ok(NativeUpdateGate {
             opts,
             api: api.api.clone(),
             retake,
-            settle: seconds_arg("settle_timeout", settle_timeout)?,
-            poll: seconds_arg("poll_interval", poll_interval)?,
+            // None: core's defaults, the same in every binding.
+            settle: settle_timeout
+                .map(|t| seconds_arg("settle_timeout", t))
+                .transpose()?
+                .unwrap_or(update_lock::DEFAULT_SETTLE_TIMEOUT),
+            poll: poll_interval
+                .map(|t| seconds_arg("poll_interval", t))
+                .transpose()?
+                .unwrap_or(update_lock::DEFAULT_POLL_INTERVAL),
             gate: Mutex::new(None),
         })
     }

@@ -19,12 +19,12 @@ pub struct RendezvousArgs {
     /// Name of this release as the other version sees it (e.g. a version or commit).
     #[arg(long, value_name = "NAME", default_value = "")]
     pub release: String,
-    /// Seconds the peer may take for one protocol step.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "5")]
-    pub step_timeout: Duration,
-    /// Largest state accepted or sent, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
-    pub max_state: usize,
+    /// Seconds the peer may take for one protocol step [default: 5, core's].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub step_timeout: Option<Duration>,
+    /// Largest state accepted or sent, in bytes [default: 1048576, core's].
+    #[arg(long, value_name = "BYTES")]
+    pub max_state: Option<usize>,
     /// Also hand over to / take over from a process of this uid (repeatable). By default
     /// only our own uid and root take part: a peer is who SO_PEERCRED says it is.
     #[arg(long = "peer-uid", value_name = "UID")]
@@ -34,11 +34,16 @@ pub struct RendezvousArgs {
 impl RendezvousArgs {
     /// The core options these arguments name.
     pub fn options(&self) -> RendezvousOptions {
+        // Unset: core's defaults, the same in every surface.
         let mut o = RendezvousOptions::new()
             .release(self.release.clone())
-            .step_timeout(self.step_timeout)
-            .max_state(self.max_state)
             .peer_uids(self.peer_uids.iter().copied());
+        if let Some(t) = self.step_timeout {
+            o = o.step_timeout(t);
+        }
+        if let Some(m) = self.max_state {
+            o = o.max_state(m);
+        }
         if let Some(s) = &self.socket {
             o = o.socket(s.clone());
         }
@@ -51,9 +56,9 @@ impl RendezvousArgs {
 pub struct TakeArgs {
     #[command(flatten)]
     pub rendezvous: RendezvousArgs,
-    /// Seconds to wait for the old version's release step and its state.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "10")]
-    pub release_timeout: Duration,
+    /// Seconds to wait for the old version's release step and its state [default: 10, core's].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub release_timeout: Option<Duration>,
     /// Do not write the handover-complete signal after taking over.
     #[arg(long)]
     pub no_signal: bool,
@@ -93,11 +98,11 @@ pub enum ReadyWhen {
 impl TakeArgs {
     /// The core options of the take-over.
     pub fn options(&self) -> RendezvousOptions {
-        let mut o = self
-            .rendezvous
-            .options()
-            .release_timeout(self.release_timeout)
-            .signal(!self.no_signal);
+        let mut o = self.rendezvous.options();
+        if let Some(t) = self.release_timeout {
+            o = o.release_timeout(t);
+        }
+        o = o.signal(!self.no_signal);
         if !self.signal_paths.is_empty() {
             o = o.signal_paths(self.signal_paths.clone());
         }

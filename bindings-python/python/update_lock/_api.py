@@ -55,7 +55,7 @@ class SupervisorApi:
     """
 
     def __init__(
-        self, address: Optional[str] = None, key: Optional[str] = None, *, timeout: float = 10.0
+        self, address: Optional[str] = None, key: Optional[str] = None, *, timeout: Optional[float] = None
     ) -> None:
         self._native = _native.SupervisorApi(address, key, timeout)
 
@@ -131,8 +131,8 @@ class UpdateGate:
         reclaim_stale: bool = True,
         program: Optional[str] = None,
         retake: bool = False,
-        settle_timeout: float = 600.0,
-        poll_interval: float = 2.0,
+        settle_timeout: Optional[float] = None,
+        poll_interval: Optional[float] = None,
     ) -> None:
         self.api = api if api is not None else SupervisorApi()
         self._native = _native.UpdateGate(

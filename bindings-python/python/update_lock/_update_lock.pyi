@@ -179,7 +179,7 @@ class SupervisorApi:
     """The core's Supervisor API client."""
 
     def __new__(
-        cls, address: Optional[str] = None, key: Optional[str] = None, timeout: float = 10.0
+        cls, address: Optional[str] = None, key: Optional[str] = None, timeout: Optional[float] = None
     ) -> SupervisorApi: ...
     @property
     def address(self) -> str:
@@ -211,8 +211,8 @@ class UpdateGate:
         reclaim_stale: bool = True,
         program: Optional[str] = None,
         retake: bool = False,
-        settle_timeout: float = 600.0,
-        poll_interval: float = 2.0,
+        settle_timeout: Optional[float] = None,
+        poll_interval: Optional[float] = None,
     ) -> UpdateGate: ...
     def acquire(self) -> None:
         """Take the lock."""
