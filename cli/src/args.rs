@@ -26,7 +26,11 @@ pub const EXIT_CODES: &str = "Exit codes:
   64   usage error or invalid path
   69   (handover take/serve/run) nothing was handed over; (device/update/reboot) the Supervisor
        API is not configured, unreachable, too slow or refused the key (the message says which)
-  70   (rehearse) the rehearsal could not run (a missing tool, no namespaces)
+  65   (release) the holder could not be proven to be lockctl's (nothing signalled or deleted)
+  70   (rehearse) the rehearsal could not run (a missing tool, no namespaces), or
+       lockctl-rehearse is not installed beside lockctl; (device/update/reboot) not built in
+  74   a lock path could not be looked at: held or free is unknown (nothing was changed)
+  75   (release) the lock was lost (taken over by the Supervisor or deleted); its holder ended
   1    anything else
   126/127  (run) the command could not be executed / was not found
   128+N    (run) the command died of signal N, or the wait was interrupted by signal N";

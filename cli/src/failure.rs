@@ -72,3 +72,29 @@ impl Failure {
         }
     }
 }
+
+/// The whole of a command-line `main`: parse with `parse`, run with `run`, report a failure
+/// in one line, and exit with the documented status. `--help`/`--version` succeed; a
+/// missing command prints the help as a usage error (64).
+pub fn main_with<C>(
+    parse: impl FnOnce() -> Result<C, clap::Error>,
+    run: impl FnOnce(C) -> Result<i32, Failure>,
+) -> ! {
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            std::process::exit(EXIT_USAGE);
+        }
+        Err(e) => std::process::exit(usage(&e)),
+    };
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(f) => f.report(),
+    };
+    std::process::exit(code)
+}

@@ -31,25 +31,7 @@ use crate::args::{Cli, Command};
 use crate::failure::Failure;
 
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        // --help, --version: print and succeed.
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            std::process::exit(0);
-        }
-        // No command at all: the help is the most useful answer (still a usage error).
-        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = e.print();
-            std::process::exit(failure::EXIT_USAGE);
-        }
-        Err(e) => std::process::exit(failure::usage(&e)),
-    };
-    let code = match dispatch(cli.command) {
-        Ok(code) => code,
-        Err(f) => f.report(),
-    };
-    std::process::exit(code);
+    failure::main_with(Cli::try_parse, |cli: Cli| dispatch(cli.command))
 }
 
 fn dispatch(command: Command) -> Result<i32, Failure> {

@@ -58,19 +58,7 @@ struct Cli {
 
 fn main() {
     use clap::Parser as _;
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            std::process::exit(0);
-        }
-        Err(e) => std::process::exit(lockctl::failure::usage(&e)),
-    };
-    let code = match rehearse(cli.args) {
-        Ok(code) => code,
-        Err(f) => f.report(),
-    };
-    std::process::exit(code);
+    lockctl::failure::main_with(Cli::try_parse, |cli: Cli| rehearse(cli.args))
 }
 
 /// Run the rehearsal.

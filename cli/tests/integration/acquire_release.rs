@@ -208,3 +208,33 @@ fn rehearse_without_its_companion_binary_says_how_to_install_it() {
     assert_eq!(code(st), 64, "{err}");
     assert!(err.contains("--new"), "{err}");
 }
+
+/// Every exit status lockctl documents in docs/lockctl.md is listed by `lockctl --help`,
+/// and the other way round: one list, kept in step.
+#[test]
+fn help_and_docs_list_the_same_exit_codes() {
+    let (st, help, _) = output(lockctl().arg("--help"));
+    assert_eq!(code(st), 0);
+    let in_help: std::collections::BTreeSet<String> = help
+        .split("Exit codes:")
+        .nth(1)
+        .expect("an exit code section")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .map(str::to_string)
+        .collect();
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/lockctl.md"))
+        .expect("docs/lockctl.md");
+    let in_docs: std::collections::BTreeSet<String> = docs
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("| "))
+        .filter_map(|l| l.split(" |").next())
+        .filter(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .map(|w| w.replace(" / ", "/"))
+        .collect();
+    assert_eq!(in_help, in_docs, "lockctl --help vs docs/lockctl.md");
+    for must in ["65", "70", "74", "75"] {
+        assert!(in_help.contains(must), "{must} missing: {in_help:?}");
+    }
+}
