@@ -18,6 +18,7 @@ cargo fmt --all -- --check
 
 step "lint"
 python3 scripts/module-cycles.py
+python3 scripts/check-versions.py
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 # The lock-only builds: core without the Supervisor API client, lockctl as a lock-only
 # entrypoint (no HTTP client; `lockctl rehearse` is a companion binary in any build).
