@@ -39,7 +39,11 @@ fn compute(pid: i32) -> Identity {
         boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .ok()
             .map(|s| s.trim().to_string()),
-        start_time: start_time_of("self"),
+        // Through the main thread's task entry, which has the process's start time: an
+        // emulator such as qemu-user rewrites `/proc/self/stat` (and `/proc/<own pid>/stat`)
+        // with a start time a few ticks off, while another process reading ours sees the
+        // kernel's; the task entry is the kernel's in both cases.
+        start_time: start_time_of(&format!("self/task/{}", std::process::id())),
         hostname: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),

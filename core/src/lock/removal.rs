@@ -41,11 +41,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, renameat2, AtFlags, OFlag, RenameFlags};
+use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use crate::inspection::{stat_at, FileId};
+use crate::lock::rename::{renameat2, RenameFlags};
 
 /// What a removal did.
 #[derive(Debug, PartialEq, Eq)]
@@ -77,7 +78,7 @@ pub(crate) fn remove_exact(
 ) -> std::result::Result<Removal, RemovalError> {
     let placeholder = make_placeholder(dir, name, full)?;
     let private = placeholder.name.as_c_str();
-    let outcome = match renameat2(dir, private, dir, name, RenameFlags::RENAME_EXCHANGE) {
+    let outcome = match renameat2(dir, private, dir, name, RenameFlags::Exchange) {
         Ok(()) => swapped(dir, name, full, id, &placeholder),
         Err(Errno::ENOENT) => Ok(Removal::Gone),
         // A sticky directory lets only the owner (or root) move a file: the file we mean
@@ -154,7 +155,7 @@ fn swap_back(
     placeholder: &Placeholder,
 ) -> std::result::Result<Option<String>, RemovalError> {
     let private = placeholder.name.as_c_str();
-    match renameat2(dir, private, dir, name, RenameFlags::RENAME_EXCHANGE) {
+    match renameat2(dir, private, dir, name, RenameFlags::Exchange) {
         Ok(()) => {}
         // Root emptied the name meanwhile (the Supervisor releasing what it took for its
         // own lock, or overriding): it meant that file to go. It stays aside, never deleted
@@ -173,7 +174,7 @@ fn swap_back(
     match fstatat(dir, private, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if FileId::from(&st) == placeholder.id => Ok(None),
         Err(Errno::ENOENT) => Ok(None),
-        _ => match renameat2(dir, private, dir, name, RenameFlags::RENAME_EXCHANGE) {
+        _ => match renameat2(dir, private, dir, name, RenameFlags::Exchange) {
             Ok(()) => Ok(Some(displace(dir, private, name, full))),
             Err(e) => Err(RemovalError::Os {
                 path: full.to_path_buf(),
@@ -328,7 +329,7 @@ fn displace(dir: BorrowedFd<'_>, private: &CStr, name: &CStr, full: &Path) -> St
         private,
         dir,
         displaced.as_c_str(),
-        RenameFlags::RENAME_NOREPLACE,
+        RenameFlags::NoReplace,
     ) {
         Ok(()) => lossy(&displaced),
         Err(_) => lossy(private),
@@ -435,7 +436,7 @@ mod tests {
             p.name.as_c_str(),
             dir.as_fd(),
             c"updates.lock",
-            RenameFlags::RENAME_EXCHANGE,
+            RenameFlags::Exchange,
         )
         .unwrap();
         p
