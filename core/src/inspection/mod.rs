@@ -43,9 +43,11 @@ pub(crate) struct FileId {
 
 impl From<&FileStat> for FileId {
     fn from(st: &FileStat) -> FileId {
+        // `st_ino` is 32 bits wide on 32-bit targets (armv7): widen, never truncate.
+        #[allow(clippy::useless_conversion)]
         FileId {
-            dev: st.st_dev,
-            ino: st.st_ino,
+            dev: u64::from(st.st_dev),
+            ino: u64::from(st.st_ino),
         }
     }
 }
