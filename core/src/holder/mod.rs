@@ -220,12 +220,34 @@ impl HolderRecord {
 const MAX_FIELD_CHARS: usize = 256;
 
 /// A record field as safe to print: records are other users' data, so control characters
-/// (terminal escapes, newlines, bells) become `?` and overlong values are cut.
+/// (terminal escapes, newlines, bells) and the invisible characters that reorder or hide
+/// text (bidirectional overrides, zero-width characters) become `?`, and overlong values
+/// are cut.
 fn printable(v: &str) -> String {
     v.chars()
         .take(MAX_FIELD_CHARS)
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| {
+            if c.is_control() || hides_text(c) {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect()
+}
+
+/// Unicode format characters that change how the text around them is shown: the
+/// bidirectional marks, embeddings, overrides and isolates, zero-width characters and the
+/// byte-order mark ("Trojan Source" style spoofing of a holder's name).
+fn hides_text(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
 }
 
 fn opt(v: Option<u64>) -> String {
@@ -577,6 +599,10 @@ mod record_tests {
         assert_eq!(r.program, "x?[2Jy");
         let shown = Holder::App(r).describe();
         assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+        // Characters that reorder or hide text (a program name that reads backwards).
+        let text = "update-lock holder v1\nuid=0\nprogram=safe\u{202E}exe.live\u{2066}x\u{200B}y\u{FEFF}\n";
+        let r = HolderRecord::parse(text.as_bytes()).expect("a record");
+        assert_eq!(r.program, "safe?exe.live?x?y?");
         let long = format!(
             "update-lock holder v1\nuid=0\nprogram={}\n",
             "p".repeat(5000)
