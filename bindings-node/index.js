@@ -497,10 +497,14 @@ function deprecated(code, message) {
 }
 
 // The AbortSignal of an options object: `signal` (as everywhere in Node), or the deprecated
-// `abortSignal`.
-function abortSignalOption(o, what) {
-  const fromSignal = o.signal !== undefined && o.signal !== null && typeof o.signal === 'object' ? o.signal : undefined
-  if (fromSignal !== undefined && !isAbortSignal(fromSignal)) throw invalidArg(`${what}: signal must be an AbortSignal`)
+// `abortSignal`. `booleanSignal`: a boolean `signal` is takeOver's deprecated name of
+// `handoverComplete` (handled by the caller), not an AbortSignal.
+function abortSignalOption(o, what, booleanSignal = false) {
+  let fromSignal
+  if (o.signal !== undefined && o.signal !== null && !(booleanSignal && typeof o.signal === 'boolean')) {
+    if (!isAbortSignal(o.signal)) throw invalidArg(`${what}: signal must be an AbortSignal`)
+    fromSignal = o.signal
+  }
   if (o.abortSignal === undefined || o.abortSignal === null) return fromSignal
   deprecated('UPDATE_LOCK_DEP_ABORT_SIGNAL', `${what}: 'abortSignal' is deprecated; pass the AbortSignal as 'signal'`)
   if (fromSignal !== undefined) throw invalidArg(`${what}: pass the AbortSignal once, as 'signal'`, 'ERR_INVALID_ARG_VALUE')
@@ -551,7 +555,7 @@ function parseRendezvous(options, allowed, what) {
     }
     init.peerUids = uids
   }
-  return { init, abortSignal: typeof o.signal === 'boolean' ? abortSignalOption({ abortSignal: o.abortSignal }, what) : abortSignalOption(o, what) }
+  return { init, abortSignal: abortSignalOption(o, what, true) }
 }
 
 // Run native `call(canceller)`, cancelled when `abortSignal` aborts.

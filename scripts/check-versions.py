@@ -27,9 +27,11 @@ def main() -> int:
     if npm["version"] != version:
         problems.append(f"bindings-node/package.json: {npm['version']} (Cargo.toml: {version})")
     changelog = (ROOT / "CHANGELOG.md").read_text()
+    # The newest numbered section is the version being built (changes since go under
+    # "Unreleased" above it until the version is raised).
     released = re.findall(r"^## (\d+\.\d+\.\d+)", changelog, re.M)
-    if released and released[0] != version and "## Unreleased" not in changelog:
-        problems.append(f"CHANGELOG.md: newest release {released[0]} (Cargo.toml: {version})")
+    if not released or released[0] != version:
+        problems.append(f"CHANGELOG.md: newest version section {released[:1]} (Cargo.toml: {version})")
     for p in problems:
         print(p)
     print(f"version {version}: " + ("consistent" if not problems else f"{len(problems)} problem(s)"))

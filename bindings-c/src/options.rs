@@ -80,7 +80,7 @@ pub struct ul_handover_options {
 
 impl Versioned for ul_options {
     const NAME: &'static str = "ul_options";
-    const VERSIONS: &'static [(usize, usize)] = &[crate::version_ending_at!(
+    const VERSIONS: &'static [(usize, usize)] = &[crate::versioned::version_ending_at!(
         ul_options,
         cancel,
         *const ul_cancel_token
@@ -102,8 +102,11 @@ impl Versioned for ul_options {
 
 impl Versioned for ul_handover_options {
     const NAME: &'static str = "ul_handover_options";
-    const VERSIONS: &'static [(usize, usize)] =
-        &[crate::version_ending_at!(ul_handover_options, legacy, bool)];
+    const VERSIONS: &'static [(usize, usize)] = &[crate::versioned::version_ending_at!(
+        ul_handover_options,
+        legacy,
+        bool
+    )];
     fn defaults() -> Self {
         ul_handover_options {
             struct_size: std::mem::size_of::<Self>(),

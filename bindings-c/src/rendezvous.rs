@@ -84,8 +84,8 @@ impl Versioned for ul_rendezvous_options {
     const NAME: &'static str = "ul_rendezvous_options";
     /// Version 1 ended at `cancel`; version 2 added `peer_uids` and `peer_uid_count`.
     const VERSIONS: &'static [(usize, usize)] = &[
-        crate::version_ending_at!(ul_rendezvous_options, cancel, *const ul_cancel_token),
-        crate::version_ending_at!(ul_rendezvous_options, peer_uid_count, usize),
+        crate::versioned::version_ending_at!(ul_rendezvous_options, cancel, *const ul_cancel_token),
+        crate::versioned::version_ending_at!(ul_rendezvous_options, peer_uid_count, usize),
     ];
     fn defaults() -> Self {
         ul_rendezvous_options {

@@ -95,8 +95,6 @@ pub(crate) unsafe fn read<T: Versioned>(p: *const T, func: &str, arg: &str) -> R
 
 /// `(sizeof, bytes covered)` of a version whose last field is `$last` of type `$t`:
 /// `sizeof` rounds the end of that field up to the struct's alignment.
-#[macro_export]
-#[doc(hidden)]
 macro_rules! version_ending_at {
     ($t:ty, $last:ident, $last_ty:ty) => {{
         let end = std::mem::offset_of!($t, $last) + std::mem::size_of::<$last_ty>();
@@ -104,3 +102,4 @@ macro_rules! version_ending_at {
         (end.div_ceil(align) * align, end)
     }};
 }
+pub(crate) use version_ending_at;

@@ -403,13 +403,19 @@ test('options are checked: unknown keys, signal is the AbortSignal, bad fds', TI
   const socket = path.join(d.svc, 'handover.sock')
   await assert.rejects(ul.takeOver({ sockets: socket }), { code: 'ERR_INVALID_ARG_VALUE' })
   await assert.rejects(ul.takeOver({ socket, signal: {} }), /signal must be an AbortSignal/)
+  await assert.rejects(ul.takeOver({ socket, signal: 'yes' }), /signal must be an AbortSignal/)
+  const server = ul.HandoverServer.bind({ socket })
+  t.after(() => server.close())
+  await assert.rejects(server.accept({ signal: true }), /signal must be an AbortSignal/)
   await assert.rejects(ul.takeOver({ socket, signal: AbortSignal.abort() }), { code: 'cancelled' })
   await assert.rejects(ul.takeOver({ socket, stepTimeout: -1 }), { code: 'ERR_OUT_OF_RANGE' })
   assert.throws(() => ul.takeOverSync({ socket, signal: new AbortController().signal }), /use takeOver/)
   assert.throws(() => ul.HandoverServer.bind({ socket, signal: true }), { code: 'ERR_INVALID_ARG_VALUE' })
   assert.throws(() => ul.listenerFd(net.createServer()), /listening net.Server/)
   assert.throws(() => new ul.HandoverServer(), TypeError)
-  assert.deepEqual(h.listing(d.svc), [])
+  server.close()
+  // Nothing but the server's companion lock (kept, as every closed server keeps it).
+  assert.deepEqual(h.listing(d.svc), ['handover.sock.lock'])
 })
 
 test('serve(): a throwing release step refuses the successor and rethrows; close() ends it with null', TIMEOUT, async (t) => {
