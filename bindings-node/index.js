@@ -806,36 +806,36 @@ class HandoverServer {
     }
     const resume = o.resume ?? undefined
     const abortSignal = abortSignalOption(o, 'serve')
-    const deadline = timeout === undefined || timeout === Infinity ? undefined : Date.now() + timeout
-    for (;;) {
-      const left = deadline === undefined ? undefined : Math.max(0, deadline - Date.now())
-      let request
+    // The loop is the core's (the same in every language); these wrappers only translate,
+    // and keep the app's own error to rethrow it as it is.
+    let failure = null
+    const messageOf = (e) => (e?.message ? e.message : String(e))
+    const nativeRelease = async (successor) => {
       try {
-        request = await this.accept({ timeout: left, signal: abortSignal })
+        const given = (await release(successor)) ?? {}
+        return { state: stateBuffer(given.state), fds: grantFds(given.fds) }
       } catch (e) {
-        if (e && e.code === 'handover' && e.reason === 'finished' && !this.serving) return null
-        throw e
+        failure = { error: e }
+        return { failed: messageOf(e) }
       }
-      if (request === null) return null
-      let given
+    }
+    const nativeResume = async (err) => {
+      if (!resume) return null
       try {
-        given = (await release(request.successor)) ?? {}
+        await resume(adopt(err))
+        return null
       } catch (e) {
-        try {
-          this.refuse(request, `the old version's release step failed: ${e?.message ? e.message : String(e)}`)
-        } catch {
-          // The successor is gone already; nothing to tell it.
-        }
-        throw e
+        failure = { error: e }
+        return messageOf(e)
       }
-      try {
-        return await this.grant(request, { state: given.state, fds: given.fds })
-      } catch (e) {
-        if (e && e.code === 'cancelled') throw e
-        // Nothing was handed over: the app takes its resources back into use, also when the
-        // server was closed meanwhile (then the next accept ends the loop).
-        if (resume) await resume(e)
-      }
+    }
+    try {
+      return await cancellable(abortSignal, (c) =>
+        this.#native.serve(nativeRelease, nativeResume, timeout === Infinity ? undefined : timeout, c),
+      )
+    } catch (e) {
+      if (failure) throw failure.error
+      throw adopt(e)
     }
   }
 

@@ -50,6 +50,13 @@ export declare class NativeHandoverServer {
    */
   grant(request: NativeRequest, state: Buffer, fds: Array<GrantFd>): Promise<Peer>
   /**
+   * Serve until a successor took over (the core's serve loop), without blocking the
+   * event loop: `release(successor)` and `resume(error)` are index.js's wrappers of the
+   * app's functions (they never throw). Resolves to the successor, or `null` when
+   * `timeoutMs` ran out or the server was closed; `canceller` ends it with `cancelled`.
+   */
+  serve(release: (successor: Peer) => Promise<ReleaseReply>, resume: (error: Error) => Promise<string | null>, timeoutMs?: number | undefined | null, canceller?: Canceller | undefined | null): Promise<Peer | null>
+  /**
    * Turn the request's successor away with `message` (it gets reason `refused`); the
    * server keeps serving.
    */
@@ -284,6 +291,19 @@ export interface Peer {
  * errors; returns how many were released. For exit handlers: it is synchronous.
  */
 export declare function releaseAll(): number
+
+/** What the app's release step answered, as index.js passes it on. */
+export interface ReleaseReply {
+  /** The state to hand over. */
+  state?: Buffer
+  /** The descriptors to hand over (copies are sent). */
+  fds?: Array<GrantFd>
+  /**
+   * The release step threw: its message (index.js keeps the error itself and rethrows
+   * it from `serve`).
+   */
+  failed?: string
+}
 
 /** Hand-over options as the JavaScript wrapper passes them (already validated there). */
 export interface RendezvousInit {

@@ -235,6 +235,29 @@ pub unsafe extern "C" fn ul_api_restart_service(
     })
 }
 
+/// [`ul_api_restart_service`] for a service of this app: the app id is the one the
+/// Supervisor gives every service in `$BALENA_APP_ID` (legacy `$RESIN_APP_ID`), read by
+/// the core as in every language. `UL_ERR_API` with reason `not-configured` when it is
+/// missing or not a number (the message names the variable).
+///
+/// # Safety
+/// `api` is a live handle; `service` a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ul_api_restart_this_service(
+    api: *const ul_api,
+    service: *const c_char,
+    force: bool,
+) -> ul_result {
+    const F: &str = "ul_api_restart_this_service";
+    guard(F, || {
+        // SAFETY: forwarded from the caller.
+        let svc = unsafe { utf8_arg(service, F, "service") }?
+            .ok_or_else(|| Failure::null(F, "service"))?;
+        // SAFETY: forwarded from the caller.
+        Ok(unsafe { client(api, F) }?.restart_service_of(None, svc, force)?)
+    })
+}
+
 /// Take the update lock with `opts` (as `ul_acquire`) and keep it until a downloaded update
 /// waits and the app calls `ul_update_gate_safe_point`. With `retake`, the lock is taken
 /// again after the update (or after `settle_timeout_ms`; `UL_GATE_SETTLE_TIMEOUT_DEFAULT_MS`

@@ -2241,6 +2241,21 @@ static void test_api_not_configured_unreachable_timeout(void)
     CHECK_RESULT(ul_api_ping(NULL), UL_ERR_NULL_ARGUMENT);
     CHECK_RESULT(ul_api_restart_service(api, 1, NULL, false), UL_ERR_NULL_ARGUMENT);
     CHECK_RESULT(ul_api_restart_service(api, 1, "main", false), UL_ERR_API);
+    /* This app's service: the id comes from $BALENA_APP_ID, read by the core. */
+    unsetenv("BALENA_APP_ID");
+    unsetenv("RESIN_APP_ID");
+    CHECK_RESULT(ul_api_restart_this_service(api, "main", false), UL_ERR_API);
+    CHECK(strcmp(ul_last_error_api_reason(), "not-configured") == 0, "reason %s", ul_last_error_api_reason());
+    CHECK_MESSAGE_HAS("BALENA_APP_ID is not set");
+    setenv("BALENA_APP_ID", "twelve", 1);
+    CHECK_RESULT(ul_api_restart_this_service(api, "main", false), UL_ERR_API);
+    CHECK_MESSAGE_HAS("BALENA_APP_ID is \"twelve\"");
+    setenv("BALENA_APP_ID", "1", 1);
+    /* Past the id, the call itself: nobody listens there any more. */
+    CHECK_RESULT(ul_api_restart_this_service(api, "main", false), UL_ERR_API);
+    CHECK(strcmp(ul_last_error_api_reason(), "unreachable") == 0, "reason %s", ul_last_error_api_reason());
+    CHECK_RESULT(ul_api_restart_this_service(api, NULL, false), UL_ERR_NULL_ARGUMENT);
+    unsetenv("BALENA_APP_ID");
     {
         /* A gate's waits cannot take no time either: refused before anything is locked. */
         ul_update_gate *gate = (ul_update_gate *)1;

@@ -14,7 +14,7 @@ use napi::Env;
 use napi_derive::napi;
 use update_lock::{
     take_over as core_take_over, take_over_with, CancelToken, Error as CoreError, HandoverRequest,
-    HandoverServer, Inheritance, PeerInfo, RendezvousOptions, WaitControl,
+    HandoverServer, Inheritance, PeerInfo, RendezvousOptions, ServeError, WaitControl,
 };
 
 use crate::{build_error, js_error, path_str, CancelState, Canceller};
@@ -485,6 +485,54 @@ impl NativeHandoverServer {
                 .map(|p| Peer::from(&p)))
         };
         env.spawn_future_with_callback(fut, |env, result| result.map_err(|e| js_error(env, &e)))
+    }
+
+    /// Serve until a successor took over (the core's serve loop), without blocking the
+    /// event loop: `release(successor)` and `resume(error)` are index.js's wrappers of the
+    /// app's functions (they never throw). Resolves to the successor, or `null` when
+    /// `timeoutMs` ran out or the server was closed; `canceller` ends it with `cancelled`.
+    #[napi(
+        ts_args_type = "release: (successor: Peer) => Promise<ReleaseReply>, resume: (error: Error) => Promise<string | null>, timeoutMs?: number | undefined | null, canceller?: Canceller | undefined | null",
+        ts_return_type = "Promise<Peer | null>"
+    )]
+    pub fn serve<'env>(
+        &self,
+        env: &'env Env,
+        release: crate::serve::ReleaseFn,
+        resume: crate::serve::ResumeFn,
+        timeout_ms: Option<f64>,
+        canceller: Option<&Canceller>,
+    ) -> Result<PromiseRaw<'env, Option<Peer>>> {
+        let timeout = millis(timeout_ms, "timeout")?;
+        let server = self.inner.clone();
+        let cancel = canceller.map(|c| c.state.clone());
+        let socket = self.inner.socket_path().to_path_buf();
+        let fut = async move {
+            let mut hooks = crate::serve::NodeHooks {
+                release,
+                resume,
+                runtime: tokio::runtime::Handle::current(),
+            };
+            let r = run_cancellable(socket, cancel, move |ctl| {
+                match server.serve(timeout, ctl, &mut hooks) {
+                    Ok(peer) => Ok(Ok(peer)),
+                    Err(ServeError::Hook(e)) => Ok(Err(e)),
+                    Err(ServeError::Handover(e)) => Err(e),
+                }
+            })
+            .await;
+            Ok(match r {
+                Ok((Ok(Ok(peer)), _)) => Ok(Ok(peer.as_ref().map(Peer::from))),
+                Ok((Ok(Err(hook)), _)) => Ok(Err(hook.0)),
+                Ok((Err(e), aborted)) => Err(by_abort(e, aborted)),
+                Err(e) => Err(e),
+            })
+        };
+        env.spawn_future_with_callback(fut, |env, result| match result {
+            Ok(Ok(peer)) => Ok(peer),
+            Ok(Err(message)) => Err(Error::new(Status::GenericFailure, message)),
+            Err(e) => Err(js_error(env, &e)),
+        })
     }
 
     /// Turn the request's successor away with `message` (it gets reason `refused`); the

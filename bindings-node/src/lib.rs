@@ -19,6 +19,7 @@ use napi_derive::napi;
 use serde_json::{Map, Number, Value};
 pub mod api;
 pub mod handover;
+pub mod serve;
 
 use update_lock::{
     handover_complete as core_handover_complete, status as core_status, Error as CoreError,

@@ -427,19 +427,51 @@ test('serve(): a throwing release step refuses the successor and rethrows; close
     throw new Error('the database would not close')
   })
   const taker = ul.takeOver({ socket, release: 'v2', handoverComplete: false })
-  await assert.rejects(serving, /the database would not close/)
-  await assert.rejects(taker, (e) => {
-    assert.equal(e.code, 'handover')
-    assert.equal(e.reason, 'refused')
-    assert.match(e.message, /release step failed: the database would not close/)
-    return true
-  })
+  // Both settle in either order: handle both at once.
+  await Promise.all([
+    assert.rejects(serving, /the database would not close/),
+    assert.rejects(taker, (e) => {
+      assert.equal(e.code, 'handover')
+      assert.equal(e.reason, 'refused')
+      assert.match(e.message, /release step failed: the database would not close/)
+      return true
+    }),
+  ])
   assert.ok(server.serving, 'still serving after the refusal')
   // Closed from elsewhere while serving: resolves to null, as Python's serve returns None.
   const again = server.serve(() => ({}))
   setImmediate(() => server.close())
   assert.equal(await again, null)
   assert.equal(fs.existsSync(socket), false)
+})
+
+test('serve(): a failed grant runs resume with the error and serves on; the app\'s own error object is rethrown; an AbortSignal ends it', TIMEOUT, async (t) => {
+  const d = h.serviceDir(t)
+  const socket = path.join(d.svc, 'handover.sock')
+  const server = ul.HandoverServer.bind({ socket, release: 'v1', maxState: 4 })
+  t.after(() => server.close())
+  const seen = []
+  const mine = new RangeError('resume could not restart')
+  const serving = server.serve(() => ({ state: 'more than four bytes' }), {
+    resume: (e) => {
+      seen.push(e)
+      throw mine
+    },
+  })
+  await Promise.all([
+    assert.rejects(serving, (e) => e === mine),
+    assert.rejects(ul.takeOver({ socket, handoverComplete: false }), (e) => e.reason === 'too-large'),
+  ])
+  assert.equal(seen.length, 1)
+  assert.ok(seen[0] instanceof ul.UpdateLockError)
+  assert.equal(seen[0].code, 'handover')
+  assert.equal(seen[0].reason, 'too-large')
+  assert.ok(server.serving, 'nothing was handed over: still serving')
+  const ac = new AbortController()
+  const waiting = server.serve(() => ({}), { signal: ac.signal })
+  setImmediate(() => ac.abort())
+  await assert.rejects(waiting, (e) => e.code === 'cancelled')
+  assert.ok(server.serving)
 })
 
 test('deprecated names keep working for one release, each with one DeprecationWarning', TIMEOUT, async (t) => {

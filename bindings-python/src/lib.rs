@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod serve;
 
 use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use update_lock::{
     CancelToken, Error, ErrorCode, HandoverFailure, HandoverOptions, HandoverRequest,
-    HandoverServer, LockOptions, PeerInfo, RendezvousOptions, UpdateLock, WaitControl,
+    HandoverServer, LockOptions, PeerInfo, RendezvousOptions, ServeError, UpdateLock, WaitControl,
 };
 
 /// How often a waiting call looks for pending Python signals (Ctrl-C): well inside the
@@ -54,7 +55,7 @@ fn py_paths<'py>(py: Python<'py>, paths: &[PathBuf]) -> PyResult<Bound<'py, PyLi
 }
 
 /// Build the Python exception for a core error (class chosen by code in `_errors.py`).
-fn build_exception(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
+pub(crate) fn build_exception(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
     let factory = ERROR_FACTORY.get_or_try_init(py, || {
         py.import("update_lock._errors")?
             .getattr("_from_native")
@@ -535,7 +536,7 @@ fn max_state_arg(n: i64) -> PyResult<usize> {
 /// `(pid, own_pid, uid, release, program, protocol)`.
 type PeerTuple = (i32, i32, u32, String, String, u32);
 
-fn peer_tuple(p: &PeerInfo) -> PeerTuple {
+pub(crate) fn peer_tuple(p: &PeerInfo) -> PeerTuple {
     (
         p.pid,
         p.own_pid,
@@ -758,6 +759,34 @@ impl NativeHandoverServer {
         let server = &self.server;
         py.detach(|| server.refuse(req, &message))
             .map_err(|e| to_py(py, e))
+    }
+
+    /// Serve until a successor took over (the core's serve loop); `None` when `timeout`
+    /// ran out or the server was closed. `release(successor)` returns
+    /// `(state, [(label, fd)], keepalive)`; `resume(exception)` runs after a failed grant.
+    /// A hook's exception ends it unchanged (the successor refused). GIL released while
+    /// waiting; Ctrl-C interrupts.
+    #[pyo3(signature = (release, timeout=None, resume=None))]
+    fn serve(
+        &self,
+        py: Python<'_>,
+        release: Py<PyAny>,
+        timeout: Option<f64>,
+        resume: Option<Py<PyAny>>,
+    ) -> PyResult<Option<PeerTuple>> {
+        let timeout = timeout_from(timeout)?;
+        let mut hooks = serve::PyHooks { release, resume };
+        let server = &self.server;
+        let got = detached_interruptible(py, |ctl| match server.serve(timeout, ctl, &mut hooks) {
+            Ok(peer) => Ok(Ok(peer)),
+            Err(ServeError::Hook(e)) => Ok(Err(e)),
+            Err(ServeError::Handover(e)) => Err(e),
+        })?
+        .map_err(|e| to_py(py, e))?;
+        match got {
+            Ok(peer) => Ok(peer.as_ref().map(peer_tuple)),
+            Err(hook) => Err(hook.err),
+        }
     }
 
     /// Stop serving (the socket is removed); idempotent.

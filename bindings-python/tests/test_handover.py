@@ -488,6 +488,30 @@ def test_a_bad_descriptor_is_refused_at_once(sock: Path) -> None:
         assert server.serving
 
 
+def test_serve_refuses_a_bad_descriptor_and_raises_it(sock: Path) -> None:
+    """A closed descriptor from the release step refuses the successor (who hears why) and
+    raises ValueError in the app."""
+    closed = socket.socket()
+    closed.close()
+    with update_lock.HandoverServer(sock) as server:
+        outcome: List[BaseException] = []
+
+        def take() -> None:
+            try:
+                update_lock.handover_take(sock, handover_complete=False)
+            except BaseException as e:
+                outcome.append(e)
+
+        t = threading.Thread(target=take)
+        t.start()
+        with pytest.raises(ValueError, match="'gone'.* is closed"):
+            server.serve(lambda peer: (b"", {"gone": closed}))
+        t.join(STEP * 4)
+        assert isinstance(outcome[0], update_lock.HandoverError) and outcome[0].reason == "refused"
+        assert "release step failed" in str(outcome[0]) and "is closed" in str(outcome[0])
+        assert server.serving
+
+
 def test_the_deprecated_signal_argument_still_works_and_warns(sock: Path) -> None:
     """``signal=`` is the 0.1 name of ``handover_complete=``: it works for one release, with
     a DeprecationWarning; both given and disagreeing is a ValueError."""

@@ -13,9 +13,12 @@
 //! - CMD exiting on its own (before any hand-over) ends serving with CMD's status.
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 
-use update_lock::{ErrorCode, HandoverServer, RendezvousOptions, WaitControl};
+use update_lock::{
+    ErrorCode, HandoverServer, PeerInfo, ReleaseAnswer, RendezvousOptions, ServeError, ServeHooks,
+    WaitControl,
+};
 
 use crate::failure::{Failure, EXIT_OTHER, EXIT_USAGE};
 use crate::handover_args::{duplicate, FdSpec, ServeArgs};
@@ -126,91 +129,46 @@ pub fn serve(
         .start_watchdog(args.timeout.and_then(|t| t.0), args.term_grace)
         .map_err(|e| io_failure("start a thread", e))?;
 
-    loop {
-        let ctl = WaitControl::new().cancel_on(events.stop_token.clone());
-        match server.accept_with(None, ctl) {
-            Ok(Some(req)) => {
-                if !events.begin_handover() {
-                    let _ = server.refuse(req, "the old version is stopping");
-                    continue;
+    let mut step = ReleaseStep {
+        events: &events,
+        args,
+        opts,
+        fds: &fds,
+        who: String::new(),
+        overlapped: false,
+    };
+    let ctl = WaitControl::new().cancel_on(events.stop_token.clone());
+    match server.serve(None, ctl, &mut step) {
+        Ok(Some(peer)) if step.overlapped => {
+            let serving = server.wait_successor_ready(args.overlap);
+            say!(
+                "lockctl: handed over to {}{}; stopping the command",
+                peer.describe(),
+                if serving {
+                    ", which serves now"
+                } else {
+                    " (it did not say it serves within --overlap)"
                 }
-                let who = req.successor().describe();
-                if args.state_file.is_none() && events.child_running() {
-                    // No state to wait for: hand over copies first, let the command go on
-                    // accepting beside the successor's until that one serves, then stop it.
-                    say!("lockctl: {who} asks to take over; handing over while the command keeps serving");
-                    let borrowed: Vec<(&str, BorrowedFd<'_>)> =
-                        fds.iter().map(|(l, fd)| (l.as_str(), fd.as_fd())).collect();
-                    match server.grant(req, &[], &borrowed) {
-                        Ok(peer) => {
-                            let serving = server.wait_successor_ready(args.overlap);
-                            say!(
-                                "lockctl: handed over to {}{}; stopping the command",
-                                peer.describe(),
-                                if serving {
-                                    ", which serves now"
-                                } else {
-                                    " (it did not say it serves within --overlap)"
-                                }
-                            );
-                            events.stop_child(args.release_grace);
-                            return Ok(0);
-                        }
-                        Err(e) => {
-                            say!(
-                                "lockctl: warning[{}]: the hand-over to {who} failed: {e}; the command still runs; still serving the descriptors",
-                                e.code()
-                            );
-                            events.end_handover();
-                            continue;
-                        }
-                    }
-                }
-                say!("lockctl: {who} asks to take over; releasing");
-                if let Some(code) = release_step(&events, args) {
-                    say!("lockctl: the command exited with status {code}");
-                }
-                let state = match read_state(args, opts.state_limit()) {
-                    Ok(s) => s,
-                    Err(msg) => {
-                        say!("lockctl: {msg}; refusing {who} and still serving");
-                        let _ = server.refuse(req, &msg);
-                        events.end_handover();
-                        continue;
-                    }
-                };
-                let borrowed: Vec<(&str, BorrowedFd<'_>)> =
-                    fds.iter().map(|(l, fd)| (l.as_str(), fd.as_fd())).collect();
-                match server.grant(req, &state, &borrowed) {
-                    Ok(peer) => {
-                        say!("lockctl: handed over to {}", peer.describe());
-                        if events.child_running() {
-                            events.stop_child(args.release_grace);
-                        }
-                        return Ok(0);
-                    }
-                    Err(e) => {
-                        let what = if events.child_running() {
-                            "the command still runs"
-                        } else {
-                            "the command has stopped and is not restarted"
-                        };
-                        say!(
-                            "lockctl: warning[{}]: the hand-over to {who} failed: {e}; {what}; still serving the descriptors",
-                            e.code()
-                        );
-                        events.end_handover();
-                    }
-                }
-            }
-            Ok(None) => {}
-            Err(e) if e.code() == ErrorCode::Cancelled => break,
-            Err(e) => {
-                server.close();
-                events.stop_child(args.release_grace);
-                return Err(e.into());
-            }
+            );
+            events.stop_child(args.release_grace);
+            return Ok(0);
         }
+        Ok(Some(peer)) => {
+            say!("lockctl: handed over to {}", peer.describe());
+            if events.child_running() {
+                events.stop_child(args.release_grace);
+            }
+            return Ok(0);
+        }
+        // Closed, or cancelled by a stop event: why is in `stop_reason` below.
+        Ok(None) => {}
+        Err(ServeError::Handover(e)) if e.code() == ErrorCode::Cancelled => {}
+        Err(ServeError::Handover(e)) => {
+            server.close();
+            events.stop_child(args.release_grace);
+            return Err(e.into());
+        }
+        Err(ServeError::Hook(never)) => match never {},
     }
     server.close();
     Ok(match events.stop_reason() {
@@ -237,6 +195,83 @@ pub fn serve(
         }
         None => EXIT_OTHER,
     })
+}
+
+/// lockctl's release step for each successor, run by the core's serve loop.
+struct ReleaseStep<'a> {
+    events: &'a Events,
+    args: &'a ServeArgs,
+    opts: &'a RendezvousOptions,
+    fds: &'a [(String, OwnedFd)],
+    /// Who asks now, for the messages.
+    who: String,
+    /// Handed over while the command keeps serving (no state to wait for).
+    overlapped: bool,
+}
+
+impl ServeHooks for ReleaseStep<'_> {
+    type Error = std::convert::Infallible;
+
+    fn release(&mut self, successor: &PeerInfo) -> Result<ReleaseAnswer, Self::Error> {
+        if !self.events.begin_handover() {
+            return Ok(ReleaseAnswer::Refuse("the old version is stopping".into()));
+        }
+        let who = successor.describe();
+        self.who = who.clone();
+        let fds = match copies(self.fds) {
+            Ok(fds) => fds,
+            Err(e) => {
+                let msg = format!("cannot copy the descriptors to hand over: {e}");
+                say!("lockctl: {msg}; refusing {who} and still serving");
+                self.events.end_handover();
+                return Ok(ReleaseAnswer::Refuse(msg));
+            }
+        };
+        self.overlapped = self.args.state_file.is_none() && self.events.child_running();
+        if self.overlapped {
+            // No state to wait for: hand over copies first, let the command go on accepting
+            // beside the successor's until that one serves, then stop it.
+            say!("lockctl: {who} asks to take over; handing over while the command keeps serving");
+            return Ok(ReleaseAnswer::Grant {
+                state: Vec::new(),
+                fds,
+            });
+        }
+        say!("lockctl: {who} asks to take over; releasing");
+        if let Some(code) = release_step(self.events, self.args) {
+            say!("lockctl: the command exited with status {code}");
+        }
+        match read_state(self.args, self.opts.state_limit()) {
+            Ok(state) => Ok(ReleaseAnswer::Grant { state, fds }),
+            Err(msg) => {
+                say!("lockctl: {msg}; refusing {who} and still serving");
+                self.events.end_handover();
+                Ok(ReleaseAnswer::Refuse(msg))
+            }
+        }
+    }
+
+    fn resume(&mut self, failure: update_lock::Error) -> Result<(), Self::Error> {
+        let what = if self.events.child_running() {
+            "the command still runs"
+        } else {
+            "the command has stopped and is not restarted"
+        };
+        say!(
+            "lockctl: warning[{}]: the hand-over to {} failed: {failure}; {what}; still serving the descriptors",
+            failure.code(),
+            self.who
+        );
+        self.events.end_handover();
+        Ok(())
+    }
+}
+
+/// Copies of our descriptors for one grant (ours stay open if it fails).
+fn copies(fds: &[(String, OwnedFd)]) -> std::io::Result<Vec<(String, OwnedFd)>> {
+    fds.iter()
+        .map(|(l, fd)| Ok((l.clone(), fd.try_clone()?)))
+        .collect()
 }
 
 /// After a take-over, tell the old version when our command serves (so it stops its own):

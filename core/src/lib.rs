@@ -51,8 +51,8 @@ pub use handover::rendezvous::take_over_async;
 pub use handover::rendezvous::{
     default_socket_path, listen_backlog, take_over, take_over_with, HandoverFailure,
     HandoverRequest, HandoverServer, Inheritance, InheritedFd, PeerInfo, ReadySignal,
-    RendezvousOptions, DEFAULT_MAX_STATE, DEFAULT_RELEASE_TIMEOUT, DEFAULT_STEP_TIMEOUT, MAX_FDS,
-    PROTOCOL_VERSION, SOCKET_NAME,
+    ReleaseAnswer, RendezvousOptions, ServeError, ServeHooks, DEFAULT_MAX_STATE,
+    DEFAULT_RELEASE_TIMEOUT, DEFAULT_STEP_TIMEOUT, MAX_FDS, PROTOCOL_VERSION, SOCKET_NAME,
 };
 pub use handover::signal::{handover_complete, HandoverOptions, HANDOVER_SIGNAL_NAME};
 pub use holder::proof::{lost_lock_holders, prove_lock_holder, ProvenHolder, Unproven};

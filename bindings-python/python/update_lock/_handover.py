@@ -14,7 +14,6 @@ import fcntl
 import io
 import os
 import socket as _socket
-import time
 import warnings
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -32,7 +31,7 @@ from typing import (
 )
 
 from . import _update_lock as _native
-from ._errors import HandoverError, UpdateLockError
+from ._errors import UpdateLockError
 from ._lock import _default_program
 
 _PathLike = Union[str, "os.PathLike[str]"]
@@ -403,34 +402,15 @@ class HandoverServer:
         If ``release`` raises, the successor is refused with the exception's text and the
         exception propagates (the server still serves). Ctrl-C (``KeyboardInterrupt``)
         propagates too."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                request = self.accept(left)
-            except HandoverError as e:
-                if e.reason == "finished" and not self.serving:
-                    return None
-                raise
-            if request is None:
-                return None
-            try:
-                state, fds = release(request.successor)
-            except BaseException as e:
-                try:
-                    self.refuse(request, f"the old version's release step failed: {e!r}")
-                except UpdateLockError:
-                    pass
-                raise
-            try:
-                return self.grant(request, state, fds)
-            except UpdateLockError as e:
-                if e.code == "cancelled":
-                    raise
-                # Nothing was handed over: the app takes its resources back into use, also
-                # when the server was closed meanwhile (then the next accept ends the loop).
-                if resume is not None:
-                    resume(e)
+        # The loop is the core's (the same in every language); this only translates.
+        def native_release(successor: Tuple[int, int, int, str, str, int]) -> Tuple[bytes, List[Tuple[str, int]], object]:
+            state, fds = release(Peer._from_native(successor))
+            pairs = [(str(label), _fileno(str(label), obj)) for label, obj in fds.items()]
+            # fds stays referenced until the core has copied the descriptors.
+            return bytes(state), pairs, fds
+
+        peer = self._native.serve(native_release, timeout, resume)
+        return None if peer is None else Peer._from_native(peer)
 
     def __enter__(self) -> HandoverServer:
         return self

@@ -2,7 +2,7 @@
 
 import os
 from types import TracebackType
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from typing_extensions import disjoint_base, final
 
@@ -165,6 +165,13 @@ class HandoverServer:
         """Send state and descriptors, wait for the acknowledgement."""
     def refuse(self, request: HandoverRequest, message: str) -> None:
         """Turn the successor away."""
+    def serve(
+        self,
+        release: Callable[[_Peer], Tuple[bytes, Sequence[Tuple[str, int]], object]],
+        timeout: Optional[float] = None,
+        resume: Optional[Callable[[UpdateLockError], object]] = None,
+    ) -> Optional[_Peer]:
+        """The core's serve loop; a hook's exception propagates unchanged."""
     def close(self) -> None:
         """Stop serving; idempotent."""
     @property

@@ -8,6 +8,7 @@ pub(crate) mod lock_dir;
 pub(crate) mod lock_file;
 pub(crate) mod options;
 pub(crate) mod removal;
+pub(crate) mod removal_turn;
 pub(crate) mod rename;
 pub(crate) mod wait;
 

@@ -21,6 +21,10 @@
 //!      our placeholder. The other file stands at its name again, never having left it
 //!      empty.
 //!
+//! Removers of this SDK take turns at the directory ([`crate::lock::removal_turn`]): two at
+//! one name at once would swap each other's placeholder in and out, and one could be left
+//! standing at the name for good.
+//!
 //! What remains: only root can replace files of others in the sticky directory (the
 //! Supervisor's override and its release, which unlink by name and `rmdir` a directory).
 //! If root acts on the name in the microseconds between two of these steps, no file is ever
@@ -46,6 +50,7 @@ use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use crate::inspection::{stat_at, FileId};
+use crate::lock::removal_turn::RemovalTurn;
 use crate::lock::rename::{renameat2, RenameFlags};
 
 /// What a removal did.
@@ -76,6 +81,7 @@ pub(crate) fn remove_exact(
     full: &Path,
     id: FileId,
 ) -> std::result::Result<Removal, RemovalError> {
+    let _turn = RemovalTurn::take(dir);
     let placeholder = make_placeholder(dir, name, full)?;
     let private = placeholder.name.as_c_str();
     let outcome = match renameat2(dir, private, dir, name, RenameFlags::Exchange) {
@@ -544,5 +550,45 @@ mod tests {
             "removing"
         ))));
         assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none());
+    }
+
+    /// Two removers at one name at once (two reclaimers of this app: one meant the file at
+    /// the name, the other a file that left it meanwhile): neither may leave its placeholder
+    /// at the name, and the file meant is removed. Before removers took turns, one swapped
+    /// the other's placeholder out, put it back after its owner had looked, and the empty
+    /// directory stayed at the name for good (seen once in 50,000 swaps of the race loop;
+    /// here, without turns, within the first 20 rounds).
+    #[test]
+    fn two_removers_at_once_never_leave_a_placeholder_at_the_name() {
+        let (tmp, dir, path) = setup();
+        let kept = tmp.path().join("kept");
+        std::fs::write(&kept, "gone meanwhile").unwrap();
+        let other = id_of(&kept);
+        let dir = std::sync::Arc::new(dir);
+        let rounds = 5_000;
+        for round in 0..rounds {
+            std::fs::write(&path, "stale").unwrap();
+            let id = id_of(&path);
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let (d, b, p) = (dir.clone(), barrier.clone(), path.clone());
+            let second = std::thread::spawn(move || {
+                b.wait();
+                remove_exact(d.as_fd(), c"updates.lock", &p, other).unwrap()
+            });
+            barrier.wait();
+            let first = remove_exact(dir.as_fd(), c"updates.lock", &path, id).unwrap();
+            let second = second.join().unwrap();
+            assert_eq!(first, Removal::Removed, "round {round}");
+            assert!(
+                std::fs::symlink_metadata(&path).is_err(),
+                "round {round}: something stays at the name ({second:?})"
+            );
+        }
+        let mut names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["kept"], "nothing left behind");
     }
 }

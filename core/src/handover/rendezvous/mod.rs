@@ -41,6 +41,7 @@
 mod conn;
 mod failure;
 mod options;
+mod serve_loop;
 mod server;
 mod socket_file;
 mod successor;
@@ -53,6 +54,7 @@ pub use options::{
     default_socket_path, listen_backlog, PeerInfo, RendezvousOptions, DEFAULT_MAX_STATE,
     DEFAULT_RELEASE_TIMEOUT, DEFAULT_STEP_TIMEOUT, SOCKET_NAME,
 };
+pub use serve_loop::{ReleaseAnswer, ServeError, ServeHooks};
 pub use server::{HandoverRequest, HandoverServer};
 pub use successor::{take_over, take_over_with, Inheritance, InheritedFd, ReadySignal};
 #[cfg(feature = "tokio")]

@@ -162,8 +162,18 @@ impl HandoverServer {
         timeout: Option<Duration>,
         mut ctl: WaitControl<'_>,
     ) -> Result<Option<HandoverRequest>> {
+        self.accept_ctl(timeout, &mut ctl)
+    }
+
+    /// [`accept_with`](Self::accept_with) with a control that outlives the call (the serve
+    /// loop uses one for every step).
+    pub(super) fn accept_ctl(
+        &self,
+        timeout: Option<Duration>,
+        ctl: &mut WaitControl<'_>,
+    ) -> Result<Option<HandoverRequest>> {
         let mut pending = std::mem::take(&mut *self.lock_pending());
-        let got = self.accept_pending(&mut pending, timeout, &mut ctl);
+        let got = self.accept_pending(&mut pending, timeout, ctl);
         self.lock_pending().append(&mut pending);
         got
     }
@@ -354,6 +364,17 @@ impl HandoverServer {
         fds: &[(&str, BorrowedFd<'_>)],
         mut ctl: WaitControl<'_>,
     ) -> Result<PeerInfo> {
+        self.grant_ctl(req, state, fds, &mut ctl)
+    }
+
+    /// [`grant_with`](Self::grant_with) with a control that outlives the call.
+    pub(super) fn grant_ctl(
+        &self,
+        req: HandoverRequest,
+        state: &[u8],
+        fds: &[(&str, BorrowedFd<'_>)],
+        ctl: &mut WaitControl<'_>,
+    ) -> Result<PeerInfo> {
         let _bound = self.bound()?;
         let step = self.inner.opts.step_timeout;
         let max = self.inner.opts.max_state;
@@ -370,12 +391,12 @@ impl HandoverServer {
         let raw: Vec<i32> = fds.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
         let payload = wire::encode_state(&labels, state);
         req.conn
-            .send(Kind::State, &payload, &raw, Instant::now() + step, &mut ctl)?;
+            .send(Kind::State, &payload, &raw, Instant::now() + step, ctl)?;
         let ack = req.conn.recv(
             MAX_TEXT,
             "acknowledge the state",
             Instant::now() + step,
-            &mut ctl,
+            ctl,
         )?;
         if ack.header.kind != Kind::Ack {
             return Err(fail(
@@ -391,7 +412,7 @@ impl HandoverServer {
         self.finish(Some(HandoverFailure::Taken), &req.successor);
         let _ = req
             .conn
-            .send(Kind::Bye, &[], &[], Instant::now() + step, &mut ctl);
+            .send(Kind::Bye, &[], &[], Instant::now() + step, ctl);
         *self.lock_last() = Some(req.conn);
         Ok(req.successor)
     }
