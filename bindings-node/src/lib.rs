@@ -19,6 +19,7 @@ use napi_derive::napi;
 use serde_json::{Map, Number, Value};
 pub mod api;
 pub mod handover;
+pub mod peer;
 pub mod serve;
 
 use update_lock::{

@@ -9,7 +9,7 @@ use napi::threadsafe_function::ThreadsafeFunction;
 use napi_derive::napi;
 use update_lock::{Error as CoreError, PeerInfo, ReleaseAnswer, ServeHooks};
 
-use crate::handover::{GrantFd, Peer};
+use crate::peer::{GrantFd, Peer};
 
 /// What the app's release step answered, as index.js passes it on.
 #[napi(object)]

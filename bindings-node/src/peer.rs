@@ -1,0 +1,48 @@
+//! The plain objects both sides of the hand-over code pass to JavaScript: who the peer is,
+//! and a descriptor to hand over.
+
+use napi_derive::napi;
+use update_lock::PeerInfo;
+
+/// What one side of a hand-over knows about the other (field names as in the core's
+/// `PeerInfo` and in every binding).
+#[napi(object)]
+pub struct Peer {
+    /// The peer's pid as the kernel reports it (0 when in another PID namespace).
+    pub pid: i32,
+    /// The pid the peer reports for itself (in its own PID namespace); `own_pid` in
+    /// JavaScript too, as in every binding.
+    #[napi(js_name = "own_pid")]
+    pub own_pid: i32,
+    /// The peer's uid.
+    pub uid: u32,
+    /// The peer's release name (may be empty).
+    pub release: String,
+    /// The peer's program name.
+    pub program: String,
+    /// The protocol version both sides agreed on.
+    pub protocol: u32,
+}
+
+impl From<&PeerInfo> for Peer {
+    fn from(p: &PeerInfo) -> Self {
+        Peer {
+            pid: p.pid,
+            own_pid: p.own_pid,
+            uid: p.uid,
+            release: p.release.clone(),
+            program: p.program.clone(),
+            protocol: p.protocol,
+        }
+    }
+}
+
+/// A descriptor to hand over: its label and the app's descriptor number (a copy is sent;
+/// the app keeps its own).
+#[napi(object)]
+pub struct GrantFd {
+    /// The label the successor sees.
+    pub label: String,
+    /// The app's descriptor number.
+    pub fd: i32,
+}
