@@ -504,7 +504,7 @@ def test_serve_refuses_a_bad_descriptor_and_raises_it(sock: Path) -> None:
 
         t = threading.Thread(target=take)
         t.start()
-        with pytest.raises(ValueError, match="'gone'.* is closed"):
+        with pytest.raises(ValueError, match=r"'gone'.* is closed"):
             server.serve(lambda peer: (b"", {"gone": closed}))
         t.join(STEP * 4)
         assert isinstance(outcome[0], update_lock.HandoverError) and outcome[0].reason == "refused"
