@@ -20,6 +20,13 @@ export interface LockOptionsInit {
   reclaimStale?: boolean
   /** Program name written in the holder record (default: the script's file name). */
   program?: string
+  /**
+   * Shared mode (default false): other shared holders of the app (other `lock()` calls,
+   * processes, containers of the same uid) hold it at the same time, and the last one out
+   * removes it. The Supervisor and the reboot still see it held; an exclusive holder,
+   * another uid's lock and the Supervisor's are waited for.
+   */
+  shared?: boolean
   /** Cancels a pending `lock()` (rejects with code `cancelled`, nothing taken). Not for `lockSync`. */
   signal?: AbortSignal
 }
@@ -48,6 +55,11 @@ export type ErrorCode =
   | 'api'
   /** The lock could not be looked at: held or free is unknown; nothing was changed. */
   | 'unknown'
+  /**
+   * The same `withLock()` scope (or thread, for `lockSync`) already holds these paths and
+   * the two cannot share: it would wait for itself. Reuse the lock, or use `shared: true`.
+   */
+  | 'already-held'
 
 /**
  * Why a Supervisor API call failed (`err.reason` with code `api`); stable strings, the same

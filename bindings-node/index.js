@@ -6,6 +6,7 @@
 // the Supervisor API (SupervisorApi, UpdateGate).
 // Types: index.d.ts.
 
+const { AsyncLocalStorage } = require('node:async_hooks')
 const nodePath = require('node:path')
 const native = require('./native.js')
 
@@ -48,7 +49,7 @@ function invalidArg(message, code = 'ERR_INVALID_ARG_TYPE') {
   return e
 }
 
-const LOCK_KEYS = new Set(['paths', 'legacy', 'timeout', 'reclaimStale', 'program', 'signal'])
+const LOCK_KEYS = new Set(['paths', 'legacy', 'timeout', 'reclaimStale', 'program', 'signal', 'shared'])
 const INSPECT_KEYS = new Set(['paths', 'legacy', 'handoverPaths'])
 
 function checkKeys(options, allowed, what) {
@@ -115,6 +116,8 @@ function parse(options) {
   if (legacy !== undefined) init.legacy = legacy
   const reclaim = bool(o.reclaimStale, 'reclaimStale')
   if (reclaim !== undefined) init.reclaimStale = reclaim
+  const shared = bool(o.shared, 'shared')
+  if (shared !== undefined) init.shared = shared
   if (o.timeout !== undefined && o.timeout !== null) {
     if (typeof o.timeout !== 'number' || Number.isNaN(o.timeout)) {
       throw invalidArg(`timeout must be a number of milliseconds (or Infinity), got ${typeof o.timeout}`)
@@ -330,14 +333,26 @@ class UpdateLock {
  * `reclaimStale`, `program`, `signal`.
  */
 async function lock(options) {
+  return lockAs(options, ownerHere())
+}
+
+// Who asks, for the core's nesting check: the enclosing withLock() (the same one taking
+// the same lock again would wait for itself forever: it fails with `already-held`), else a
+// new owner for this call (other calls wait for it as other processes do).
+const lockScope = new AsyncLocalStorage()
+function ownerHere() {
+  return lockScope.getStore() ?? native.newLockOwner()
+}
+
+async function lockAs(options, owner) {
   const { nativeOptions, signal } = parse(options)
   activate()
   let nativeLock = null
   try {
     // First one non-blocking attempt here (a few system calls, never a wait): an uncontended
     // lock costs no thread hand-off. Only if it is held, the wait runs on the native side.
-    if (signal === undefined || !signal.aborted) nativeLock = native.tryAcquire(nativeOptions)
-    if (nativeLock === null) nativeLock = await waitNative(nativeOptions, signal)
+    if (signal === undefined || !signal.aborted) nativeLock = native.tryAcquire(nativeOptions, owner)
+    if (nativeLock === null) nativeLock = await waitNative(nativeOptions, owner, signal)
   } catch (e) {
     deactivate()
     if (e && e.code === 'cancelled' && signal !== undefined) e.cause = signal.reason
@@ -359,17 +374,17 @@ async function lock(options) {
 
 // Wait for the lock on the native side (tokio runtime: inotify through its reactor, not
 // libuv's thread pool), cancelled by `signal`.
-async function waitNative(nativeOptions, signal) {
-  if (signal === undefined) return native.acquire(nativeOptions, null)
+async function waitNative(nativeOptions, owner, signal) {
+  if (signal === undefined) return native.acquire(nativeOptions, owner, null)
   const canceller = new native.Canceller()
   if (signal.aborted) {
     canceller.cancel()
-    return native.acquire(nativeOptions, canceller)
+    return native.acquire(nativeOptions, owner, canceller)
   }
   const onAbort = () => canceller.cancel()
   signal.addEventListener('abort', onAbort, { once: true })
   try {
-    return await native.acquire(nativeOptions, canceller)
+    return await native.acquire(nativeOptions, owner, canceller)
   } finally {
     signal.removeEventListener('abort', onAbort)
   }
@@ -386,7 +401,7 @@ function lockSync(options) {
   }
   let nativeLock
   try {
-    nativeLock = native.acquireSync(nativeOptions)
+    nativeLock = native.acquireSync(nativeOptions, ownerHere())
   } catch (e) {
     throw adopt(e)
   }
@@ -402,10 +417,13 @@ function lockSync(options) {
  */
 async function withLock(fn, options) {
   if (typeof fn !== 'function') throw invalidArg('withLock(fn, options): fn must be a function')
-  const held = await lock(options)
+  const owner = ownerHere()
+  const held = await lockAs(options, owner)
   let result
   try {
-    result = await fn(held)
+    // Inside fn, this withLock is who asks: a nested exclusive lock of the same paths fails
+    // at once with `already-held` instead of waiting for itself.
+    result = await lockScope.run(owner, () => fn(held))
   } catch (e) {
     try {
       held.release()

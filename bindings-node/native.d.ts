@@ -170,10 +170,10 @@ export declare class PreparedOptions {
  * (inotify through its reactor), never on libuv's thread pool. `canceller` ends the wait
  * with code `cancelled` and nothing taken.
  */
-export declare function acquire(options: PreparedOptions, canceller?: Canceller | undefined | null): Promise<NativeLock>
+export declare function acquire(options: PreparedOptions, owner: number, canceller?: Canceller | undefined | null): Promise<NativeLock>
 
 /** Take the lock, blocking the calling thread while waiting (for scripts). */
-export declare function acquireSync(options: PreparedOptions): NativeLock
+export declare function acquireSync(options: PreparedOptions, owner: number): NativeLock
 
 /** Options of `new SupervisorApi()` as the JavaScript wrapper passes them. */
 export interface ApiInit {
@@ -262,7 +262,12 @@ export interface LockOptionsInit {
   reclaimStale?: boolean
   /** Program name written in the holder record. */
   program?: string
+  /** Shared mode (default false: exclusive). */
+  shared?: boolean
 }
+
+/** A new lock owner (the core's `LockOwner`) for a JavaScript async context. */
+export declare function newLockOwner(): number
 
 /**
  * What one side of a hand-over knows about the other (field names as in the core's
@@ -351,7 +356,7 @@ export declare function takeOverSync(options: RendezvousInit): NativeInheritance
  * lock, or `null` when it is held and `options` allow waiting (then call `acquire`). With a
  * zero timeout, a held lock throws `held` as usual; any other error throws.
  */
-export declare function tryAcquire(options: PreparedOptions): NativeLock | null
+export declare function tryAcquire(options: PreparedOptions, owner: number): NativeLock | null
 
 /** Take the lock (on the blocking pool) and resolve with the gate. */
 export declare function updateGateAcquire(api: NativeSupervisorApi, lock: PreparedOptions, gate: GateInit): Promise<NativeUpdateGate>

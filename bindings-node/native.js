@@ -850,6 +850,7 @@ module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.handoverComplete = nativeBinding.handoverComplete
 module.exports.heldCount = nativeBinding.heldCount
 module.exports.listenBacklog = nativeBinding.listenBacklog
+module.exports.newLockOwner = nativeBinding.newLockOwner
 module.exports.releaseAll = nativeBinding.releaseAll
 module.exports.status = nativeBinding.status
 module.exports.takeOver = nativeBinding.takeOver

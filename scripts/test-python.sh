@@ -55,8 +55,8 @@ with update_lock.lock(paths=d + "/updates.lock", timeout=0) as lk:
     try:
         update_lock.lock(paths=d + "/updates.lock", timeout=0).acquire()
         raise SystemExit("second acquire succeeded")
-    except update_lock.LockHeldError as e:
-        assert e.code == "held" and isinstance(e, BlockingIOError)
+    except update_lock.AlreadyHeldError as e:
+        assert e.code == "already-held" and e.number == 13 and isinstance(e, RuntimeError)
 assert not lk.held
 print("abi3 wheel works on", sys.version.split()[0])'
 for v in 3.9 3.13; do

@@ -47,7 +47,7 @@
 /**
  * Result of every fallible `ul_` function. The numbers are stable and never reused.
  *
- * 1 to 12 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
+ * 1 to 13 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
  * core's code string, e.g. "held"); 100 and up are errors of the C binding itself.
  * After any code but `UL_OK`, `ul_last_error_message` gives the core's message (which path,
  * who holds it, what to do next).
@@ -116,6 +116,12 @@ typedef enum ul_result {
    * deleted. Never read it as free.
    */
   UL_ERR_UNKNOWN = 12,
+  /**
+   * "already-held": this process already holds the lock path (another handle or
+   * thread), and the two cannot share it. Reuse the handle you hold, or take both with
+   * `shared` set in `ul_options`.
+   */
+  UL_ERR_ALREADY_HELD = 13,
   /**
    * "null-argument": a required pointer argument was NULL.
    */
@@ -410,6 +416,15 @@ typedef struct ul_options {
    * alive until the call returns.
    */
   const struct ul_cancel_token *cancel;
+  /**
+   * Shared mode (default false: exclusive): other shared holders of the app (threads with
+   * their own handle, processes, containers of the same uid) hold the lock at the same
+   * time, and the last one out removes it. The Supervisor and the reboot still see it
+   * held; an exclusive holder, another uid's lock and the Supervisor's are waited for.
+   * (Added in 0.2: a program built against the 0.1 header passes the smaller size and
+   * gets exclusive mode.)
+   */
+  bool shared;
 } ul_options;
 
 /**

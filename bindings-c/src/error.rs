@@ -12,7 +12,7 @@ use crate::strings::{copy_truncated, StringArena};
 
 /// Result of every fallible `ul_` function. The numbers are stable and never reused.
 ///
-/// 1 to 12 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
+/// 1 to 13 are the core's error kinds, with the core's numbers (`ul_result_name` gives the
 /// core's code string, e.g. "held"); 100 and up are errors of the C binding itself.
 /// After any code but `UL_OK`, `ul_last_error_message` gives the core's message (which path,
 /// who holds it, what to do next).
@@ -56,6 +56,10 @@ pub enum ul_result {
     /// that may not be searched): whether it is held is unknown, and nothing was changed or
     /// deleted. Never read it as free.
     UL_ERR_UNKNOWN = 12,
+    /// "already-held": this process already holds the lock path (another handle or
+    /// thread), and the two cannot share it. Reuse the handle you hold, or take both with
+    /// `shared` set in `ul_options`.
+    UL_ERR_ALREADY_HELD = 13,
     /// "null-argument": a required pointer argument was NULL.
     UL_ERR_NULL_ARGUMENT = 100,
     /// "invalid-argument": an argument is malformed (a struct_size smaller than the struct
@@ -85,6 +89,7 @@ impl ul_result {
             ul_result::UL_ERR_HANDOVER => c"handover",
             ul_result::UL_ERR_API => c"api",
             ul_result::UL_ERR_UNKNOWN => c"unknown",
+            ul_result::UL_ERR_ALREADY_HELD => c"already-held",
             ul_result::UL_ERR_NULL_ARGUMENT => c"null-argument",
             ul_result::UL_ERR_INVALID_ARGUMENT => c"invalid-argument",
             ul_result::UL_ERR_BUFFER_TOO_SMALL => c"buffer-too-small",
@@ -92,7 +97,7 @@ impl ul_result {
         }
     }
 
-    pub(crate) const ALL: [ul_result; 17] = [
+    pub(crate) const ALL: [ul_result; 18] = [
         ul_result::UL_OK,
         ul_result::UL_ERR_HELD,
         ul_result::UL_ERR_TIMEOUT,
@@ -106,6 +111,7 @@ impl ul_result {
         ul_result::UL_ERR_HANDOVER,
         ul_result::UL_ERR_API,
         ul_result::UL_ERR_UNKNOWN,
+        ul_result::UL_ERR_ALREADY_HELD,
         ul_result::UL_ERR_NULL_ARGUMENT,
         ul_result::UL_ERR_INVALID_ARGUMENT,
         ul_result::UL_ERR_BUFFER_TOO_SMALL,
@@ -128,6 +134,7 @@ impl From<ErrorCode> for ul_result {
             ErrorCode::Handover => ul_result::UL_ERR_HANDOVER,
             ErrorCode::Api => ul_result::UL_ERR_API,
             ErrorCode::Unknown => ul_result::UL_ERR_UNKNOWN,
+            ErrorCode::AlreadyHeld => ul_result::UL_ERR_ALREADY_HELD,
         }
     }
 }
@@ -491,7 +498,7 @@ mod tests {
         // Binding-only codes stay clear of the core's range.
         for c in ul_result::ALL {
             let n = c as u32;
-            assert!(n == 0 || (1..=12).contains(&n) || n >= 100, "{c:?}");
+            assert!(n == 0 || (1..=13).contains(&n) || n >= 100, "{c:?}");
         }
     }
 }

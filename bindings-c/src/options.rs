@@ -57,6 +57,13 @@ pub struct ul_options {
     /// (`ul_cancel_token_cancel`). NULL (default): no cancellation. Borrowed: it must stay
     /// alive until the call returns.
     pub cancel: *const ul_cancel_token,
+    /// Shared mode (default false: exclusive): other shared holders of the app (threads with
+    /// their own handle, processes, containers of the same uid) hold the lock at the same
+    /// time, and the last one out removes it. The Supervisor and the reboot still see it
+    /// held; an exclusive holder, another uid's lock and the Supervisor's are waited for.
+    /// (Added in 0.2: a program built against the 0.1 header passes the smaller size and
+    /// gets exclusive mode.)
+    pub shared: bool,
 }
 
 /// Which hand-over signal files `ul_handover_complete` writes (and `ul_status` reports).
@@ -80,11 +87,12 @@ pub struct ul_handover_options {
 
 impl Versioned for ul_options {
     const NAME: &'static str = "ul_options";
-    const VERSIONS: &'static [(usize, usize)] = &[crate::versioned::version_ending_at!(
-        ul_options,
-        cancel,
-        *const ul_cancel_token
-    )];
+    const VERSIONS: &'static [(usize, usize)] = &[
+        // 0.1
+        crate::versioned::version_ending_at!(ul_options, cancel, *const ul_cancel_token),
+        // 0.2: `shared`
+        crate::versioned::version_ending_at!(ul_options, shared, bool),
+    ];
     fn defaults() -> Self {
         ul_options {
             struct_size: std::mem::size_of::<Self>(),
@@ -96,6 +104,7 @@ impl Versioned for ul_options {
             create_dir: true,
             program: std::ptr::null(),
             cancel: std::ptr::null(),
+            shared: false,
         }
     }
 }
@@ -169,7 +178,8 @@ pub(crate) unsafe fn lock_options(
         .legacy(o.legacy)
         .timeout(u64::try_from(o.timeout_ms).ok().map(Duration::from_millis))
         .reclaim_stale(o.reclaim_stale)
-        .create_dir(o.create_dir);
+        .create_dir(o.create_dir)
+        .shared(o.shared);
     if !o.program.is_null() {
         // SAFETY: a NUL-terminated string, by the caller's guarantee.
         let program = unsafe { CStr::from_ptr(o.program) };

@@ -851,6 +851,31 @@ static void *signal_main(void *arg)
     return NULL;
 }
 
+struct acquisition {
+    const ul_options *opts;
+    ul_lock *lock;
+    ul_result rc;
+};
+
+static void *acquire_thread(void *arg)
+{
+    struct acquisition *a = arg;
+    a->rc = ul_acquire(a->opts, &a->lock);
+    return NULL;
+}
+
+/* ul_acquire on a thread of its own (whose handle any thread may use and release). */
+static ul_result acquire_on_another_thread(const ul_options *o, ul_lock **out)
+{
+    struct acquisition a = {o, NULL, UL_ERR_PANIC};
+    pthread_t t;
+    if (pthread_create(&t, NULL, acquire_thread, &a) != 0)
+        return UL_ERR_PANIC;
+    pthread_join(t, NULL);
+    *out = a.lock;
+    return a.rc;
+}
+
 static void test_cancel_from_thread_and_signal_handler(void)
 {
     const char *paths[1];
@@ -863,8 +888,9 @@ static void test_cancel_from_thread_and_signal_handler(void)
     paths[0] = in_svc("updates.lock");
     o = opts_for(paths, 1);
 
-    /* Held by another handle of this process: a second acquisition waits for it. */
-    CHECK_RESULT(ul_acquire(&o, &first), UL_OK);
+    /* Held by another thread of this process: a second acquisition waits for it (the same
+     * thread would get UL_ERR_ALREADY_HELD at once). */
+    CHECK_RESULT(acquire_on_another_thread(&o, &first), UL_OK);
     CHECK_RESULT(ul_cancel_token_new(&tok), UL_OK);
     CHECK(!ul_cancel_token_is_cancelled(tok), "new token is cancelled");
     o.cancel = tok;
@@ -1294,19 +1320,15 @@ static void test_handover_complete(void)
     unlink(hpaths[0]);
 }
 
-static void test_last_error_holder_buffer(void)
+/* The holder buffer checks, on a thread other than the holder's (the last error is the
+ * thread's own; the holder's own thread would get UL_ERR_ALREADY_HELD). */
+static void holder_buffer_checks_on(const ul_options *o)
 {
-    const char *paths[1];
-    ul_options o;
-    ul_lock *first = NULL, *second = NULL;
+    ul_lock *second = NULL;
     ul_holder h;
     char small[8], big[2048];
     size_t needed = 0, needed2 = 0;
-    make_svc();
-    paths[0] = in_svc("updates.lock");
-    o = opts_for(paths, 1);
-    CHECK_RESULT(ul_acquire(&o, &first), UL_OK);
-    CHECK_RESULT(ul_try_acquire(&o, &second), UL_ERR_HELD);
+    CHECK_RESULT(ul_try_acquire(o, &second), UL_ERR_HELD);
     CHECK_MESSAGE_HAS("this same process");
     CHECK_RESULT(ul_last_error_holder(&h, small, sizeof small, &needed), UL_ERR_BUFFER_TOO_SMALL);
     CHECK(needed > sizeof small, "needed %zu", needed);
@@ -1316,11 +1338,70 @@ static void test_last_error_holder_buffer(void)
     CHECK_RESULT(ul_last_error_holder(&h, big, needed, NULL), UL_OK);
     CHECK(h.state == UL_STATE_HELD_BY_APP && h.record.same_process, "same process holder");
     CHECK(strcmp(h.record.program, "c-tests") == 0, "program %s", h.record.program);
-    CHECK_RESULT(ul_release(first), UL_OK);
     /* No holder after other errors. */
     CHECK_RESULT(ul_check(NULL), UL_ERR_NULL_ARGUMENT);
     CHECK_RESULT(ul_last_error_holder(&h, big, sizeof big, NULL), UL_OK);
     CHECK(h.state == UL_STATE_FREE && !h.has_record, "holder after a NULL-argument error");
+}
+
+static void *holder_buffer_checks(void *arg)
+{
+    holder_buffer_checks_on(arg);
+    return NULL;
+}
+
+static void test_last_error_holder_buffer(void)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *first = NULL;
+    pthread_t t;
+    make_svc();
+    paths[0] = in_svc("updates.lock");
+    o = opts_for(paths, 1);
+    CHECK_RESULT(ul_acquire(&o, &first), UL_OK);
+    CHECK(pthread_create(&t, NULL, holder_buffer_checks, &o) == 0, "pthread_create");
+    pthread_join(t, NULL);
+    CHECK_RESULT(ul_release(first), UL_OK);
+}
+
+/* Shared mode: two holds in this thread and a `lockctl run --shared` hold at once, both
+ * readers see it held, the last one out removes it. A nested exclusive acquisition by the
+ * same thread fails at once with UL_ERR_ALREADY_HELD instead of waiting for itself. */
+static void test_shared_holds_and_nested_acquire(void)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *a = NULL, *b = NULL, *c = NULL;
+    make_svc();
+    paths[0] = in_svc("updates.lock");
+    o = opts_for(paths, 1);
+    o.shared = true;
+    o.timeout_ms = 0;
+    CHECK_RESULT(ul_acquire(&o, &a), UL_OK);
+    CHECK_RESULT(ul_acquire(&o, &b), UL_OK);
+    CHECK(supervisor_lockfile(paths[0]) == 73, "the Supervisor must see it held");
+    CHECK(reboot_probe(paths[0]) == 1, "the reboot must see a flock");
+    CHECK(RUN((char *)lockctl, "run", "--shared", "--no-wait", "--path", (char *)paths[0], "--",
+              "true") == 0,
+          "lockctl run --shared must join");
+    /* Exclusive in the thread that holds it shared: fails at once, whatever the timeout. */
+    o.shared = false;
+    o.timeout_ms = 5000;
+    CHECK_RESULT(ul_acquire(&o, &c), UL_ERR_ALREADY_HELD);
+    CHECK(strcmp(ul_result_name(UL_ERR_ALREADY_HELD), "already-held") == 0, "name");
+    CHECK_MESSAGE_HAS("already held by this process");
+    CHECK(c == NULL, "nothing taken");
+    CHECK_RESULT(ul_release(a), UL_OK);
+    CHECK(exists(paths[0]), "b is still inside");
+    CHECK_RESULT(ul_release(b), UL_OK);
+    CHECK(!exists(paths[0]), "the last one out removed it");
+    /* Exclusive twice in one thread: the same. */
+    CHECK_RESULT(ul_acquire(&o, &a), UL_OK);
+    CHECK_RESULT(ul_acquire(&o, &c), UL_ERR_ALREADY_HELD);
+    CHECK_MESSAGE_HAS("reuse the lock you hold");
+    CHECK_RESULT(ul_release(a), UL_OK);
+    CHECK(!exists(paths[0]), "released");
 }
 
 struct worker {
@@ -2368,6 +2449,7 @@ static const struct {
     T(test_status_reports_every_state),
     T(test_handover_complete),
     T(test_last_error_holder_buffer),
+    T(test_shared_holds_and_nested_acquire),
     T(test_threads_exclude_each_other),
     T(test_handover_first_start_no_predecessor),
     T(test_handover_peer_uids),

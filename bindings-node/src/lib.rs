@@ -24,7 +24,7 @@ pub mod serve;
 
 use update_lock::{
     handover_complete as core_handover_complete, status as core_status, Error as CoreError,
-    ErrorCode, HandoverOptions, LockOptions, Reclaimed, UpdateLock,
+    ErrorCode, HandoverOptions, LockOptions, LockOwner, Reclaimed, UpdateLock,
 };
 
 /// Lock options as the JavaScript wrapper passes them (already validated there).
@@ -40,6 +40,8 @@ pub struct LockOptionsInit {
     pub reclaim_stale: Option<bool>,
     /// Program name written in the holder record.
     pub program: Option<String>,
+    /// Shared mode (default false: exclusive).
+    pub shared: Option<bool>,
 }
 
 /// Options for `status()` and `handoverComplete()`.
@@ -109,7 +111,25 @@ fn lock_options(init: LockOptionsInit) -> Result<LockOptions> {
     if let Some(program) = init.program {
         o = o.program(program);
     }
+    if let Some(shared) = init.shared {
+        o = o.shared(shared);
+    }
     Ok(o)
+}
+
+/// `options` with `owner` (index.js's async context: a `withLock` scope, or one per
+/// `lock()` call) as who asks, for the core's nesting check.
+fn owned(options: &PreparedOptions, owner: f64) -> LockOptions {
+    options
+        .inner
+        .clone()
+        .owner(LockOwner::from_u64(owner as u64))
+}
+
+/// A new lock owner (the core's `LockOwner`) for a JavaScript async context.
+#[napi]
+pub fn new_lock_owner() -> f64 {
+    LockOwner::new().as_u64() as f64
 }
 
 fn handover_options(init: &InspectOptionsInit) -> HandoverOptions {
@@ -322,8 +342,8 @@ fn cancelled_error(opts: &LockOptions, by: Option<String>) -> CoreError {
 
 /// Take the lock, blocking the calling thread while waiting (for scripts).
 #[napi]
-pub fn acquire_sync(env: &Env, options: &PreparedOptions) -> Result<NativeLock> {
-    UpdateLock::acquire(&options.inner)
+pub fn acquire_sync(env: &Env, options: &PreparedOptions, owner: f64) -> Result<NativeLock> {
+    UpdateLock::acquire(&owned(options, owner))
         .map(|lock| register(env_key(env), lock))
         .map_err(|e| js_error(env, &e))
 }
@@ -332,9 +352,9 @@ pub fn acquire_sync(env: &Env, options: &PreparedOptions) -> Result<NativeLock> 
 /// lock, or `null` when it is held and `options` allow waiting (then call `acquire`). With a
 /// zero timeout, a held lock throws `held` as usual; any other error throws.
 #[napi]
-pub fn try_acquire(env: &Env, options: &PreparedOptions) -> Result<Option<NativeLock>> {
+pub fn try_acquire(env: &Env, options: &PreparedOptions, owner: f64) -> Result<Option<NativeLock>> {
     let wait_allowed = options.waits;
-    match UpdateLock::try_acquire(&options.inner) {
+    match UpdateLock::try_acquire(&owned(options, owner)) {
         Ok(lock) => Ok(Some(register(env_key(env), lock))),
         Err(e) if wait_allowed && e.code() == ErrorCode::Held => Ok(None),
         Err(e) => Err(js_error(env, &e)),
@@ -348,9 +368,10 @@ pub fn try_acquire(env: &Env, options: &PreparedOptions) -> Result<Option<Native
 pub fn acquire<'env>(
     env: &'env Env,
     options: &PreparedOptions,
+    owner: f64,
     canceller: Option<&Canceller>,
 ) -> Result<PromiseRaw<'env, NativeLock>> {
-    let opts = options.inner.clone();
+    let opts = owned(options, owner);
     let cancel = canceller.map(|c| c.state.clone());
     let key = env_key(env);
     let fut = async move {
@@ -397,6 +418,7 @@ pub fn status(options: InspectOptionsInit) -> Result<serde_json::Value> {
         timeout_ms: None,
         reclaim_stale: None,
         program: None,
+        shared: None,
     })?;
     let handover = match handover_paths {
         Some(paths) => HandoverOptions::new().paths(paths.iter().map(PathBuf::from)),

@@ -24,7 +24,7 @@ function check(e, code, fragments = []) {
 /** The keys of the core's holder object (`error.holder`), in order. */
 const HOLDER_KEYS = ['state', 'description', 'record', 'owner_uid', 'flock_held', 'foreign_kind', 'symlink_target']
 
-test('codes: the core table, numbers 1..12', () => {
+test('codes: the core table, numbers 1..13', () => {
   assert.deepEqual(ul.codes, {
     held: 1,
     timeout: 2,
@@ -38,6 +38,7 @@ test('codes: the core table, numbers 1..12', () => {
     handover: 10,
     api: 11,
     unknown: 12,
+    'already-held': 13,
   })
   assert.ok(Object.isFrozen(ul.codes))
 })

@@ -16,7 +16,6 @@ mod serve;
 use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::thread::ThreadId;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
@@ -27,7 +26,8 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use update_lock::{
     CancelToken, Error, ErrorCode, HandoverFailure, HandoverOptions, HandoverRequest,
-    HandoverServer, LockOptions, PeerInfo, RendezvousOptions, ServeError, UpdateLock, WaitControl,
+    HandoverServer, LockOptions, LockOwner, PeerInfo, RendezvousOptions, ServeError, UpdateLock,
+    WaitControl,
 };
 
 /// How often a waiting call looks for pending Python signals (Ctrl-C): well inside the
@@ -188,11 +188,13 @@ fn lock_options(
     legacy: bool,
     reclaim_stale: bool,
     program: Option<String>,
+    shared: bool,
 ) -> PyResult<LockOptions> {
     let mut opts = LockOptions::new()
         .legacy(legacy)
         .timeout(timeout_from(timeout)?)
-        .reclaim_stale(reclaim_stale);
+        .reclaim_stale(reclaim_stale)
+        .shared(shared);
     if let Some(p) = paths {
         opts = opts.paths(p);
     }
@@ -202,21 +204,24 @@ fn lock_options(
     Ok(opts)
 }
 
-/// What a `NativeLock` holds right now.
+/// What a `NativeLock` holds right now: one core `UpdateLock` per entered hold (at most one
+/// in exclusive mode; in shared mode each `with` of the same object holds its own, and the
+/// core's last one out removes the lock).
 #[derive(Default)]
 struct Slot {
-    lock: Option<UpdateLock>,
-    /// The thread that took it (to refuse a second blocking acquire from the same thread).
-    owner: Option<ThreadId>,
+    locks: Vec<UpdateLock>,
 }
 
 /// The native lock object; `update_lock.Lock` and `update_lock.AsyncLock` subclass it.
 ///
-/// It keeps its options (built once) and at most one held core `UpdateLock`. It may be
-/// shared between threads: an acquire from another thread waits until the holder releases.
+/// It keeps its options (built once) and the core `UpdateLock`s it holds. It may be shared
+/// between threads: in exclusive mode an acquire from another thread waits until the
+/// holder releases (the same thread fails at once with `already-held`); in shared mode
+/// every thread holds it at once.
 #[pyclass(subclass, frozen, module = "update_lock._update_lock")]
 pub struct NativeLock {
     opts: LockOptions,
+    shared: bool,
     slot: Mutex<Slot>,
 }
 
@@ -228,13 +233,23 @@ impl NativeLock {
     fn store(&self, lock: UpdateLock) {
         let previous = {
             let mut s = self.slot();
-            s.owner = Some(std::thread::current().id());
-            s.lock.replace(lock)
+            let previous = if self.shared {
+                Vec::new()
+            } else {
+                std::mem::take(&mut s.locks)
+            };
+            s.locks.push(lock);
+            previous
         };
-        // A previous lock can only still be here if it was lost (the new one could not have
-        // been taken otherwise); dropping it closes its descriptors and deletes nothing that
-        // is not its own.
+        // In exclusive mode a previous lock can only still be here if it was lost (the new
+        // one could not have been taken otherwise); dropping it closes its descriptors and
+        // deletes nothing that is not its own.
         drop(previous);
+    }
+
+    /// The most recent hold, for `check`, `paths` and `reclaimed`.
+    fn with_last<T>(&self, f: impl FnOnce(Option<&UpdateLock>) -> T) -> T {
+        f(self.slot().locks.last())
     }
 
     fn not_held(&self) -> Error {
@@ -248,19 +263,27 @@ impl NativeLock {
 impl NativeLock {
     /// Options are validated here and built once; nothing is taken yet.
     #[new]
-    #[pyo3(signature = (paths=None, timeout=None, legacy=true, reclaim_stale=true, program=None))]
+    #[pyo3(signature = (paths=None, timeout=None, legacy=true, reclaim_stale=true, program=None, shared=false))]
     fn new(
         paths: Option<Vec<PathBuf>>,
         timeout: Option<f64>,
         legacy: bool,
         reclaim_stale: bool,
         program: Option<String>,
+        shared: bool,
     ) -> PyResult<Self> {
-        let opts = lock_options(paths, timeout, legacy, reclaim_stale, program)?;
+        let opts = lock_options(paths, timeout, legacy, reclaim_stale, program, shared)?;
         Ok(NativeLock {
             opts,
+            shared,
             slot: Mutex::new(Slot::default()),
         })
+    }
+
+    /// Whether holds of this object are shared.
+    #[getter]
+    fn shared(&self) -> bool {
+        self.shared
     }
 
     /// Take the lock, waiting as the lock's timeout says, with the GIL released.
@@ -271,32 +294,26 @@ impl NativeLock {
     ) -> PyResult<Bound<'py, Self>> {
         let py = slf.py();
         let this = slf.get();
-        let again = {
-            let s = this.slot();
-            s.owner == Some(std::thread::current().id())
-                && s.lock.as_ref().is_some_and(UpdateLock::is_held)
-        };
-        let got = if again {
-            // The same thread acquiring again would wait for itself forever: one
-            // non-blocking attempt gives the core's own verdict ("held by this same
-            // process through another lock handle").
-            UpdateLock::try_acquire(&this.opts)
-        } else {
-            acquire_detached(py, &this.opts, cancel.map(|t| t.token.clone()), true)?
-        };
+        // The owner is this thread (the core's default): the same thread acquiring again
+        // fails at once with `already-held` instead of waiting for itself.
+        let got = acquire_detached(py, &this.opts, cancel.map(|t| t.token.clone()), true)?;
         this.store(got.map_err(|e| to_py(py, e))?);
         Ok(slf.clone())
     }
 
     /// For `AsyncLock`, on a helper thread: wait with the GIL released until taken or
     /// `cancel` is cancelled; no signal checks (signals belong to the main thread).
+    /// `owner` is the asyncio task's (`new_lock_owner()`), which the nesting check uses
+    /// instead of this helper thread.
     fn _acquire_blocking(
         &self,
         py: Python<'_>,
         cancel: PyRef<'_, NativeCancelToken>,
+        owner: u64,
     ) -> PyResult<()> {
         let token = cancel.token.clone();
-        let got = acquire_detached(py, &self.opts, Some(token), false)?;
+        let opts = self.opts.clone().owner(LockOwner::from_u64(owner));
+        let got = acquire_detached(py, &opts, Some(token), false)?;
         self.store(got.map_err(|e| to_py(py, e))?);
         Ok(())
     }
@@ -304,12 +321,10 @@ impl NativeLock {
     /// Release (idempotent). Raises `LockLostError` when a path was no longer ours (the
     /// other paths are still released). In a child created by `fork()` it only closes the
     /// child's copies of the descriptors: the parent keeps its lock.
+    /// In shared mode one hold is released (the most recent); the core removes the lock
+    /// when the last hold of the app leaves.
     fn release(&self, py: Python<'_>) -> PyResult<()> {
-        let taken = {
-            let mut s = self.slot();
-            s.owner = None;
-            s.lock.take()
-        };
+        let taken = self.slot().locks.pop();
         match taken {
             Some(mut lock) => lock.release().map_err(|e| to_py(py, e)),
             None => Ok(()),
@@ -319,26 +334,26 @@ impl NativeLock {
     /// Whether this object holds the lock now (false in a forked child).
     #[getter]
     fn held(&self) -> bool {
-        self.slot().lock.as_ref().is_some_and(UpdateLock::is_held)
+        self.slot().locks.iter().any(UpdateLock::is_held)
     }
 
     /// Raise `LockLostError` if a path was deleted or replaced (the Supervisor's override
     /// does that), `NotHeldError` if not held.
     fn check(&self, py: Python<'_>) -> PyResult<()> {
-        let verdict = match self.slot().lock.as_ref() {
+        let verdict = self.with_last(|l| match l {
             Some(lock) => lock.check(),
             None => Err(self.not_held()),
-        };
+        });
         verdict.map_err(|e| to_py(py, e))
     }
 
     /// The lock paths, in locking order.
     #[getter]
     fn paths<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        match self.slot().lock.as_ref() {
+        self.with_last(|l| match l {
             Some(lock) => py_paths(py, lock.paths()),
             None => py_paths(py, &self.opts.lock_paths()),
-        }
+        })
     }
 
     /// Paths taken over from dead holders by the current acquisition: a list of
@@ -347,8 +362,8 @@ impl NativeLock {
     fn _reclaimed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let s = self.slot();
         let items = s
-            .lock
-            .as_ref()
+            .locks
+            .last()
             .map(|l| l.reclaimed())
             .unwrap_or_default()
             .iter()
@@ -450,6 +465,13 @@ fn handover_complete<'py>(
 }
 
 /// The default lock paths (from the Supervisor's environment variables).
+/// A new lock owner (core `LockOwner`) for an asyncio task: the nesting check treats the
+/// task, not the helper thread that waits for it, as who holds the lock.
+#[pyfunction]
+fn new_lock_owner() -> u64 {
+    LockOwner::new().as_u64()
+}
+
 #[pyfunction]
 #[pyo3(signature = (legacy=true))]
 fn default_lock_paths(py: Python<'_>, legacy: bool) -> PyResult<Bound<'_, PyList>> {
@@ -842,6 +864,7 @@ fn _update_lock(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(status, m)?)?;
     m.add_function(wrap_pyfunction!(handover_complete, m)?)?;
     m.add_function(wrap_pyfunction!(default_lock_paths, m)?)?;
+    m.add_function(wrap_pyfunction!(new_lock_owner, m)?)?;
     m.add_function(wrap_pyfunction!(default_handover_paths, m)?)?;
     m.add_function(wrap_pyfunction!(error_codes, m)?)?;
     m.add_function(wrap_pyfunction!(listen_backlog, m)?)?;

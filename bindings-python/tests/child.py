@@ -29,6 +29,21 @@ def hold(*paths: str) -> None:
     say("released")
 
 
+def hold_shared(*paths: str) -> None:
+    """Take the lock in shared mode without waiting, say "held PID" (or the error), release
+    when told (a line or EOF)."""
+    lk = update_lock.lock(paths=list(paths), timeout=0, shared=True)
+    try:
+        lk.acquire()
+    except update_lock.UpdateLockError as e:
+        say("error", json.dumps(describe(e)))
+        return
+    say("held", os.getpid())
+    sys.stdin.readline()
+    lk.release()
+    say("released")
+
+
 def wait(*paths: str) -> None:
     """Wait for the lock (30 s), say "acquired", release when told."""
     lk = update_lock.lock(paths=list(paths), timeout=30)
@@ -153,6 +168,7 @@ def main() -> None:
     role, args = sys.argv[1], sys.argv[2:]
     {
         "hold": hold,
+        "hold-shared": hold_shared,
         "wait": wait,
         "interrupt": interrupt,
         "as-uid": as_uid,

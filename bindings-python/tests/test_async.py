@@ -132,11 +132,19 @@ def test_cancelled_again_while_the_helper_hands_over_leaves_nothing(lock_path: P
 def test_async_errors_and_exclusion(lock_path: Path, service_dir: Path) -> None:
     async def main() -> None:
         async with update_lock.lock_async(paths=lock_path, timeout=0):
-            with pytest.raises(update_lock.LockHeldError):
-                await update_lock.lock_async(paths=lock_path, timeout=0).acquire()
-            with pytest.raises(update_lock.LockTimeoutError) as info:
-                await update_lock.lock_async(paths=lock_path, timeout=0.2).acquire()
-            assert info.value.code == "timeout"
+            # The same task again would wait for itself: it fails at once.
+            with pytest.raises(update_lock.AlreadyHeldError):
+                await update_lock.lock_async(paths=lock_path).acquire()
+
+            # Other tasks are other holders: they see it held, or wait and time out.
+            async def other_task() -> None:
+                with pytest.raises(update_lock.LockHeldError):
+                    await update_lock.lock_async(paths=lock_path, timeout=0).acquire()
+                with pytest.raises(update_lock.LockTimeoutError) as info:
+                    await update_lock.lock_async(paths=lock_path, timeout=0.2).acquire()
+                assert info.value.code == "timeout"
+
+            await asyncio.create_task(other_task())
 
         inside = 0
         counter = service_dir / "counter"

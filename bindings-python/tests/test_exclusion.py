@@ -95,15 +95,17 @@ def test_threads_sharing_one_object(two_paths: List[Path], service_dir: Path) ->
 
 
 def test_same_thread_twice_fails_at_once(lock_path: Path) -> None:
-    """A second acquire from the thread that holds it would wait for itself forever: the
-    core's verdict comes at once instead (held, "this same process")."""
+    """A second acquire from the thread that holds it would wait for itself forever: it
+    fails at once with AlreadyHeldError (code already-held, 13), deleting nothing."""
     lk = update_lock.lock(paths=lock_path)  # would wait forever
     with lk:
         before = os.stat(lock_path).st_ino
-        with pytest.raises(update_lock.LockHeldError) as info:
+        with pytest.raises(update_lock.AlreadyHeldError) as info:
             lk.acquire()
-        assert "held by this same process" in str(info.value)
-        assert info.value.holder is not None and info.value.holder.record is not None
-        assert info.value.holder.record.same_process
+        assert (info.value.code, info.value.number) == ("already-held", 13)
+        assert "already held by this process" in str(info.value)
+        assert "shared mode" in str(info.value)
+        with pytest.raises(update_lock.AlreadyHeldError):
+            update_lock.lock(paths=lock_path, shared=True).acquire()
         assert lk.held and os.stat(lock_path).st_ino == before
     assert_free(lock_path)

@@ -41,6 +41,11 @@ pub enum Command {
     Run {
         #[command(flatten)]
         lock: LockArgs,
+        /// Hold the lock in shared mode: other shared holders of the app (other `run
+        /// --shared` jobs, workers of the SDK in shared mode) hold it at the same time, and
+        /// the last one out removes it. The Supervisor and the reboot still see it held.
+        #[arg(long)]
+        shared: bool,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
         command: Vec<OsString>,

@@ -36,7 +36,11 @@ fn main() {
 
 fn dispatch(command: Command) -> Result<i32, Failure> {
     match command {
-        Command::Run { lock, command } => run::run(&lock.options(), &command),
+        Command::Run {
+            lock,
+            shared,
+            command,
+        } => run::run(&lock.options().shared(shared), &command),
         Command::Acquire { lock } => acquire_cmd::acquire(&lock.options()),
         Command::Release { paths } => acquire_cmd::release(&paths.options()),
         Command::Status {

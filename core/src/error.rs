@@ -48,11 +48,15 @@ pub enum ErrorCode {
     /// The lock could not be looked at (out of file descriptors, a directory we may not
     /// search, ...): whether it is held is unknown, and nothing was changed or deleted.
     Unknown = 12,
+    /// This process already holds the lock path (through another handle, thread or task),
+    /// and the two cannot share it: an exclusive flock on a second descriptor would wait
+    /// for our own forever. Reuse the lock, or take both in shared mode.
+    AlreadyHeld = 13,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::Held,
         ErrorCode::Timeout,
         ErrorCode::Lost,
@@ -65,6 +69,7 @@ impl ErrorCode {
         ErrorCode::Handover,
         ErrorCode::Api,
         ErrorCode::Unknown,
+        ErrorCode::AlreadyHeld,
     ];
 
     /// The stable string code, e.g. `"held"` or `"supervisor-uid"`.
@@ -86,6 +91,7 @@ impl ErrorCode {
             ErrorCode::Handover => "handover",
             ErrorCode::Api => "api",
             ErrorCode::Unknown => "unknown",
+            ErrorCode::AlreadyHeld => "already-held",
         }
     }
 
@@ -108,7 +114,7 @@ impl ErrorCode {
             ErrorCode::Handover | ErrorCode::Api => 69,
             ErrorCode::Unknown => 74,
             ErrorCode::Lost => 75,
-            ErrorCode::Io | ErrorCode::NotHeld => 1,
+            ErrorCode::Io | ErrorCode::NotHeld | ErrorCode::AlreadyHeld => 1,
         }
     }
 }
@@ -124,15 +130,17 @@ impl fmt::Display for ErrorCode {
 #[non_exhaustive]
 pub enum Error {
     /// The lock is held by someone else and no wait was asked for.
-    #[error("{}: the update lock is {}; {}", .path.display(), .holder.describe(), .holder.next_step(.path))]
+    #[error("{}: the update lock is {}{}; {}", .path.display(), .holder.describe(), note(.not_joined), .holder.next_step(.path))]
     Held {
         /// The lock path that is held.
         path: PathBuf,
         /// Who holds it.
         holder: Box<Holder>,
+        /// In shared mode: why the holder's lock could not be joined.
+        not_joined: Option<String>,
     },
     /// The lock stayed held for the whole timeout.
-    #[error("timed out after {} waiting for {}: the update lock is {}; {}", fmt_secs(*.waited), .path.display(), .holder.describe(), .holder.next_step(.path))]
+    #[error("timed out after {} waiting for {}: the update lock is {}{}; {}", fmt_secs(*.waited), .path.display(), .holder.describe(), note(.not_joined), .holder.next_step(.path))]
     Timeout {
         /// The lock path that blocked last.
         path: PathBuf,
@@ -140,6 +148,8 @@ pub enum Error {
         holder: Box<Holder>,
         /// How long we waited.
         waited: Duration,
+        /// In shared mode: why the holder's lock could not be joined.
+        not_joined: Option<String>,
     },
     /// A lock we held was deleted or replaced by someone else.
     #[error("lost the update lock on {}: {}; the Supervisor's lock override (BALENA_SUPERVISOR_OVERRIDE_LOCK, or an update/reboot with force) deletes app locks, so an update may be under way: bring the critical section to a safe stop, then acquire again", join_paths(.paths), .detail)]
@@ -235,12 +245,41 @@ pub enum Error {
         /// Why, in words.
         reason: String,
     },
+    /// This process already holds the path in a way the new acquisition cannot share.
+    #[error("{}: the update lock is already held by this process (pid {pid}) {}; {}", .path.display(), if *.held_shared { "in shared mode" } else { "exclusively" }, already_held_next_step(*.held_shared, *.wanted_shared))]
+    AlreadyHeld {
+        /// The lock path.
+        path: PathBuf,
+        /// This process.
+        pid: u32,
+        /// Whether this process holds it in shared mode.
+        held_shared: bool,
+        /// Whether the new acquisition asked for shared mode.
+        wanted_shared: bool,
+    },
     /// The handle has been released.
     #[error("this update lock handle was already released{}; acquire a new lock", .path.as_ref().map(|p| format!(" ({})", p.display())).unwrap_or_default())]
     NotHeld {
         /// The first path of the released lock, when known.
         path: Option<PathBuf>,
     },
+}
+
+/// ` (why)` after the holder, when shared mode could not join it.
+fn note(not_joined: &Option<String>) -> String {
+    not_joined
+        .as_ref()
+        .map(|w| format!(" ({w})"))
+        .unwrap_or_default()
+}
+
+/// What to do about [`Error::AlreadyHeld`].
+fn already_held_next_step(held_shared: bool, wanted_shared: bool) -> &'static str {
+    match (held_shared, wanted_shared) {
+        (false, false) => "an update lock keeps updates out for the whole process and is not a mutex between its own threads or tasks: reuse the lock you hold, or take both in shared mode (the `shared` option)",
+        (false, true) => "a shared hold cannot join this process's exclusive one: reuse the lock you hold, or take that one in shared mode too",
+        _ => "an exclusive lock would wait for this process's own shared one forever: take this one in shared mode too, or release the shared one first",
+    }
 }
 
 /// Shorthand for results of this crate.
@@ -275,6 +314,7 @@ impl Error {
             Error::Api { .. } => ErrorCode::Api,
             Error::ApiLocked { .. } => ErrorCode::Held,
             Error::Unchecked { .. } => ErrorCode::Unknown,
+            Error::AlreadyHeld { .. } => ErrorCode::AlreadyHeld,
         }
     }
 
@@ -311,7 +351,8 @@ impl Error {
             | Error::InvalidPath { path, .. }
             | Error::Io { path, .. }
             | Error::Cancelled { path, .. }
-            | Error::Unchecked { path, .. } => Some(path),
+            | Error::Unchecked { path, .. }
+            | Error::AlreadyHeld { path, .. } => Some(path),
             Error::Handover { socket, .. } => Some(socket),
             Error::Lost { paths, .. } => paths.first().map(PathBuf::as_path),
             Error::SupervisorUid { path } | Error::NotHeld { path } => path.as_deref(),

@@ -60,6 +60,7 @@ pub use holder::{ForeignKind, Holder, HolderRecord, RECORD_MAGIC, RECORD_VERSION
 pub use inspection::status::{
     status, HandoverStatus, LockState, PathStatus, StatusReport, STATUS_SCHEMA,
 };
+pub use lock::held_here::LockOwner;
 pub use lock::options::LockOptions;
 pub use lock::wait::{CancelToken, WaitControl};
 pub use lock::{Reclaimed, UpdateLock};

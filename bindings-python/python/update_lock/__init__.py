@@ -31,6 +31,7 @@ from . import _update_lock as _native
 from ._api import DeviceState, SupervisorApi, UpdateGate
 from ._errors import (
     ERRORS_BY_CODE,
+    AlreadyHeldError,
     HandoverError,
     InvalidPathError,
     LockCancelledError,
@@ -89,6 +90,7 @@ __all__ = [
     "HANDOVER_REASONS",
     "STATUS_SCHEMA",
     "SUPERVISOR_UID",
+    "AlreadyHeldError",
     "AsyncLock",
     "CancelToken",
     "DeviceState",

@@ -19,8 +19,8 @@ class UpdateLockError(Exception):
     Attributes:
         code: the core's stable code (``held``, ``timeout``, ``lost``, ``permission``,
             ``supervisor-uid``, ``invalid-path``, ``io``, ``cancelled``, ``not-held``,
-            ``handover``, ``api``, ``unknown``).
-        number: the code's stable number (1..12).
+            ``handover``, ``api``, ``unknown``, ``already-held``).
+        number: the code's stable number (1..13).
         message: the core's message (also ``str(e)``).
         path: the lock path concerned, when there is one.
         holder: who holds the lock (:class:`Holder`), for ``held`` and ``timeout``.
@@ -235,6 +235,16 @@ class LockStateUnknownError(UpdateLockError, OSError):
     number = 12
 
 
+class AlreadyHeldError(UpdateLockError, RuntimeError):
+    """``already-held`` (13): this process already holds the lock path (another ``Lock``,
+    thread or task) and the two cannot share it: a second exclusive hold would wait for
+    this process's own forever. Reuse the lock you hold, or take both with
+    ``shared=True``."""
+
+    code = "already-held"
+    number = 13
+
+
 ERRORS_BY_CODE: Dict[str, Type[UpdateLockError]] = {
     cls.code: cls
     for cls in (
@@ -250,6 +260,7 @@ ERRORS_BY_CODE: Dict[str, Type[UpdateLockError]] = {
         HandoverError,
         SupervisorApiError,
         LockStateUnknownError,
+        AlreadyHeldError,
     )
 }
 """Exception class for each core code."""

@@ -8,6 +8,7 @@ import inspect
 import os
 import sys
 import threading
+import weakref
 from types import TracebackType
 from typing import (
     Any,
@@ -90,8 +91,10 @@ class Lock(_native.NativeLock):
     * ``paths`` — the lock paths in locking order.
 
     One object may be shared by threads: an ``acquire()`` from another thread waits for the
-    holder's ``release()``. The same thread acquiring twice gets :class:`LockHeldError` at
-    once (update locks are not reentrant).
+    holder's ``release()``. The same thread acquiring twice gets :class:`AlreadyHeldError`
+    at once (it would wait for itself). With ``shared=True`` every thread (and every
+    process and container of the app) holds it at once, each ``with`` counting once; the
+    last one out removes the lock.
     """
 
     __slots__ = ()
@@ -141,6 +144,7 @@ class AsyncLock:
         reclaim_stale: bool = True,
         *,
         program: Optional[str] = None,
+        shared: bool = False,
     ) -> None:
         self._native = _native.NativeLock(
             _path_list(paths),
@@ -148,6 +152,7 @@ class AsyncLock:
             legacy,
             reclaim_stale,
             program if program is not None else _default_program(),
+            shared,
         )
 
     async def acquire(self) -> AsyncLock:
@@ -169,10 +174,12 @@ class AsyncLock:
             else:
                 done.set_result(outcome)
 
+        owner = _task_owner(asyncio.current_task())
+
         def wait() -> None:
             outcome: Optional[BaseException]
             try:
-                native._acquire_blocking(token)
+                native._acquire_blocking(token, owner)
                 outcome = None
             except BaseException as e:  # delivered to the awaiting task
                 outcome = e
@@ -251,6 +258,23 @@ class AsyncLock:
         return f"<update_lock.AsyncLock {state} paths={self.paths!r}>"
 
 
+_TASK_OWNERS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_TASK_OWNERS_LOCK = threading.Lock()
+
+
+def _task_owner(task: Any) -> int:
+    """The core's lock owner of an asyncio task (one per task): the same task entering the
+    same lock twice fails at once instead of waiting for itself; other tasks wait."""
+    if task is None:
+        return int(_native.new_lock_owner())
+    with _TASK_OWNERS_LOCK:
+        owner = _TASK_OWNERS.get(task)
+        if owner is None:
+            owner = int(_native.new_lock_owner())
+            _TASK_OWNERS[task] = owner
+        return owner
+
+
 def _release_quietly(native: _native.NativeLock) -> None:
     try:
         native.release()
@@ -265,6 +289,7 @@ def lock(
     reclaim_stale: bool = True,
     *,
     program: Optional[str] = None,
+    shared: bool = False,
 ) -> Lock:
     """An update lock (not yet taken): use it with ``with``, as a decorator, or call
     ``acquire()``/``release()``.
@@ -280,6 +305,11 @@ def lock(
         reclaim_stale: take over locks left by dead holders (our record, nobody holds its
             flock).
         program: the program name written in the holder record (default: the script name).
+        shared: hold it in shared mode: other shared holders of the app (threads, processes,
+            containers of the same uid) hold it at the same time, each ``with`` counting
+            once, and the last one out removes it. The Supervisor and the reboot still see
+            it held. An exclusive holder, another uid's lock and the Supervisor's are waited
+            for.
 
     Raises:
         ValueError: a negative or NaN timeout.
@@ -290,6 +320,7 @@ def lock(
         legacy,
         reclaim_stale,
         program if program is not None else _default_program(),
+        shared,
     )
 
 
@@ -300,7 +331,9 @@ def lock_async(
     reclaim_stale: bool = True,
     *,
     program: Optional[str] = None,
+    shared: bool = False,
 ) -> AsyncLock:
     """The asyncio form of :func:`lock` (same arguments): ``async with
-    update_lock.lock_async(): ...``."""
-    return AsyncLock(timeout, paths, legacy, reclaim_stale, program=program)
+    update_lock.lock_async(): ...``. The owner for the nesting check is the task: the
+    same task entering it twice fails at once with :class:`AlreadyHeldError`."""
+    return AsyncLock(timeout, paths, legacy, reclaim_stale, program=program, shared=shared)

@@ -37,6 +37,7 @@ __all__ = [
     "handover_reasons",
     "handover_take",
     "listen_backlog",
+    "new_lock_owner",
     "status",
 ]
 
@@ -62,10 +63,14 @@ class NativeLock:
         legacy: bool = True,
         reclaim_stale: bool = True,
         program: Optional[str] = None,
+        shared: bool = False,
     ) -> _L: ...
     def acquire(self: _L, *, cancel: Optional[CancelToken] = None) -> _L:
         """Take the lock (GIL released while waiting; Ctrl-C interrupts)."""
-    def _acquire_blocking(self, cancel: CancelToken) -> None: ...
+    def _acquire_blocking(self, cancel: CancelToken, owner: int) -> None: ...
+    @property
+    def shared(self) -> bool:
+        """Whether holds of this object are shared."""
     def release(self) -> None:
         """Release (idempotent)."""
     def check(self) -> None:
@@ -98,6 +103,9 @@ def handover_complete(
     paths: Optional[Sequence[_Path]] = None, legacy: bool = True
 ) -> List[str]:
     """Write the hand-over signal(s); returns the paths written."""
+
+def new_lock_owner() -> int:
+    """A new lock owner for an asyncio task."""
 
 def default_lock_paths(legacy: bool = True) -> List[str]:
     """The default lock paths."""

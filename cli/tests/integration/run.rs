@@ -1,6 +1,7 @@
 //! `lockctl run`: the lock as both real readers see it, exit statuses, signal forwarding,
 //! `--no-wait` / `--timeout`, and usage errors.
 
+use std::path::Path;
 use std::time::Instant;
 
 use crate::common::*;
@@ -329,4 +330,39 @@ fn killed_lockctl_keeps_the_lock_while_its_command_runs() {
     assert_eq!(code(st), 0, "{err}");
     assert!(err.contains("took over"), "{err}");
     assert_free(&path);
+}
+
+/// `run --shared`: two jobs hold the lock at once (the second does not wait), both readers
+/// see it held until the last one leaves, which removes it; an exclusive `run` waits.
+#[test]
+fn shared_runs_hold_at_once_and_the_last_one_out_removes_the_lock() {
+    let dir = service_dir();
+    let path = at(&dir, "updates.lock");
+    let shared = |p: &Path| {
+        let mut c = lockctl();
+        c.args(["run", "--shared", "--no-wait", "--path"])
+            .arg(p)
+            .args(["--", "sh", "-c", HOLD]);
+        Proc::spawn(&mut c)
+    };
+    let mut first = shared(&path);
+    first.expect_line("ready");
+    let mut second = shared(&path);
+    second.expect_line("ready");
+    assert_held(&path);
+    let (st, _, err) = output(
+        lockctl()
+            .args(["run", "--no-wait", "--path"])
+            .arg(&path)
+            .args(["--", "true"]),
+    );
+    assert_eq!(code(st), 73, "an exclusive run must not get in: {err}");
+    assert!(err.contains("held by another app"), "{err}");
+    first.send("go");
+    assert_eq!(code(first.wait()), 5);
+    assert_held(&path);
+    second.send("go");
+    assert_eq!(code(second.wait()), 5);
+    assert_free(&path);
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
 }

@@ -113,7 +113,13 @@ pub(crate) fn inspect(dir: BorrowedFd<'_>, name: &CStr, full: &Path) -> Result<S
             }
         };
         let now = fstat(&fd).map_err(|e| os_err(full, "inspect the existing lock file", e))?;
-        if FileId::from(&now) != FileId::from(&st) || now.st_uid == SUPERVISOR_UID {
+        // Not the file we looked at: swapped meanwhile. The inode number alone does not say
+        // so: a file deleted between our stat and our open frees its number, and another
+        // remover's placeholder directory made at once may get it (seen in the race loop).
+        let still_regular =
+            SFlag::from_bits_truncate(now.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+        if FileId::from(&now) != FileId::from(&st) || !still_regular || now.st_uid == SUPERVISOR_UID
+        {
             continue;
         }
         let mut content = Vec::with_capacity(512);

@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use tokio::io::unix::AsyncFd;
 
 use crate::error::Result;
+use crate::lock::held_here::LockOwner;
 use crate::lock::options::LockOptions;
 use crate::lock::wait;
 use crate::lock::{Acquirer, UpdateLock};
@@ -35,6 +36,15 @@ impl UpdateLock {
     /// # Ok(()) }
     /// ```
     pub async fn acquire_async(opts: &LockOptions) -> Result<UpdateLock> {
+        // The owner, for the nesting check, is this task (it may move between threads).
+        let owned;
+        let opts = match (opts.owner, tokio::task::try_id()) {
+            (None, Some(task)) => {
+                owned = opts.clone().owner(task_owner(task));
+                &owned
+            }
+            _ => opts,
+        };
         let mut acq = Acquirer::new(opts)?;
         let mut reactor: Option<AsyncFd<Borrowed>> = None;
         loop {
@@ -62,4 +72,15 @@ impl UpdateLock {
             }
         }
     }
+}
+
+/// One [`LockOwner`] per tokio task, made the first time the task asks.
+fn task_owner(task: tokio::task::Id) -> LockOwner {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static OWNERS: Mutex<Option<HashMap<tokio::task::Id, LockOwner>>> = Mutex::new(None);
+    let mut map = OWNERS.lock().unwrap_or_else(|p| p.into_inner());
+    *map.get_or_insert_with(HashMap::new)
+        .entry(task)
+        .or_insert_with(LockOwner::new)
 }

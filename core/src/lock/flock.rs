@@ -33,3 +33,27 @@ pub(crate) fn try_lock_exclusive(file: &File) -> Result<bool, Errno> {
         }
     }
 }
+
+/// Take `LOCK_SH` on `file`, waiting for it (on a file we hold `LOCK_EX` on, this converts
+/// the lock atomically: nobody else can hold any lock on it meanwhile).
+pub(crate) fn lock_shared(file: &File) -> Result<(), Errno> {
+    loop {
+        match FileExt::lock_shared(file) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(errno(e)),
+        }
+    }
+}
+
+/// Try `LOCK_SH | LOCK_NB` on `file`: `Ok(true)` when we now hold it, `Ok(false)` when
+/// someone holds `LOCK_EX`.
+pub(crate) fn try_lock_shared(file: &File) -> Result<bool, Errno> {
+    loop {
+        match FileExt::try_lock_shared(file) {
+            Ok(got) => return Ok(got),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(errno(e)),
+        }
+    }
+}

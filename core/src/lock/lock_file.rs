@@ -1,5 +1,6 @@
 //! One lock path held by us: how it is created (atomically, with the flock already held
-//! and the record already written), reclaimed from a dead holder, checked and released.
+//! and the record already written), joined in shared mode, reclaimed from a dead holder,
+//! checked and released (in shared mode, by the last one out).
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -17,20 +18,24 @@ use crate::error::os_err;
 use crate::error::{Error, Result};
 use crate::holder::SUPERVISOR_UID;
 use crate::inspection::{stat_at, FileId};
-use crate::lock::flock::lock_exclusive;
+use crate::lock::flock::{lock_exclusive, lock_shared, try_lock_exclusive, try_lock_shared};
+use crate::lock::held_here::{register, HeldAs, LockOwner, Registration};
 use crate::lock::removal::{remove_exact, Removal, RemovalError};
 
 /// Mode of app lock files: readable by all so `lockctl status` of any user can show the holder.
 const LOCK_MODE: u32 = 0o644;
 
-/// A lock path we hold: the directory, the name, and the open, flocked file.
+/// A lock path we hold: the directory, the name, and the open, flocked file (`LOCK_SH` in
+/// shared mode, else `LOCK_EX`), noted in this process's table while it is open.
 #[derive(Debug)]
 pub(crate) struct HeldPath {
     pub path: PathBuf,
     pub dir: Arc<OwnedFd>,
     pub name: std::ffi::CString,
-    pub file: OwnedFd,
+    pub file: File,
     pub id: FileId,
+    pub shared: bool,
+    pub _here: Registration,
 }
 
 /// What one create attempt gave.
@@ -51,7 +56,9 @@ pub(crate) fn create(
     name: &CStr,
     full: &Path,
     record: &[u8],
+    mode: Holding,
 ) -> Result<Created> {
+    let shared = mode.shared;
     let tmp_flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
     let fd = match openat(
         dir.as_fd(),
@@ -61,17 +68,17 @@ pub(crate) fn create(
     ) {
         Ok(fd) => File::from(fd),
         Err(Errno::EOPNOTSUPP) | Err(Errno::EISDIR) | Err(Errno::EINVAL) => {
-            return create_excl(dir, name, full, record)
+            return create_excl(dir, name, full, record, mode)
         }
         Err(e) => return Err(create_err(full, e)),
     };
-    let id = prepare(&fd, full, record)?;
+    let id = prepare(&fd, full, record, shared)?;
     match link_into_place(&fd, dir, name) {
-        Ok(()) => Ok(held(dir, name, full, fd.into(), id)),
+        Ok(()) => Ok(held(dir, name, full, fd.into(), id, mode)),
         Err(Errno::EEXIST) => Ok(Created::Exists),
         // No /proc to link through: use the portable way.
         Err(Errno::ENOENT) if !Path::new("/proc/self/fd").exists() => {
-            create_excl(dir, name, full, record)
+            create_excl(dir, name, full, record, mode)
         }
         Err(e) => Err(create_err(full, e)),
     }
@@ -103,7 +110,13 @@ fn link_into_place(fd: &File, dir: &OwnedFd, name: &CStr) -> std::result::Result
     )
 }
 
-fn create_excl(dir: &Arc<OwnedFd>, name: &CStr, full: &Path, record: &[u8]) -> Result<Created> {
+fn create_excl(
+    dir: &Arc<OwnedFd>,
+    name: &CStr,
+    full: &Path,
+    record: &[u8],
+    mode: Holding,
+) -> Result<Created> {
     let flags =
         OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDWR;
     let fd = match openat(
@@ -116,8 +129,8 @@ fn create_excl(dir: &Arc<OwnedFd>, name: &CStr, full: &Path, record: &[u8]) -> R
         Err(Errno::EEXIST) => return Ok(Created::Exists),
         Err(e) => return Err(create_err(full, e)),
     };
-    match prepare(&fd, full, record) {
-        Ok(id) => Ok(held(dir, name, full, fd.into(), id)),
+    match prepare(&fd, full, record, mode.shared) {
+        Ok(id) => Ok(held(dir, name, full, fd.into(), id, mode)),
         Err(e) => {
             // The name is ours (O_EXCL): take it back before reporting, if still ours.
             if let Ok(st) = fstat(&fd) {
@@ -129,8 +142,9 @@ fn create_excl(dir: &Arc<OwnedFd>, name: &CStr, full: &Path, record: &[u8]) -> R
 }
 
 /// Take the flock (blocking: only a reboot probe or a classifier can hold a brand-new file,
-/// and only for an instant), refuse uid 65534 ownership, and write the record.
-fn prepare(fd: &File, full: &Path, record: &[u8]) -> Result<FileId> {
+/// and only for an instant), refuse uid 65534 ownership, and write the record; in shared
+/// mode, then turn the flock into `LOCK_SH` (atomic: we are its only holder).
+fn prepare(fd: &File, full: &Path, record: &[u8], shared: bool) -> Result<FileId> {
     lock_exclusive(fd).map_err(|e| os_err(full, "take flock on the new lock file", e))?;
     let st = fstat(fd).map_err(|e| os_err(full, "inspect the new lock file", e))?;
     if st.st_uid == SUPERVISOR_UID {
@@ -148,17 +162,142 @@ fn prepare(fd: &File, full: &Path, record: &[u8]) -> Result<FileId> {
             Err(e) => return Err(os_err(full, "write the holder record", e)),
         }
     }
+    if shared {
+        lock_shared(fd).map_err(|e| os_err(full, "share the flock of the new lock file", e))?;
+    }
     Ok(FileId::from(&st))
 }
 
-fn held(dir: &Arc<OwnedFd>, name: &CStr, full: &Path, fd: OwnedFd, id: FileId) -> Created {
-    Created::Held(HeldPath {
+/// How a lock path is to be held, and by whom in this process.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Holding {
+    pub shared: bool,
+    pub owner: LockOwner,
+}
+
+#[cfg(test)]
+impl Holding {
+    /// Exclusive, by the calling thread.
+    pub(crate) fn exclusive_here() -> Holding {
+        Holding {
+            shared: false,
+            owner: LockOwner::current_thread(),
+        }
+    }
+}
+
+fn held(
+    dir: &Arc<OwnedFd>,
+    name: &CStr,
+    full: &Path,
+    fd: OwnedFd,
+    id: FileId,
+    mode: Holding,
+) -> Created {
+    Created::Held(held_path(dir, name, full, fd, id, mode))
+}
+
+fn held_path(
+    dir: &Arc<OwnedFd>,
+    name: &CStr,
+    full: &Path,
+    fd: OwnedFd,
+    id: FileId,
+    mode: Holding,
+) -> HeldPath {
+    let how = if mode.shared {
+        HeldAs::Shared
+    } else {
+        HeldAs::Exclusive
+    };
+    HeldPath {
         path: full.to_path_buf(),
         dir: dir.clone(),
         name: name.to_owned(),
-        file: fd,
+        file: File::from(fd),
         id,
-    })
+        shared: mode.shared,
+        _here: register(id, mode.owner, how),
+    }
+}
+
+/// What an attempt to join a shared lock gave.
+pub(crate) enum Joined {
+    /// We hold `LOCK_SH` on the file at the name.
+    Held(HeldPath),
+    /// Someone holds it exclusively (or is removing it): wait.
+    Exclusive,
+    /// Not ours to join: the Supervisor's, another uid's (we could not remove it as the
+    /// last one out), not a regular file. The reason, in words.
+    NotJoinable(String),
+    /// The name changed while we looked: look again.
+    Moved,
+}
+
+/// Join the live lock at `dir/name` in shared mode: open it (never following a link),
+/// check it is a regular file we could remove ourselves, take `LOCK_SH`, then check the
+/// name still names that inode (it may have been removed by the last one out meanwhile).
+pub(crate) fn join(
+    dir: &Arc<OwnedFd>,
+    name: &CStr,
+    full: &Path,
+    owner: LockOwner,
+) -> Result<Joined> {
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NOCTTY;
+    let fd = match openat(dir.as_fd(), name, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(Errno::ENOENT) => return Ok(Joined::Moved),
+        Err(Errno::ELOOP) => return Ok(Joined::NotJoinable("it is a symbolic link".into())),
+        Err(Errno::EACCES) | Err(Errno::EPERM) => {
+            return Ok(Joined::NotJoinable("we may not open it".into()))
+        }
+        Err(e) => return Err(os_err(full, "open the lock file to join it", e)),
+    };
+    let st = fstat(&fd).map_err(|e| os_err(full, "inspect the lock file to join it", e))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
+        != nix::sys::stat::SFlag::S_IFREG
+    {
+        return Ok(Joined::NotJoinable("it is not a regular file".into()));
+    }
+    if st.st_uid == SUPERVISOR_UID {
+        return Ok(Joined::NotJoinable(
+            "it is the Supervisor's (owner uid 65534)".into(),
+        ));
+    }
+    if st.st_uid != me && me != 0 {
+        return Ok(Joined::NotJoinable(format!(
+            "it belongs to uid {} and we run as uid {me}: shared holds join only a lock of their own uid (or root), which they could remove as the last one out",
+            st.st_uid
+        )));
+    }
+    if !try_lock_shared(&fd).map_err(|e| os_err(full, "take a shared flock on the lock file", e))? {
+        return Ok(Joined::Exclusive);
+    }
+    let id = FileId::from(&st);
+    match stat_at(dir.as_fd(), name, full)? {
+        Some(now) if FileId::from(&now) == id => {
+            let mode = Holding {
+                shared: true,
+                owner,
+            };
+            Ok(Joined::Held(held_path(
+                dir,
+                name,
+                full,
+                fd.into(),
+                id,
+                mode,
+            )))
+        }
+        // Removed meanwhile (the last one out, or the Supervisor's override): our flock is
+        // on a file without that name; let it go and look again.
+        _ => Ok(Joined::Moved),
+    }
 }
 
 fn create_err(full: &Path, e: Errno) -> Error {
@@ -277,6 +416,11 @@ fn look(h: &HeldPath) -> std::result::Result<(), NotOurs> {
 /// [`crate::lock::removal`]), then close (dropping the flock). Someone else's file is never
 /// touched; `Err` says what is there instead, or why we could not check.
 pub(crate) fn release(h: HeldPath) -> std::result::Result<(), NotOurs> {
+    if h.shared && still_ours(&h).is_ok() && !last_one_out(&h) {
+        // Other shared holders are still inside: they keep the file, the last one removes it.
+        drop(h.file);
+        return Ok(());
+    }
     let verdict =
         still_ours(&h).and_then(
             |()| match remove_exact(h.dir.as_fd(), &h.name, &h.path, h.id) {
@@ -296,6 +440,15 @@ pub(crate) fn release(h: HeldPath) -> std::result::Result<(), NotOurs> {
         );
     drop(h.file);
     verdict
+}
+
+/// In shared mode: whether we are the last holder, by turning our `LOCK_SH` into `LOCK_EX`
+/// without waiting. Each flock call is atomic in the kernel, so of several holders leaving
+/// at once exactly the last one succeeds (a failed conversion drops our shared lock: the
+/// others' attempts then see one holder fewer). A joiner that comes in later finds the
+/// name gone and creates anew.
+fn last_one_out(h: &HeldPath) -> bool {
+    try_lock_exclusive(&h.file) == Ok(true)
 }
 
 #[cfg(test)]
@@ -328,7 +481,8 @@ mod tests {
 
         fn take(&self, program: &str) -> HeldPath {
             let record = crate::HolderRecord::current_bytes(Some(program));
-            match create(&self.dir, &self.name, &self.path, &record).unwrap() {
+            let mode = Holding::exclusive_here();
+            match create(&self.dir, &self.name, &self.path, &record, mode).unwrap() {
                 Created::Held(h) => h,
                 Created::Exists => panic!("name taken"),
             }
@@ -390,7 +544,9 @@ mod tests {
     fn fallback_create_is_seen_by_both_readers() {
         let f = Fixture::new();
         let record = crate::HolderRecord::current_bytes(Some("fallback"));
-        let Created::Held(h) = create_excl(&f.dir, &f.name, &f.path, &record).unwrap() else {
+        let Created::Held(h) =
+            create_excl(&f.dir, &f.name, &f.path, &record, Holding::exclusive_here()).unwrap()
+        else {
             panic!("name taken");
         };
         assert_eq!(std::fs::read(&f.path).unwrap(), record);
@@ -416,7 +572,7 @@ mod tests {
             "procmail's lockfile must see the lock"
         );
         assert!(matches!(
-            create_excl(&f.dir, &f.name, &f.path, &record).unwrap(),
+            create_excl(&f.dir, &f.name, &f.path, &record, Holding::exclusive_here()).unwrap(),
             Created::Exists
         ));
         release(h).unwrap();
@@ -425,7 +581,7 @@ mod tests {
         let target = f.path.with_file_name("target");
         std::os::unix::fs::symlink(&target, &f.path).unwrap();
         assert!(matches!(
-            create_excl(&f.dir, &f.name, &f.path, &record).unwrap(),
+            create_excl(&f.dir, &f.name, &f.path, &record, Holding::exclusive_here()).unwrap(),
             Created::Exists
         ));
         assert!(!target.exists(), "followed the symlink");

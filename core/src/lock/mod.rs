@@ -4,6 +4,7 @@
 #[cfg(feature = "tokio")]
 pub(crate) mod async_lock;
 pub(crate) mod flock;
+pub(crate) mod held_here;
 pub(crate) mod lock_dir;
 pub(crate) mod lock_file;
 pub(crate) mod options;
@@ -19,11 +20,12 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::holder::{Holder, HolderRecord, SUPERVISOR_UID};
-use crate::inspection::{inspect, FileId, Seen};
+use crate::inspection::{inspect, stat_at, FileId, Seen};
+use crate::lock::held_here::{held_by, HeldAs, LockOwner};
 use crate::lock::lock_dir::lock_dir;
 use crate::lock::options::LockOptions;
 use crate::paths::{split, SplitPath};
-use lock_file::{Created, HeldPath};
+use lock_file::{Created, HeldPath, Holding, Joined};
 use wait::{WaitControl, Watcher};
 
 /// A lock path taken over from a dead holder.
@@ -74,8 +76,13 @@ impl UpdateLock {
     /// let dir = tempfile::tempdir().unwrap();
     /// let opts = LockOptions::new().paths([dir.path().join("updates.lock")]);
     /// let first = UpdateLock::try_acquire(&opts).unwrap();
-    /// let err = UpdateLock::try_acquire(&opts).unwrap_err();
-    /// assert_eq!(err.code(), ErrorCode::Held);
+    /// // Another thread is another holder: it finds the lock held.
+    /// let other = opts.clone();
+    /// let err = std::thread::spawn(move || UpdateLock::try_acquire(&other).unwrap_err());
+    /// assert_eq!(err.join().unwrap().code(), ErrorCode::Held);
+    /// // This thread again would wait for itself: it fails at once.
+    /// let err = UpdateLock::acquire(&opts).unwrap_err();
+    /// assert_eq!(err.code(), ErrorCode::AlreadyHeld);
     /// drop(first);
     /// UpdateLock::try_acquire(&opts).unwrap();
     /// ```
@@ -212,6 +219,10 @@ pub(crate) struct Acquirer {
     paths: Vec<PathBuf>,
     program: Option<String>,
     reclaim: bool,
+    shared: bool,
+    owner: LockOwner,
+    /// Why the holder that blocks us could not be joined (shared mode), for the message.
+    not_joined: Option<String>,
     timeout: Option<Duration>,
     started: Instant,
     pub(crate) deadline: Option<Instant>,
@@ -259,6 +270,9 @@ impl Acquirer {
             paths: kept,
             program: opts.program.clone(),
             reclaim: opts.reclaim_stale,
+            shared: opts.shared,
+            owner: opts.owner.unwrap_or_else(LockOwner::current_thread),
+            not_joined: None,
             timeout: opts.timeout,
             started,
             deadline: opts.timeout.map(|t| started + t),
@@ -302,6 +316,7 @@ impl Acquirer {
                 return Err(Error::Held {
                     path,
                     holder: Box::new(holder),
+                    not_joined: self.not_joined.take(),
                 });
             }
             if self.deadline.is_some_and(|d| now >= d) {
@@ -309,6 +324,7 @@ impl Acquirer {
                     path,
                     holder: Box::new(holder),
                     waited: now - self.started,
+                    not_joined: self.not_joined.take(),
                 });
             }
             if !self.watch_started {
@@ -340,6 +356,8 @@ impl Acquirer {
         match inspect(t.dir.as_fd(), &t.split.name, &t.split.full)? {
             Seen::Vacant => Ok(None),
             Seen::Stale { .. } if self.reclaim => Ok(None),
+            // Maybe shared now: a full attempt tries to join it.
+            Seen::Occupied(Holder::App(r)) if self.shared && may_join(r.uid) => Ok(None),
             seen => Ok(seen.into_holder()),
         }
     }
@@ -348,6 +366,7 @@ impl Acquirer {
     fn attempt(&mut self) -> Result<Attempt> {
         // Made now, so `acquired_at` is when the lock is taken, not when waiting began.
         let record = HolderRecord::current_bytes(self.program.as_deref());
+        self.not_joined = None;
         let mut taken: Vec<HeldPath> = Vec::with_capacity(self.targets.len());
         for i in 0..self.targets.len() {
             match self.take_one(i, &record) {
@@ -370,9 +389,30 @@ impl Acquirer {
         let (dir, name, full) = (&t.dir, t.split.name.as_c_str(), t.split.full.as_path());
         let mut last = None;
         for _ in 0..16 {
-            let created = lock_file::create(dir, name, full, record)?;
+            let mode = Holding {
+                shared: self.shared,
+                owner: self.owner,
+            };
+            let created = lock_file::create(dir, name, full, record, mode)?;
             if let Created::Held(h) = created {
                 return Ok(Take::Held(h));
+            }
+            // A file this very owner holds (the table knows it by its open descriptor):
+            // join it when both are shared; otherwise a second flock would wait for our
+            // own forever.
+            if let Some(st) = stat_at(dir.as_fd(), name, full)? {
+                match held_by(FileId::from(&st), self.owner) {
+                    Some(HeldAs::Shared) if self.shared => {}
+                    Some(how) => {
+                        return Err(Error::AlreadyHeld {
+                            path: full.to_path_buf(),
+                            pid: std::process::id(),
+                            held_shared: how == HeldAs::Shared,
+                            wanted_shared: self.shared,
+                        })
+                    }
+                    None => {}
+                }
             }
             match inspect(dir.as_fd(), name, full)? {
                 Seen::Vacant => continue,
@@ -385,6 +425,21 @@ impl Acquirer {
                     }
                     continue;
                 }
+                Seen::Occupied(Holder::App(r)) if self.shared => {
+                    match lock_file::join(dir, name, full, self.owner)? {
+                        Joined::Held(h) => return Ok(Take::Held(h)),
+                        Joined::Moved => continue,
+                        Joined::Exclusive => {
+                            self.not_joined =
+                                Some("held exclusively, so a shared hold waits".into());
+                        }
+                        Joined::NotJoinable(why) => {
+                            self.not_joined = Some(format!("not joined in shared mode: {why}"));
+                        }
+                    }
+                    last = Some(Holder::App(r));
+                    break;
+                }
                 seen => {
                     last = seen.into_holder();
                     break;
@@ -393,6 +448,13 @@ impl Acquirer {
         }
         Ok(Take::Blocked(last.unwrap_or(Holder::Changing)))
     }
+}
+
+/// Whether a shared hold may join a lock owned by `uid`: our own, or any when we are root
+/// (in the sticky directory only the owner and root can remove it as the last one out).
+fn may_join(uid: u32) -> bool {
+    let me = nix::unistd::geteuid().as_raw();
+    uid == me || me == 0
 }
 
 fn undo(taken: Vec<HeldPath>) {

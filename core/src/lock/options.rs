@@ -1,8 +1,9 @@
-//! What to lock and how: paths, legacy name, timeout, stale reclaim.
+//! What to lock and how: paths, legacy name, timeout, stale reclaim, shared mode.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::lock::held_here::LockOwner;
 use crate::paths;
 
 /// Options for taking an update lock. Defaults: the Supervisor's paths from the environment
@@ -24,6 +25,8 @@ pub struct LockOptions {
     pub(crate) reclaim_stale: bool,
     pub(crate) program: Option<String>,
     pub(crate) create_dir: bool,
+    pub(crate) shared: bool,
+    pub(crate) owner: Option<LockOwner>,
 }
 
 impl Default for LockOptions {
@@ -35,6 +38,8 @@ impl Default for LockOptions {
             reclaim_stale: true,
             program: None,
             create_dir: true,
+            shared: false,
+            owner: None,
         }
     }
 }
@@ -86,6 +91,41 @@ impl LockOptions {
     /// Create a missing lock directory with mode 1777, as the Supervisor does (default true).
     pub fn create_dir(mut self, create: bool) -> Self {
         self.create_dir = create;
+        self
+    }
+
+    /// Shared mode (default false: exclusive). An update lock means "do not update now", not
+    /// "exclude my other workers": shared holders of the same app (threads, processes,
+    /// containers) hold it at once, and the last one out removes it. A shared hold joins a
+    /// live lock only when it is shared too and owned by our uid (or we are root: in the
+    /// sticky directory only they can remove it); the Supervisor's lock, another uid's and
+    /// an exclusive one are waited for as always. The Supervisor sees the file and the
+    /// reboot's `flock -nx` fails while any shared holder is inside.
+    ///
+    /// ```
+    /// use update_lock::{LockOptions, UpdateLock};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("updates.lock");
+    /// let opts = LockOptions::new().paths([&path]).shared(true);
+    /// let first = UpdateLock::acquire(&opts).unwrap();
+    /// let second = UpdateLock::try_acquire(&opts).unwrap(); // joins, does not wait
+    /// drop(first);
+    /// assert!(path.exists(), "the second holder is still inside");
+    /// drop(second);
+    /// assert!(!path.exists(), "the last one out removed it");
+    /// ```
+    pub fn shared(mut self, shared: bool) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// Who asks, for the nesting check (default: the calling thread). The same owner taking
+    /// a path it already holds fails at once with
+    /// [`ErrorCode::AlreadyHeld`](crate::ErrorCode::AlreadyHeld) (unless both are shared:
+    /// then it joins); other owners wait as other processes do. Async bindings pass their
+    /// task here.
+    pub fn owner(mut self, owner: LockOwner) -> Self {
+        self.owner = Some(owner);
         self
     }
 

@@ -82,7 +82,11 @@ fn a_check_error_ends_the_wait_with_that_error() {
             by: Some("SIGINT".into()),
         })
     });
-    let err = UpdateLock::acquire_with(&opts(&paths).timeout(Some(LONG)), ctl).unwrap_err();
+    // Another owner than this thread (which holds the second path): it waits.
+    let o = opts(&paths)
+        .timeout(Some(LONG))
+        .owner(update_lock::LockOwner::new());
+    let err = UpdateLock::acquire_with(&o, ctl).unwrap_err();
     assert_err(&err, ErrorCode::Cancelled, &["by SIGINT"]);
     assert!(!exists(&paths[0]));
 }

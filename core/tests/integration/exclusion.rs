@@ -114,7 +114,19 @@ fn a_second_handle_in_the_same_process_fails_clearly_and_deletes_nothing() {
     let o = opts(&paths);
     let mut first = UpdateLock::acquire(&o).unwrap();
     let ids: Vec<_> = paths.iter().map(|p| inode(p)).collect();
-    let err = UpdateLock::try_acquire(&o).unwrap_err();
+    // The same thread: it would wait for itself, so it fails at once (even without a
+    // timeout), naming the way out.
+    let err = UpdateLock::acquire(&o).unwrap_err();
+    assert_err(
+        &err,
+        ErrorCode::AlreadyHeld,
+        &["already held by this process", "reuse the lock you hold"],
+    );
+    // Another thread waits for it like any other holder, and its message says so.
+    let other = o.clone().timeout(Some(std::time::Duration::ZERO));
+    let err = std::thread::spawn(move || UpdateLock::acquire(&other).unwrap_err())
+        .join()
+        .unwrap();
     assert_err(
         &err,
         ErrorCode::Held,

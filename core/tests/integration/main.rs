@@ -12,6 +12,7 @@ mod hardening_removal_races;
 mod ownership;
 mod readers;
 mod rendezvous;
+mod shared;
 #[cfg(feature = "supervisor-api")]
 mod supervisor_api;
 

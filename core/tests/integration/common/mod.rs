@@ -419,7 +419,9 @@ pub fn child_entry() {
         .map(str::to_string)
         .collect();
     match role.as_str() {
-        "hold" => role_hold(&args),
+        "hold" => role_hold(&args, false),
+        "hold-shared" => role_hold(&args, true),
+        "shared-rounds" => role_shared_rounds(&args),
         "try" => role_try(&args),
         "exclusion" => role_exclusion(&args),
         "racer" => role_racer(&args),
@@ -432,14 +434,17 @@ fn paths_from(args: &[String]) -> Vec<PathBuf> {
     args.iter().map(PathBuf::from).collect()
 }
 
-/// `hold TIMEOUT_MS|none PATH...`: acquire, say `acquired pid=P reclaimed=N`, then obey
-/// stdin: `check`, `release`; EOF ends (dropping the lock).
-fn role_hold(args: &[String]) {
+/// `hold TIMEOUT_MS|none PATH...` (`hold-shared`: in shared mode): acquire, say
+/// `acquired pid=P reclaimed=N`, then obey stdin: `check`, `release`; EOF ends (dropping
+/// the lock).
+fn role_hold(args: &[String], shared: bool) {
     let timeout = match args[0].as_str() {
         "none" => None,
         ms => Some(Duration::from_millis(ms.parse().unwrap())),
     };
-    let o = opts(&paths_from(&args[1..])).timeout(timeout);
+    let o = opts(&paths_from(&args[1..]))
+        .timeout(timeout)
+        .shared(shared);
     let mut lock = match UpdateLock::acquire(&o) {
         Ok(l) => l,
         Err(e) => return say(err_line(&e)),
@@ -456,6 +461,25 @@ fn role_hold(args: &[String]) {
             other => panic!("unknown order {other}"),
         }
     }
+}
+
+/// `shared-rounds ROUNDS PATH...`: say `ready`, wait for a line, then ROUNDS times take
+/// and release the lock in shared mode; says `done errors=E` (any error counts).
+fn role_shared_rounds(args: &[String]) {
+    let rounds: usize = args[0].parse().unwrap();
+    let o = opts(&paths_from(&args[1..]))
+        .shared(true)
+        .timeout(Some(LONG));
+    say("ready");
+    let _ = read_line();
+    let mut errors = 0;
+    for _ in 0..rounds {
+        match UpdateLock::acquire(&o) {
+            Ok(mut l) => errors += usize::from(l.release().is_err()),
+            Err(_) => errors += 1,
+        }
+    }
+    say(format!("done errors={errors}"));
 }
 
 /// `try PATH...`: try once, say `ok` (then release) or the error.

@@ -1,0 +1,107 @@
+"""Shared mode: holders of the app hold the lock at once (threads, tasks, processes), the
+Supervisor's ``lockfile`` and the reboot's ``flock -nx`` see it held while any is inside,
+and the last one out removes it. What is not ours to join is waited for."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+from typing import List
+
+import pytest
+import update_lock
+from conftest import Child, assert_free, assert_held, run, spawn
+
+
+def test_threads_hold_one_shared_lock_object_at_once(lock_path: Path) -> None:
+    """Four threads in one ``with`` of the same object at the same time: a barrier inside
+    the critical section would break if they were serialised."""
+    lk = update_lock.lock(paths=lock_path, shared=True, timeout=5)
+    inside = threading.Barrier(4, timeout=10)
+    seen: List[bool] = []
+    errors: List[BaseException] = []
+
+    def work() -> None:
+        try:
+            with lk:
+                inside.wait()  # all four are inside together
+                assert_held(lock_path)
+                seen.append(lk.held)
+                inside.wait()  # nobody leaves before everyone looked
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not errors, errors
+    assert seen == [True] * 4
+    assert not lk.held
+    assert_free(lock_path)
+
+
+def test_processes_share_and_the_last_one_out_removes_it(lock_path: Path, children: List[Child]) -> None:
+    with update_lock.lock(paths=lock_path, shared=True, timeout=0):
+        other = spawn(children, "hold-shared", lock_path)
+        other.expect("held")  # joined without waiting (timeout=0)
+        assert_held(lock_path)
+    # We left first: the other process is still inside, so the lock stays.
+    assert_held(lock_path)
+    other.send("go")
+    other.expect("released")
+    assert_free(lock_path)
+
+
+def test_an_exclusive_holder_is_waited_for_and_the_message_says_why(lock_path: Path, children: List[Child]) -> None:
+    with update_lock.lock(paths=lock_path, timeout=0):
+        other = spawn(children, "hold-shared", lock_path)
+        err = json.loads(other.expect("error"))
+        assert (err["class"], err["code"]) == ("LockHeldError", "held")
+        assert "held exclusively, so a shared hold waits" in err["message"]
+    assert_free(lock_path)
+
+
+def test_the_supervisors_lock_is_never_joined(lock_path: Path) -> None:
+    # The Supervisor (uid 65534) takes the lock, as it does before an update.
+    supervisor = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    assert run([*supervisor, "lockfile", "-r", "0", str(lock_path)]).returncode == 0
+    before = lock_path.stat().st_ino
+    with pytest.raises(update_lock.LockHeldError, match="balena Supervisor"):
+        update_lock.lock(paths=lock_path, shared=True, timeout=0).acquire()
+    assert lock_path.stat().st_ino == before
+
+
+def test_asyncio_tasks_share_and_the_same_task_cannot_nest_exclusively(lock_path: Path) -> None:
+    async def main() -> None:
+        shared = update_lock.lock_async(paths=lock_path, shared=True, timeout=5)
+        both_inside = asyncio.Barrier(2)
+
+        async def task() -> None:
+            async with update_lock.lock_async(paths=lock_path, shared=True, timeout=5):
+                await asyncio.wait_for(both_inside.wait(), 10)
+
+        await asyncio.gather(task(), task())
+        assert_free(lock_path)
+        exclusive = update_lock.lock_async(paths=lock_path)  # no timeout: would wait forever
+        async with exclusive:
+            # The same task (awaited directly: wait_for would make a new task).
+            with pytest.raises(update_lock.AlreadyHeldError):
+                await update_lock.lock_async(paths=lock_path).acquire()
+
+            async def other_task() -> None:
+                with pytest.raises(update_lock.LockHeldError):
+                    await update_lock.lock_async(paths=lock_path, timeout=0).acquire()
+
+            await asyncio.wait_for(asyncio.create_task(other_task()), 10)
+        async with shared:
+            async with shared:  # the same object entered twice counts twice
+                assert shared.held
+            assert shared.held and lock_path.exists()
+        assert not shared.held
+        assert_free(lock_path)
+
+    asyncio.run(main())
