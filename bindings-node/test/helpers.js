@@ -147,7 +147,8 @@ function lockctlStatus(paths, handoverPaths = []) {
     ...paths.flatMap((p) => ['--path', p]),
     ...handoverPaths.flatMap((p) => ['--handover-path', p]),
   ])
-  if (r.status !== 0) throw new Error(`lockctl status failed (${r.status}): ${r.stderr}`)
+  // 0 free, 73 held (as the Supervisor's lockfile), 74 could not look.
+  if (![0, 73, 74].includes(r.status)) throw new Error(`lockctl status failed (${r.status}): ${r.stderr}`)
   return JSON.parse(r.stdout)
 }
 

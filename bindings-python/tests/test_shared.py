@@ -105,3 +105,34 @@ def test_asyncio_tasks_share_and_the_same_task_cannot_nest_exclusively(lock_path
         assert_free(lock_path)
 
     asyncio.run(main())
+
+
+def test_paths_come_first_and_the_old_order_still_works_with_a_warning(lock_path: Path) -> None:
+    """``lock(paths, *, timeout=...)``; the 0.1 order (a number first) works for one release,
+    with a DeprecationWarning; anything else positional after the paths is a TypeError."""
+    lk = update_lock.lock(lock_path, timeout=0)
+    assert lk.paths == [str(lock_path)]
+    with pytest.warns(DeprecationWarning, match="0.1 order"):
+        old = update_lock.lock(0, lock_path)
+    assert old.paths == [str(lock_path)]
+    with old:
+        # timeout 0 came through: a second holder (another thread) is told at once.
+        errors: List[BaseException] = []
+
+        def other() -> None:
+            try:
+                update_lock.lock(lock_path, timeout=0).acquire()
+            except BaseException as e:
+                errors.append(e)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(10)
+        assert [type(e) for e in errors] == [update_lock.LockHeldError]
+    with pytest.warns(DeprecationWarning):
+        assert update_lock.lock_async(None, lock_path).paths == [str(lock_path)]
+    with pytest.raises(TypeError, match="only positional argument"):
+        update_lock.lock(lock_path, 30)  # type: ignore[misc]
+    with pytest.raises(ValueError, match="not -1"):
+        update_lock.lock(lock_path, timeout=-1)
+    assert_free(lock_path)

@@ -13,8 +13,8 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{fork, getppid, pipe2, setsid, ForkResult, Pid};
 use update_lock::{
-    lost_lock_holders, prove_lock_holder, status, ErrorCode, HandoverOptions, LockOptions,
-    LockState, ProvenHolder, UpdateLock,
+    lost_lock_holders, prove_lock_holder, shared_lock_holders, status, ErrorCode, HandoverOptions,
+    LockOptions, LockState, ProvenHolder, UpdateLock,
 };
 
 use crate::failure::{Failure, EXIT_LOST, EXIT_OTHER, EXIT_UNKNOWN, EXIT_UNPROVEN};
@@ -124,6 +124,13 @@ fn holder(opts: &LockOptions, parent: Pid, report: OwnedFd) -> ! {
     let _ = setsid();
     let _ = std::env::set_current_dir("/");
     let mut msg = String::from("ok\n");
+    if opts.is_shared() {
+        msg.push_str(&format!(
+            "holding it shared in process {} (`lockctl release --pid {}` ends this hold)\n",
+            std::process::id(),
+            std::process::id()
+        ));
+    }
     for r in lock.reclaimed() {
         msg.push_str(&format!(
             "took over {} from a dead holder ({})\n",
@@ -157,7 +164,7 @@ fn detach_stdio() {
 /// [`update_lock::prove_lock_holder`]): a holder record is only a hint. When the lock was
 /// taken over (the Supervisor's override), the holder that still runs on the deleted file
 /// is found and ended, and the new owner's file is left alone.
-pub fn release(opts: &LockOptions) -> Result<i32, Failure> {
+pub fn release(opts: &LockOptions, only: Option<i32>) -> Result<i32, Failure> {
     let report = status(opts, &HandoverOptions::new());
     if let Some(l) = report.locks.iter().find(|l| l.state == LockState::Unknown) {
         return Err(Failure::other(
@@ -173,6 +180,11 @@ pub fn release(opts: &LockOptions) -> Result<i32, Failure> {
     let mut stale = false;
     let mut lost: Vec<String> = Vec::new();
     for l in &report.locks {
+        let mut ours = if l.state == LockState::HeldByApp {
+            shared_acquire_holders(&l.path, only)?
+        } else {
+            Vec::new()
+        };
         match (l.state, &l.holder) {
             (LockState::Free, _) => {
                 // Deleted under a holder of ours (and nobody took it since)?
@@ -183,6 +195,21 @@ pub fn release(opts: &LockOptions) -> Result<i32, Failure> {
                 }
             }
             (LockState::Stale, _) => stale = true,
+            // Our holders among the processes that hold its flock (shared holds: the record
+            // names only the holder that created the file).
+            (LockState::HeldByApp, _) if !ours.is_empty() => {
+                add_holders(&mut holders, std::mem::take(&mut ours));
+            }
+            (LockState::HeldByApp, _) if only.is_some() => {
+                return Err(Failure::other(
+                    crate::failure::EXIT_USAGE,
+                    format!(
+                        "error[usage]: no `lockctl acquire` process with pid {} holds {}; `lockctl status` shows who does",
+                        only.unwrap_or_default(),
+                        l.path.display()
+                    ),
+                ));
+            }
             (LockState::HeldByApp, Some(r)) if r.program == HOLDER_PROGRAM => {
                 if !r.same_pid_namespace {
                     return Err(Failure::other(
@@ -254,6 +281,36 @@ pub fn release(opts: &LockOptions) -> Result<i32, Failure> {
         .collect();
     say!("lockctl: released {}", paths.join(", "));
     Ok(0)
+}
+
+/// The `lockctl acquire --shared` processes that hold a shared flock on the lock file at
+/// `path` (proven by the kernel's tables, pinned by pidfds): `only` that pid when given. Several without
+/// `--pid` is a usage error that lists them: each `acquire --shared` is one hold.
+fn shared_acquire_holders(
+    path: &std::path::Path,
+    only: Option<i32>,
+) -> Result<Vec<ProvenHolder>, Failure> {
+    let mut found: Vec<ProvenHolder> = shared_lock_holders(path)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(is_acquire_holder)
+        .collect();
+    if let Some(pid) = only {
+        found.retain(|h| h.pid() == pid);
+    }
+    if found.len() > 1 {
+        let pids: Vec<String> = found.iter().map(|h| h.pid().to_string()).collect();
+        return Err(Failure::other(
+            crate::failure::EXIT_USAGE,
+            format!(
+                "error[usage]: {} is held by {} `lockctl acquire --shared` holders (pids {}); say which hold to end with `lockctl release --pid PID`",
+                path.display(),
+                found.len(),
+                pids.join(", ")
+            ),
+        ));
+    }
+    Ok(found)
 }
 
 /// `lockctl acquire` holders that still hold flock on a deleted file of the directory of

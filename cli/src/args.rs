@@ -21,7 +21,8 @@ pub struct Cli {
 
 pub const EXIT_CODES: &str = "Exit codes:
   0    success
-  73   the lock is held by someone else (after any wait); the Supervisor's lockfile uses 73 too
+  73   the lock is held by someone else (after any wait); (status) some path holds off
+       application updates; the Supervisor's lockfile uses 73 too
   77   permission or uid problem (e.g. running as uid 65534)
   64   usage error or invalid path
   69   (handover take/serve/run) nothing was handed over; (device/update/reboot) the Supervisor
@@ -54,11 +55,19 @@ pub enum Command {
     Acquire {
         #[command(flatten)]
         lock: LockArgs,
+        /// Hold it in shared mode (see `run --shared`); prints the holder's pid, which
+        /// `lockctl release --pid` takes when several shared holders are running.
+        #[arg(long)]
+        shared: bool,
     },
     /// Release a lock taken by `lockctl acquire` (or clear one whose holder died).
     Release {
         #[command(flatten)]
         paths: PathArgs,
+        /// End this `lockctl acquire` holder (the pid `acquire --shared` printed); needed
+        /// when several shared holders are running.
+        #[arg(long, value_name = "PID")]
+        pid: Option<i32>,
     },
     /// Show every lock path as the Supervisor and the host OS reboot see it.
     Status {
@@ -68,8 +77,11 @@ pub enum Command {
         #[arg(long = "handover-path", value_name = "P")]
         handover_paths: Vec<PathBuf>,
         /// Print the stable JSON report (schema 1) instead of text.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "quiet")]
         json: bool,
+        /// Print nothing; only the exit status says it (0 free, 73 held, 74 unknown).
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Ask the Supervisor API for the device state: is an update pending or downloaded?
     /// (Needs the service label io.balena.features.supervisor-api.)

@@ -14,9 +14,15 @@ pub const EXIT_UNPROVEN: i32 = 65;
 /// the holder was ended and nothing of the new owner's was touched (EX_TEMPFAIL).
 pub const EXIT_LOST: i32 = update_lock::ErrorCode::Lost.exit_status();
 
-/// Report a command-line syntax error on one line and return [`EXIT_USAGE`].
+/// Report a command-line syntax error on one line (what is wrong, with the arguments it
+/// names, and the command's usage) and return [`EXIT_USAGE`].
 pub fn usage(e: &clap::Error) -> i32 {
     let text = e.render().to_string();
+    let usage_line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .map(|u| format!("; usage: {u}"))
+        .unwrap_or_default();
     // The first line, with what it announces ("...not provided:" and the list below it).
     let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
     let mut first = lines
@@ -31,7 +37,7 @@ pub fn usage(e: &clap::Error) -> i32 {
             .collect();
         first = format!("{first} {}", listed.join(", "));
     }
-    say!("lockctl: error[usage]: {first}; see `lockctl --help` (or `lockctl COMMAND --help`)");
+    say!("lockctl: error[usage]: {first}{usage_line}; see `lockctl --help` (or `lockctl COMMAND --help`)");
     EXIT_USAGE
 }
 

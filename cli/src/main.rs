@@ -41,12 +41,13 @@ fn dispatch(command: Command) -> Result<i32, Failure> {
             shared,
             command,
         } => run::run(&lock.options().shared(shared), &command),
-        Command::Acquire { lock } => acquire_cmd::acquire(&lock.options()),
-        Command::Release { paths } => acquire_cmd::release(&paths.options()),
+        Command::Acquire { lock, shared } => acquire_cmd::acquire(&lock.options().shared(shared)),
+        Command::Release { paths, pid } => acquire_cmd::release(&paths.options(), pid),
         Command::Status {
             paths,
             handover_paths,
             json,
+            quiet,
         } => {
             // Without signal paths: the one core chooses for these lock paths.
             let locks = paths.options();
@@ -55,7 +56,7 @@ fn dispatch(command: Command) -> Result<i32, Failure> {
             } else {
                 args::handover_options(&handover_paths, false)
             };
-            status_cmd::status(&locks, &handover, json)
+            status_cmd::status(&locks, &handover, json, quiet)
         }
         Command::Handover { action } => handover::dispatch(*action),
         Command::Rehearse { args } => companion::exec("lockctl-rehearse", &args),

@@ -3,19 +3,31 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use update_lock::{status as core_status, HandoverOptions, LockOptions, LockState};
+use update_lock::{status as core_status, ErrorCode, HandoverOptions, LockOptions, LockState};
 
 use crate::failure::{Failure, EXIT_OTHER, EXIT_UNKNOWN};
 
-/// Print the report; exit 0, or [`EXIT_UNKNOWN`] when a path could not be looked at (a
-/// script must never read "could not look" as "free").
-pub fn status(locks: &LockOptions, handover: &HandoverOptions, json: bool) -> Result<i32, Failure> {
+/// Print the report (nothing with `quiet`). Exit 0 when every path is free, 73 (what the
+/// Supervisor's `lockfile` returns) when any path holds off application updates (held by
+/// anyone, stale, foreign), [`EXIT_UNKNOWN`] when a path could not be looked at (a script
+/// must never read "could not look" as "free"), so `if lockctl status -q; then ...` works.
+pub fn status(
+    locks: &LockOptions,
+    handover: &HandoverOptions,
+    json: bool,
+    quiet: bool,
+) -> Result<i32, Failure> {
     let report = core_status(locks, handover);
     let code = if report.locks.iter().any(|l| l.state == LockState::Unknown) {
         EXIT_UNKNOWN
+    } else if report.locks.iter().any(|l| l.blocks_app_updates) {
+        ErrorCode::Held.exit_status()
     } else {
         0
     };
+    if quiet {
+        return Ok(code);
+    }
     if json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Failure::other(EXIT_OTHER, format!("cannot encode the report: {e}")))?;

@@ -313,9 +313,84 @@ enum Level {
     /// Creation as core does it: openat(dir, ".", O_TMPFILE) + flock + write + linkat
     /// (AT_EMPTY_PATH as root, else through /proc/self/fd) instead of O_CREAT|O_EXCL.
     TmpfileLink,
-    /// Adds the remaining syscall of core: fstat after flock. Syscall for syscall what
-    /// `UpdateLock` does: "the same syscalls done raw".
+    /// Adds the remaining syscall of creation: fstat after flock. What `UpdateLock` did
+    /// before the atomic removal (check, then unlink).
     AllSyscalls,
+    /// Release as core does it since hardening C (`core/src/lock/removal.rs`): the removal
+    /// turn (open the directory, flock it), a flocked placeholder directory made under a
+    /// private name, `renameat2(RENAME_EXCHANGE)` with the lock name, the identity check
+    /// and unlink at the private name, `rmdir` of the placeholder at the name. Syscall for
+    /// syscall what `UpdateLock` does: "the same syscalls done raw".
+    AtomicRemoval,
+}
+
+static PRIVATE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The release of one path as `core/src/lock/removal.rs` does it, in raw syscalls.
+///
+/// # Safety
+/// `dfd` is an open directory, `name` a NUL-terminated name in it that we created.
+unsafe fn atomic_removal(dfd: libc::c_int, name: &std::ffi::CStr) {
+    let mut st: libc::stat = std::mem::zeroed();
+    let turn = check(
+        libc::openat(
+            dfd,
+            c".".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        ),
+        "open the directory for the turn",
+    );
+    check(
+        libc::flock(turn, libc::LOCK_EX | libc::LOCK_NB),
+        "flock the turn",
+    );
+    let n = PRIVATE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let private = CString::new(format!(".bench.update-lock-removing.{n}")).unwrap();
+    check(libc::mkdirat(dfd, private.as_ptr(), 0o700), "mkdirat");
+    check(
+        libc::fstatat(dfd, private.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW),
+        "fstatat",
+    );
+    let ph = check(
+        libc::openat(
+            dfd,
+            private.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        ),
+        "open the placeholder",
+    );
+    check(libc::fstat(ph, &mut st), "fstat placeholder");
+    check(
+        libc::flock(ph, libc::LOCK_EX | libc::LOCK_NB),
+        "flock placeholder",
+    );
+    check(
+        libc::syscall(
+            libc::SYS_renameat2,
+            dfd,
+            private.as_ptr(),
+            dfd,
+            name.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        ) as libc::c_int,
+        "renameat2",
+    );
+    check(
+        libc::fstatat(dfd, private.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW),
+        "fstatat",
+    );
+    check(libc::unlinkat(dfd, private.as_ptr(), 0), "unlinkat private");
+    check(
+        libc::fstatat(dfd, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW),
+        "fstatat",
+    );
+    check(
+        libc::unlinkat(dfd, name.as_ptr(), libc::AT_REMOVEDIR),
+        "rmdir placeholder",
+    );
+    let _ = libc::fstatat(dfd, private.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW);
+    libc::close(ph);
+    libc::close(turn);
 }
 
 fn check(r: libc::c_int, what: &str) -> libc::c_int {
@@ -395,7 +470,11 @@ fn raw_cycle(level: Level, paths: &[RawPath], record: &[u8]) {
                         "fstatat",
                     );
                 }
-                check(libc::unlinkat(dfd, p.name.as_ptr(), 0), "unlinkat");
+                if level >= Level::AtomicRemoval {
+                    atomic_removal(dfd, &p.name);
+                } else {
+                    check(libc::unlinkat(dfd, p.name.as_ptr(), 0), "unlinkat");
+                }
                 libc::close(fd);
             } else {
                 check(libc::unlink(p.full.as_ptr()), "unlink");
@@ -501,6 +580,7 @@ fn throughput(cfg: &Config, base: &Path, two: bool, report: &mut Report) {
         Level::ReleaseCheck,
         Level::TmpfileLink,
         Level::AllSyscalls,
+        Level::AtomicRemoval,
     ];
     let mut ours = || ours_cycle(&opts);
     let mut raws: Vec<Box<dyn FnMut()>> = levels
@@ -515,7 +595,7 @@ fn throughput(cfg: &Config, base: &Path, two: bool, report: &mut Report) {
     let (res, batch) = interleaved(cfg, &mut variants);
 
     let med: Vec<f64> = res.iter().map(|v| median(v)).collect();
-    let (mo, mf, msame) = (med[0], med[1], med[5]);
+    let (mo, mf, msame, mcheck) = (med[0], med[1], med[6], med[5]);
     let ratio = mf / mo;
     let same_ratio = msame / mo;
     let pr = sorted(res[0].iter().zip(&res[1]).map(|(o, f)| f / o).collect());
@@ -528,6 +608,14 @@ fn throughput(cfg: &Config, base: &Path, two: bool, report: &mut Report) {
         &format!("{same_ratio:.2}x"),
         "≤ 1.5x",
         verdict(same_ratio <= 1.5),
+    ]);
+    report.row([
+        &format!("{what}: price of the atomic removal (hardening C): the raw syscalls with it vs with check-then-unlink"),
+        &format!("{msame:.0} ops/s ({:.1} µs)", 1e6 / msame),
+        &format!("{mcheck:.0} ops/s ({:.1} µs)", 1e6 / mcheck),
+        &format!("{:.2}x", mcheck / msame),
+        "(informational)",
+        "",
     ]);
     report.row([
         &format!("{what}: ours vs a minimal O_EXCL lock (open+flock+write, unlink+close)"),
@@ -543,6 +631,7 @@ fn throughput(cfg: &Config, base: &Path, two: bool, report: &mut Report) {
         "release check (fstatat before unlinkat)",
         "O_TMPFILE + linkat instead of O_CREAT|O_EXCL (the file appears with its flock and record)",
         "fstat after flock (uid 65534 check, inode id)",
+        "atomic removal (turn, flocked placeholder, RENAME_EXCHANGE, check, unlink, rmdir)",
     ];
     let mut steps = String::new();
     for (k, name) in step_names.iter().enumerate() {
@@ -551,7 +640,7 @@ fn throughput(cfg: &Config, base: &Path, two: bool, report: &mut Report) {
     let _ = write!(
         steps,
         "userspace work of UpdateLock (allocations, record formatting, options, error plumbing) {:+.1} µs",
-        us(mo) - us(med[5])
+        us(mo) - us(med[6])
     );
     report.details.push(format!(
         "{what}: {} interleaved rounds × {batch} cycles; ours min/median/max {:.0}/{mo:.0}/{:.0} ops/s, floor {:.0}/{mf:.0}/{:.0} ops/s; per-round ratio min/median/max {:.2}/{:.2}/{:.2}; record {record_len} bytes. Where the {:.1} µs per cycle over the floor go (raw syscall variants measured in the same rounds, medians): {steps}.",

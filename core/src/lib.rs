@@ -55,7 +55,9 @@ pub use handover::rendezvous::{
     DEFAULT_RELEASE_TIMEOUT, DEFAULT_STEP_TIMEOUT, MAX_FDS, PROTOCOL_VERSION, SOCKET_NAME,
 };
 pub use handover::signal::{handover_complete, HandoverOptions, HANDOVER_SIGNAL_NAME};
-pub use holder::proof::{lost_lock_holders, prove_lock_holder, ProvenHolder, Unproven};
+pub use holder::proof::{
+    lost_lock_holders, prove_lock_holder, shared_lock_holders, ProvenHolder, Unproven,
+};
 pub use holder::{ForeignKind, Holder, HolderRecord, RECORD_MAGIC, RECORD_VERSION, SUPERVISOR_UID};
 pub use inspection::status::{
     status, HandoverStatus, LockState, PathStatus, StatusReport, STATUS_SCHEMA,

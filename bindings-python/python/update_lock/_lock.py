@@ -8,6 +8,7 @@ import inspect
 import os
 import sys
 import threading
+import warnings
 import weakref
 from types import TracebackType
 from typing import (
@@ -17,6 +18,7 @@ from typing import (
     Iterable,
     List,
     Optional,
+    Tuple,
     Type,
     TypeVar,
     Union,
@@ -282,17 +284,47 @@ def _release_quietly(native: _native.NativeLock) -> None:
         pass
 
 
+def _old_positional_form(
+    what: str, paths: Any, args: Tuple[Any, ...], timeout: Optional[float]
+) -> Tuple[PathArg, Optional[float], Tuple[Any, ...]]:
+    """``lock(30, "/path")``, the 0.1 order (timeout first): still accepted for one release,
+    with a DeprecationWarning. Returns ``(paths, timeout, rest)``."""
+    number_first = isinstance(paths, (int, float)) and not isinstance(paths, bool)
+    if not number_first and not (paths is None and args):
+        if args:
+            raise TypeError(
+                f"{what}() takes the lock paths as its only positional argument; "
+                "pass timeout=, legacy=, reclaim_stale= by name"
+            )
+        return paths, timeout, ()
+    warnings.warn(
+        f"{what}(timeout, paths, ...) is the 0.1 order: write {what}(paths, timeout=...) "
+        "(keyword arguments after the paths)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if timeout is not None:
+        raise TypeError(f"{what}() got the timeout twice (first positional and timeout=)")
+    rest = args[1:]
+    return (args[0] if args else None), paths, rest
+
+
 def lock(
-    timeout: Optional[float] = None,
     paths: PathArg = None,
+    *args: Any,
+    timeout: Optional[float] = None,
     legacy: bool = True,
     reclaim_stale: bool = True,
-    *,
     program: Optional[str] = None,
     shared: bool = False,
 ) -> Lock:
     """An update lock (not yet taken): use it with ``with``, as a decorator, or call
-    ``acquire()``/``release()``.
+    ``acquire()``/``release()``::
+
+        with update_lock.lock("/tmp/balena/updates.lock", timeout=30): ...
+
+    The 0.1 order ``lock(30, paths)`` (a number first) still works, with a
+    DeprecationWarning.
 
     Args:
         timeout: seconds to wait for the lock; ``None`` (default) waits forever, ``0``
@@ -314,6 +346,11 @@ def lock(
     Raises:
         ValueError: a negative or NaN timeout.
     """
+    paths, timeout, rest = _old_positional_form("lock", paths, args, timeout)
+    if rest:
+        legacy = rest[0]
+    if len(rest) > 1:
+        reclaim_stale = rest[1]
     return Lock(
         _path_list(paths),
         timeout,
@@ -325,15 +362,20 @@ def lock(
 
 
 def lock_async(
-    timeout: Optional[float] = None,
     paths: PathArg = None,
+    *args: Any,
+    timeout: Optional[float] = None,
     legacy: bool = True,
     reclaim_stale: bool = True,
-    *,
     program: Optional[str] = None,
     shared: bool = False,
 ) -> AsyncLock:
     """The asyncio form of :func:`lock` (same arguments): ``async with
     update_lock.lock_async(): ...``. The owner for the nesting check is the task: the
     same task entering it twice fails at once with :class:`AlreadyHeldError`."""
+    paths, timeout, rest = _old_positional_form("lock_async", paths, args, timeout)
+    if rest:
+        legacy = rest[0]
+    if len(rest) > 1:
+        reclaim_stale = rest[1]
     return AsyncLock(timeout, paths, legacy, reclaim_stale, program=program, shared=shared)

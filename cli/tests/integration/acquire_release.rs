@@ -238,3 +238,56 @@ fn help_and_docs_list_the_same_exit_codes() {
         assert!(in_help.contains(must), "{must} missing: {in_help:?}");
     }
 }
+
+/// `acquire --shared`: two holds at once (each prints its holder's pid), `release` needs
+/// `--pid` while there are several, ends exactly that hold (the lock stays for the other),
+/// and the last release removes the lock.
+#[test]
+fn shared_acquires_hold_at_once_and_release_ends_one_hold_at_a_time() {
+    let dir = service_dir();
+    let main = at(&dir, "updates.lock");
+    let args = format!("--path {}", quoted(&main));
+    let _guard = HolderGuard(main.clone());
+    let pid_of = |err: &str| -> i32 {
+        err.split("holding it shared in process ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no holder pid in {err:?}"))
+    };
+    let (c, _, err) = acquire_in_shell(&format!("--shared --no-wait {args}"));
+    assert_eq!(c, 0, "{err}");
+    let first = pid_of(&err);
+    let (c, _, err) = acquire_in_shell(&format!("--shared --no-wait {args}"));
+    assert_eq!(c, 0, "the second shared acquire joins: {err}");
+    let second = pid_of(&err);
+    assert_held(&main);
+    // An exclusive acquire does not get in.
+    let (c, _, err) = acquire_in_shell(&format!("--no-wait {args}"));
+    assert_eq!(c, 73, "{err}");
+
+    let (c, _, err) = release_in_shell(&args);
+    assert_eq!(c, 64, "{err}");
+    assert!(err.contains("--pid"), "{err}");
+    assert!(
+        err.contains(&first.to_string()) && err.contains(&second.to_string()),
+        "{err}"
+    );
+    assert_held(&main);
+
+    let first_fd = pidfd(first).expect("first holder running");
+    let (c, _, err) = release_in_shell(&format!("--pid {first} {args}"));
+    assert_eq!(c, 0, "{err}");
+    wait_pidfd(&first_fd, "the first shared holder after release");
+    assert_held(&main); // the second holder is still inside
+    assert!(pidfd(second).is_some(), "the other hold was not ended");
+
+    let (c, _, err) = release_in_shell(&format!("--pid {first} {args}"));
+    assert_eq!(c, 64, "a pid that holds nothing is refused: {err}");
+    let second_fd = pidfd(second).expect("second holder running");
+    let (c, _, err) = release_in_shell(&args);
+    assert_eq!(c, 0, "one holder left: no --pid needed: {err}");
+    wait_pidfd(&second_fd, "the second shared holder after release");
+    assert_free(&main);
+    assert!(entries(dir.path()).is_empty());
+}

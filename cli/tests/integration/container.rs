@@ -89,7 +89,7 @@ exec 3<&0
 echo "started"
 wait $!; echo "run-rc=$?""#,
     );
-    let status = b.expect_line("status-rc=0").join("\n");
+    let status = b.expect_line("status-rc=73").join("\n");
     assert!(
         status.contains("/tmp/balena/updates.lock: HELD by an app"),
         "{status}"

@@ -279,6 +279,13 @@ fn unknown_flags_and_missing_arguments_are_usage_errors() {
         }
         assert!(entries(dir.path()).is_empty(), "{args:?} created something");
     }
+    // A missing argument is named, with the command's usage.
+    let (st, _, err) = output(lockctl().args(["run", "--path", &path]));
+    assert_eq!(code(st), 64);
+    assert!(
+        err.contains("required arguments were not provided: <CMD>...; usage: lockctl run "),
+        "{err}"
+    );
     let (st, out, _) = output(lockctl().arg("--help"));
     assert_eq!(code(st), 0);
     assert!(out.contains("73"), "help documents the exit codes: {out}");

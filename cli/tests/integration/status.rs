@@ -53,9 +53,11 @@ fn free_paths_and_pending_handover() {
             .arg("--handover-path")
             .arg(&signal),
     );
-    assert_eq!(code(s), 0);
+    assert_eq!(code(s), 0, "free: exit 0");
     assert!(out.contains("free"), "{out}");
     assert!(out.contains("pending"), "{out}");
+    let (s, out, _) = output(lockctl().args(["status", "--quiet", "--path"]).arg(&path));
+    assert_eq!((code(s), out.as_str()), (0, ""));
 }
 
 #[test]
@@ -98,9 +100,17 @@ fn held_by_app() {
             .arg("--path")
             .arg(&legacy),
     );
-    assert_eq!(code(s), 0);
+    assert_eq!(code(s), 73, "held: exit 73, as the Supervisor's lockfile");
     assert!(out.contains("HELD by an app"), "{out}");
     assert!(out.contains("host OS reboot: blocked"), "{out}");
+    let (s, out, _) = output(
+        lockctl()
+            .args(["status", "-q", "--path"])
+            .arg(&main)
+            .arg("--path")
+            .arg(&legacy),
+    );
+    assert_eq!((code(s), out.as_str()), (73, ""), "--quiet prints nothing");
 
     p.send("go");
     assert_eq!(code(p.wait()), 0);

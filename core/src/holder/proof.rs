@@ -246,6 +246,52 @@ pub fn prove_lock_holder(
     ))
 }
 
+/// Every process in our PID namespace that holds a shared flock (`LOCK_SH`, shared mode) on
+/// the lock file at `path`, proven and pinned. Shared holds have no record of their own
+/// (the file's record names only the holder that created it), so each holder is found by
+/// the kernel's own tables (one of its descriptors holds `LOCK_SH` on exactly this inode),
+/// pinned by a pidfd, and must run as the file's owner or root (the only uids that may
+/// join it); the flock is checked again once it is pinned. An exclusive holder is proven by
+/// its record instead ([`prove_lock_holder`]). Only processes the caller may examine (its
+/// own uid, or all as root) are found.
+pub fn shared_lock_holders(path: &Path) -> std::result::Result<Vec<ProvenHolder>, Unproven> {
+    let (id, owner, _) = lock_file(path)?;
+    let me = std::process::id() as i32;
+    let procs = std::fs::read_dir("/proc")
+        .map_err(|e| unproven(None, format!("cannot read /proc: {e}")))?;
+    let mut found = Vec::new();
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || !holds_flock(pid, id, "READ") {
+            continue;
+        }
+        let Ok(pidfd) = pidfd_open(pid) else {
+            continue;
+        };
+        let Ok(facts) = ProcFacts::read(pid) else {
+            continue;
+        };
+        if (facts.euid != owner && facts.euid != 0)
+            || !holds_flock(pid, id, "READ")
+            || exited(&pidfd, Duration::ZERO)
+        {
+            continue;
+        }
+        found.push(ProvenHolder {
+            pid,
+            uid: facts.euid,
+            pidfd,
+        });
+    }
+    Ok(found)
+}
+
 /// Processes in our PID namespace that hold `flock(LOCK_EX)` on a file that was created in
 /// the directory of `path` and has since been deleted: holders whose lock was taken from
 /// them (the Supervisor's override deletes app lock files). Only processes the caller may
@@ -356,10 +402,16 @@ impl ProcFacts {
     }
 }
 
-/// Whether one of `pid`'s descriptors holds `flock(LOCK_EX)` on inode `id`, from
-/// `/proc/PID/fdinfo` (the `lock:` lines of a descriptor are the locks owned by that open
-/// file, so this is the holder, not just a process that has the file open).
+/// Whether one of `pid`'s descriptors holds `flock(LOCK_EX)` on inode `id`.
 fn holds_exclusive_flock(pid: i32, id: FileId) -> bool {
+    holds_flock(pid, id, "WRITE")
+}
+
+/// Whether one of `pid`'s descriptors holds a flock of `kind` (`WRITE`: `LOCK_EX`, `READ`:
+/// `LOCK_SH`) on inode `id`, from `/proc/PID/fdinfo` (the `lock:` lines of a descriptor
+/// are the locks owned by that open file, so this is the holder, not just a process that
+/// has the file open).
+fn holds_flock(pid: i32, id: FileId, kind: &str) -> bool {
     let dev = format!(
         "{:02x}:{:02x}:{}",
         libc::major(id.dev),
@@ -386,7 +438,7 @@ fn holds_exclusive_flock(pid: i32, id: FileId) -> bool {
                     // "->" marks a process blocked waiting for the lock, not holding it.
                     !words.contains(&"->")
                         && words.contains(&"FLOCK")
-                        && words.contains(&"WRITE")
+                        && words.contains(&kind)
                         && words.contains(&dev.as_str())
                 })
     })

@@ -129,6 +129,11 @@ impl LockOptions {
         self
     }
 
+    /// Whether these options ask for shared mode.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
     /// The lock paths these options name, in locking order.
     pub fn lock_paths(&self) -> Vec<PathBuf> {
         match &self.paths {

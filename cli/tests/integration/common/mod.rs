@@ -217,8 +217,19 @@ pub fn status_json(paths: &[&Path], handover: &[&Path]) -> serde_json::Value {
         c.arg("--handover-path").arg(p);
     }
     let (st, out, err) = output(&mut c);
-    assert_eq!(code(st), 0, "status failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON ({e}): {out}"))
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON ({e}): {out}"));
+    // The exit status says what the report says: 0 free, 73 held, 74 could not look.
+    let locks = report["locks"].as_array().expect("locks");
+    let want = if locks.iter().any(|l| l["state"] == "unknown") {
+        74
+    } else if locks.iter().any(|l| l["blocks_app_updates"] == true) {
+        73
+    } else {
+        0
+    };
+    assert_eq!(code(st), want, "status exit status for {report}: {err}");
+    report
 }
 
 /// A pidfd: readable once the process has exited. Works for processes that are not our
