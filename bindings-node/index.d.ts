@@ -27,8 +27,29 @@ export interface LockOptionsInit {
    * another uid's lock and the Supervisor's are waited for.
    */
   shared?: boolean
-  /** Cancels a pending `lock()` (rejects with code `cancelled`, nothing taken). Not for `lockSync`. */
+  /**
+   * Called when the acquisition has to wait: who holds the lock, once when the wait starts
+   * and every 10 s while it goes on. With `lockSync` it runs once the call has returned (the
+   * thread is blocked meanwhile). An exception it throws becomes a process warning.
+   */
+  onWait?: (info: WaitInfo) => void
+  /**
+   * Cancels a pending `lock()`: it rejects with the signal's `reason` (an `AbortError`
+   * `DOMException` by default, as `fetch()` does), nothing taken. Not for `lockSync`.
+   */
   signal?: AbortSignal
+}
+
+/** What `onWait` is told while an acquisition waits. */
+export interface WaitInfo {
+  /** The lock path that blocks the acquisition. */
+  path: string
+  /** Who holds it (the core's holder object, as in errors). */
+  holder: HolderDetails
+  /** How long it has waited so far, in milliseconds. */
+  waitedMs: number
+  /** One line for people: who holds it and for how long we have waited. */
+  message: string
 }
 
 /** Lock options validated and converted once by `prepare()`; pass them instead of a plain object. */
@@ -305,7 +326,7 @@ export interface TakeOverOptions {
   /** Write the handover-complete signal after a take-over (default true). */
   handoverComplete?: boolean
   /**
-   * Cancels a pending `takeOver()`: rejects with `cancelled`, nothing taken. Not for
+   * Cancels a pending `takeOver()`: rejects with the signal's `reason`, nothing taken. Not for
    * `takeOverSync`. (A boolean here is the deprecated name of `handoverComplete`.)
    */
   signal?: AbortSignal | boolean
@@ -404,7 +425,7 @@ export declare class HandoverServer {
   readonly serving: boolean
   /** The socket path. */
   readonly socketPath: string
-  /** Wait for a successor; `null` when `timeout` (ms) ran out; `cancelled` when `signal` aborts. */
+  /** Wait for a successor; `null` when `timeout` (ms) ran out; rejects with the signal's `reason` when `signal` aborts. */
   accept(options?: { timeout?: number; signal?: AbortSignal; /** @deprecated Use `signal`. */ abortSignal?: AbortSignal }): Promise<HandoverRequest | null>
   /** Send state and fds, wait for the acknowledgement; resolves to the successor (the server stopped serving). */
   grant(request: HandoverRequest, options?: GrantOptions): Promise<Peer>

@@ -49,7 +49,7 @@ function invalidArg(message, code = 'ERR_INVALID_ARG_TYPE') {
   return e
 }
 
-const LOCK_KEYS = new Set(['paths', 'legacy', 'timeout', 'reclaimStale', 'program', 'signal', 'shared'])
+const LOCK_KEYS = new Set(['paths', 'legacy', 'timeout', 'reclaimStale', 'program', 'signal', 'shared', 'onWait'])
 const INSPECT_KEYS = new Set(['paths', 'legacy', 'handoverPaths'])
 
 function checkKeys(options, allowed, what) {
@@ -118,6 +118,19 @@ function parse(options) {
   if (reclaim !== undefined) init.reclaimStale = reclaim
   const shared = bool(o.shared, 'shared')
   if (shared !== undefined) init.shared = shared
+  if (o.onWait !== undefined && o.onWait !== null) {
+    if (typeof o.onWait !== 'function') throw invalidArg('onWait must be a function')
+    const onWait = o.onWait
+    // Called from the waiting thread through the event loop; never lets an exception of the
+    // app's function end the process: it becomes a warning.
+    init.onWait = (info) => {
+      try {
+        onWait(info)
+      } catch (e) {
+        process.emitWarning(`update-lock: the onWait function threw: ${e?.stack ?? e}`)
+      }
+    }
+  }
   if (o.timeout !== undefined && o.timeout !== null) {
     if (typeof o.timeout !== 'number' || Number.isNaN(o.timeout)) {
       throw invalidArg(`timeout must be a number of milliseconds (or Infinity), got ${typeof o.timeout}`)
@@ -355,7 +368,9 @@ async function lockAs(options, owner) {
     if (nativeLock === null) nativeLock = await waitNative(nativeOptions, owner, signal)
   } catch (e) {
     deactivate()
-    if (e && e.code === 'cancelled' && signal !== undefined) e.cause = signal.reason
+    // Aborted: reject with the signal's reason (an AbortError DOMException by default), as
+    // fetch() and timers/promises do; nothing was taken.
+    if (e && e.code === 'cancelled' && signal?.aborted) throw signal.reason
     throw adopt(e)
   }
   if (signal?.aborted) {
@@ -365,9 +380,7 @@ async function lockAs(options, owner) {
     } finally {
       deactivate()
     }
-    const e = native.cancelled(nativeOptions, 'an AbortSignal')
-    e.cause = signal.reason
-    throw adopt(e)
+    throw signal.reason
   }
   return new UpdateLock(nativeLock)
 }
@@ -586,7 +599,9 @@ async function cancellable(abortSignal, call) {
   try {
     return await call(canceller)
   } catch (e) {
-    if (e && e.code === 'cancelled' && abortSignal.aborted) e.cause = abortSignal.reason
+    // Aborted: reject with the signal's reason (an AbortError DOMException by default), as
+    // fetch() and timers/promises do; nothing was done.
+    if (e && e.code === 'cancelled' && abortSignal.aborted) throw abortSignal.reason
     throw e
   } finally {
     abortSignal.removeEventListener('abort', onAbort)

@@ -264,6 +264,11 @@ export interface LockOptionsInit {
   program?: string
   /** Shared mode (default false: exclusive). */
   shared?: boolean
+  /**
+   * Called when the acquisition has to wait (who holds the lock): once when the wait
+   * starts, then every 10 s (index.js wraps the app's function so it never throws).
+   */
+  onWait?: (info: WaitInfo) => void
 }
 
 /** A new lock owner (the core's `LockOwner`) for a JavaScript async context. */
@@ -360,3 +365,15 @@ export declare function tryAcquire(options: PreparedOptions, owner: number): Nat
 
 /** Take the lock (on the blocking pool) and resolve with the gate. */
 export declare function updateGateAcquire(api: NativeSupervisorApi, lock: PreparedOptions, gate: GateInit): Promise<NativeUpdateGate>
+
+/** What `onWait` is told while an acquisition waits. */
+export interface WaitInfo {
+  /** The lock path that blocks the acquisition. */
+  path: string
+  /** Who holds it (the core's holder object, as in errors). */
+  holder: any
+  /** How long it has waited so far, in milliseconds. */
+  waitedMs: number
+  /** One line for people: who holds it and for how long we have waited. */
+  message: string
+}

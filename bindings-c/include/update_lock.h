@@ -353,6 +353,35 @@ typedef struct ul_device_state {
 } ul_device_state;
 
 /**
+ * What `ul_options.on_wait` is told while `ul_acquire` waits. Every pointer is valid only
+ * during the call.
+ */
+typedef struct ul_wait_info {
+  /**
+   * The lock path that blocks the acquisition.
+   */
+  const char *path;
+  /**
+   * The holder's state, as `ul_state_name` spells it ("held-by-app",
+   * "held-by-supervisor", "stale", "foreign", "changing"): a static string.
+   */
+  const char *state;
+  /**
+   * One line for people: who holds it and for how long we have waited.
+   */
+  const char *message;
+  /**
+   * How long the acquisition has waited so far, in milliseconds.
+   */
+  uint64_t waited_ms;
+} ul_wait_info;
+
+/**
+ * The `on_wait` callback: `info` is valid during the call only; `data` is `on_wait_data`.
+ */
+typedef void (*ul_wait_fn)(const struct ul_wait_info *info, void *data);
+
+/**
  * What to lock and how. Caller-owned; initialise it with `ul_options_init` (which sets
  * `struct_size` and the defaults), then change the fields you need.
  *
@@ -425,6 +454,17 @@ typedef struct ul_options {
    * gets exclusive mode.)
    */
   bool shared;
+  /**
+   * Called when `ul_acquire` has to wait: who holds the lock, once when the wait starts
+   * and every 10 s while it goes on, on the waiting thread, with `on_wait_data`. NULL
+   * (default): nothing is called. The callback must return promptly and must not call
+   * `ul_acquire` on the same paths. (Added in 0.2.)
+   */
+  ul_wait_fn on_wait;
+  /**
+   * Passed to `on_wait` as is. (Added in 0.2.)
+   */
+  void *on_wait_data;
 } ul_options;
 
 /**

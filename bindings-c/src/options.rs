@@ -1,6 +1,6 @@
 //! `ul_options` and `ul_handover_options`: caller-owned, versioned by `struct_size`.
 
-use std::ffi::{c_char, CStr, OsStr};
+use std::ffi::{c_char, c_void, CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,6 +64,64 @@ pub struct ul_options {
     /// (Added in 0.2: a program built against the 0.1 header passes the smaller size and
     /// gets exclusive mode.)
     pub shared: bool,
+    /// Called when `ul_acquire` has to wait: who holds the lock, once when the wait starts
+    /// and every 10 s while it goes on, on the waiting thread, with `on_wait_data`. NULL
+    /// (default): nothing is called. The callback must return promptly and must not call
+    /// `ul_acquire` on the same paths. (Added in 0.2.)
+    pub on_wait: ul_wait_fn,
+    /// Passed to `on_wait` as is. (Added in 0.2.)
+    pub on_wait_data: *mut c_void,
+}
+
+/// What `ul_options.on_wait` is told while `ul_acquire` waits. Every pointer is valid only
+/// during the call.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ul_wait_info {
+    /// The lock path that blocks the acquisition.
+    pub path: *const c_char,
+    /// The holder's state, as `ul_state_name` spells it ("held-by-app",
+    /// "held-by-supervisor", "stale", "foreign", "changing"): a static string.
+    pub state: *const c_char,
+    /// One line for people: who holds it and for how long we have waited.
+    pub message: *const c_char,
+    /// How long the acquisition has waited so far, in milliseconds.
+    pub waited_ms: u64,
+}
+
+/// The `on_wait` callback: `info` is valid during the call only; `data` is `on_wait_data`.
+pub type ul_wait_fn = Option<unsafe extern "C" fn(info: *const ul_wait_info, data: *mut c_void)>;
+
+/// The caller's callback and data, called from the waiting thread (the caller promised the
+/// callback may run there, as the struct documents).
+struct WaitCallback {
+    f: unsafe extern "C" fn(*const ul_wait_info, *mut c_void),
+    data: *mut c_void,
+}
+
+// SAFETY: the hook runs on the thread that called `ul_acquire` (or the helper of a
+// cancellable wait), which the documentation of `ul_options.on_wait` makes the caller's
+// promise; the pointer is passed through untouched.
+unsafe impl Send for WaitCallback {}
+// SAFETY: as above: the callback is only ever called, never shared for mutation.
+unsafe impl Sync for WaitCallback {}
+
+impl WaitCallback {
+    fn call(&self, p: &lockcore::WaitProgress<'_>) {
+        let text = |s: String| CString::new(s.replace('\0', "?")).unwrap_or_default();
+        let path = text(p.path.display().to_string());
+        let message = text(p.describe());
+        let state = CString::new(p.holder.state_name()).unwrap_or_default();
+        let info = ul_wait_info {
+            path: path.as_ptr(),
+            state: state.as_ptr(),
+            message: message.as_ptr(),
+            waited_ms: p.waited.as_millis().min(u64::MAX as u128) as u64,
+        };
+        // SAFETY: a C function pointer the caller gave for exactly this call, with a valid
+        // info for the duration of the call and the caller's own data.
+        unsafe { (self.f)(&info, self.data) }
+    }
 }
 
 /// Which hand-over signal files `ul_handover_complete` writes (and `ul_status` reports).
@@ -90,8 +148,8 @@ impl Versioned for ul_options {
     const VERSIONS: &'static [(usize, usize)] = &[
         // 0.1
         crate::versioned::version_ending_at!(ul_options, cancel, *const ul_cancel_token),
-        // 0.2: `shared`
-        crate::versioned::version_ending_at!(ul_options, shared, bool),
+        // 0.2: `shared`, `on_wait`, `on_wait_data`
+        crate::versioned::version_ending_at!(ul_options, on_wait_data, *mut c_void),
     ];
     fn defaults() -> Self {
         ul_options {
@@ -105,6 +163,8 @@ impl Versioned for ul_options {
             program: std::ptr::null(),
             cancel: std::ptr::null(),
             shared: false,
+            on_wait: None,
+            on_wait_data: std::ptr::null_mut(),
         }
     }
 }
@@ -180,6 +240,13 @@ pub(crate) unsafe fn lock_options(
         .reclaim_stale(o.reclaim_stale)
         .create_dir(o.create_dir)
         .shared(o.shared);
+    if let Some(f) = o.on_wait {
+        let cb = WaitCallback {
+            f,
+            data: o.on_wait_data,
+        };
+        lo = lo.on_wait(lockcore::DEFAULT_WAIT_REPORT, move |p| cb.call(p));
+    }
     if !o.program.is_null() {
         // SAFETY: a NUL-terminated string, by the caller's guarantee.
         let program = unsafe { CStr::from_ptr(o.program) };

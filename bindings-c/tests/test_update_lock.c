@@ -322,6 +322,38 @@ static void test_options_init_defaults_and_versioning(void)
     for (i = 0; i < sizeof big.newer_fields; i++)
         CHECK(big.newer_fields[i] == 0, "tail byte %zu not zeroed", i);
 
+    CHECK(!o.shared && o.on_wait == NULL && o.on_wait_data == NULL, "0.2 defaults");
+
+    {
+        /* A program built against the 0.1 header (before shared and on_wait): its smaller
+         * struct is initialised and read as 0.1, and locks in exclusive mode. */
+        struct options_v01 {
+            size_t struct_size;
+            const char *const *paths;
+            size_t path_count;
+            bool legacy;
+            int64_t timeout_ms;
+            bool reclaim_stale;
+            bool create_dir;
+            const char *program;
+            const ul_cancel_token *cancel;
+        } v01;
+        const char *p01[1];
+        ul_lock *l01 = NULL, *l02 = NULL;
+        make_svc();
+        p01[0] = in_svc("v01.lock");
+        memset(&v01, 0xAB, sizeof v01);
+        CHECK_RESULT(ul_options_init((ul_options *)&v01, sizeof v01), UL_OK);
+        CHECK(v01.struct_size == sizeof v01 && v01.timeout_ms == -1 && v01.cancel == NULL,
+              "0.1 defaults");
+        v01.paths = p01;
+        v01.path_count = 1;
+        v01.timeout_ms = 0;
+        CHECK_RESULT(ul_acquire((ul_options *)&v01, &l01), UL_OK);
+        CHECK_RESULT(ul_acquire((ul_options *)&v01, &l02), UL_ERR_ALREADY_HELD);
+        CHECK_RESULT(ul_release(l01), UL_OK);
+    }
+
     /* Too small: refused, and the message says how to call it. */
     CHECK_RESULT(ul_options_init(&o, sizeof o - 1), UL_ERR_INVALID_ARGUMENT);
     CHECK_MESSAGE_HAS("not the size of any version of ul_options");
@@ -506,6 +538,57 @@ static void test_held_by_lockctl_acquire(void)
     CHECK(exists(paths[0]) && strstr(slurp(paths[0]), "program=c-tests") != NULL,
           "our record must be in place");
     CHECK_RESULT(ul_release(w.lock), UL_OK);
+}
+
+/* What on_wait saw. */
+struct wait_seen {
+    int calls;
+    char path[512];
+    char state[64];
+    char message[1024];
+    uint64_t waited_ms;
+};
+
+static void on_wait_record(const ul_wait_info *info, void *data)
+{
+    struct wait_seen *s = data;
+    s->calls++;
+    snprintf(s->path, sizeof s->path, "%s", info->path);
+    snprintf(s->state, sizeof s->state, "%s", info->state);
+    snprintf(s->message, sizeof s->message, "%s", info->message);
+    s->waited_ms = info->waited_ms;
+}
+
+/* on_wait says who holds the lock when the wait starts (then every 10 s). */
+static void test_on_wait_says_who_holds_it(void)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *lock = NULL;
+    struct wait_seen seen;
+    make_svc();
+    paths[0] = in_svc("updates.lock");
+    o = opts_for(paths, 1);
+    memset(&seen, 0, sizeof seen);
+    CHECK(RUN((char *)lockctl, "acquire", "--path", (char *)paths[0], "--no-legacy") == 0,
+          "lockctl acquire");
+    o.timeout_ms = 300;
+    o.on_wait = on_wait_record;
+    o.on_wait_data = &seen;
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_ERR_TIMEOUT);
+    CHECK(seen.calls == 1, "once when the wait starts, got %d", seen.calls);
+    CHECK(strcmp(seen.path, paths[0]) == 0, "path %s", seen.path);
+    CHECK(strcmp(seen.state, "held-by-app") == 0, "state %s", seen.state);
+    CHECK(strstr(seen.message, "waiting for ") == seen.message &&
+              strstr(seen.message, "held by another app") != NULL,
+          "message %s", seen.message);
+    CHECK(seen.waited_ms < 300, "waited %llu ms", (unsigned long long)seen.waited_ms);
+    /* Not waiting (try once): not called. */
+    o.timeout_ms = 0;
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_ERR_HELD);
+    CHECK(seen.calls == 1, "called without a wait");
+    CHECK(RUN((char *)lockctl, "release", "--path", (char *)paths[0], "--no-legacy") == 0,
+          "lockctl release");
 }
 
 static void test_held_by_lockctl_run(void)
@@ -2434,6 +2517,7 @@ static const struct {
     T(test_held_by_supervisor_timeout_then_free),
     T(test_held_by_lockctl_acquire),
     T(test_held_by_lockctl_run),
+    T(test_on_wait_says_who_holds_it),
     T(test_lockctl_sees_our_lock),
     T(test_stale_lock_reclaimed_only_when_allowed),
     T(test_fork_child_never_releases_the_parent_lock),

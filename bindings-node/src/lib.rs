@@ -28,7 +28,7 @@ use update_lock::{
 };
 
 /// Lock options as the JavaScript wrapper passes them (already validated there).
-#[napi(object)]
+#[napi(object, object_to_js = false)]
 pub struct LockOptionsInit {
     /// Lock exactly these paths, in this order (empty or missing: the defaults).
     pub paths: Option<Vec<String>>,
@@ -42,7 +42,35 @@ pub struct LockOptionsInit {
     pub program: Option<String>,
     /// Shared mode (default false: exclusive).
     pub shared: Option<bool>,
+    /// Called when the acquisition has to wait (who holds the lock): once when the wait
+    /// starts, then every 10 s (index.js wraps the app's function so it never throws).
+    #[napi(ts_type = "(info: WaitInfo) => void")]
+    pub on_wait: Option<WaitHook>,
 }
+
+/// What `onWait` is told while an acquisition waits.
+#[napi(object)]
+pub struct WaitInfo {
+    /// The lock path that blocks the acquisition.
+    pub path: String,
+    /// Who holds it (the core's holder object, as in errors).
+    pub holder: Value,
+    /// How long it has waited so far, in milliseconds.
+    pub waited_ms: f64,
+    /// One line for people: who holds it and for how long we have waited.
+    pub message: String,
+}
+
+/// The `onWait` function, called from the waiting thread; weak: it never keeps the process
+/// alive.
+pub type WaitHook = napi::threadsafe_function::ThreadsafeFunction<
+    WaitInfo,
+    napi::bindgen_prelude::Unknown<'static>,
+    WaitInfo,
+    Status,
+    false,
+    true,
+>;
 
 /// Options for `status()` and `handoverComplete()`.
 #[napi(object)]
@@ -113,6 +141,20 @@ fn lock_options(init: LockOptionsInit) -> Result<LockOptions> {
     }
     if let Some(shared) = init.shared {
         o = o.shared(shared);
+    }
+    if let Some(hook) = init.on_wait {
+        o = o.on_wait(update_lock::DEFAULT_WAIT_REPORT, move |p| {
+            let info = WaitInfo {
+                path: path_str(p.path),
+                holder: serde_json::to_value(p.holder).unwrap_or(Value::Null),
+                waited_ms: p.waited.as_secs_f64() * 1000.0,
+                message: p.describe(),
+            };
+            let _ = hook.call(
+                info,
+                napi::threadsafe_function::ThreadsafeFunctionCallMode::NonBlocking,
+            );
+        });
     }
     Ok(o)
 }
@@ -419,6 +461,7 @@ pub fn status(options: InspectOptionsInit) -> Result<serde_json::Value> {
         reclaim_stale: None,
         program: None,
         shared: None,
+        on_wait: None,
     })?;
     let handover = match handover_paths {
         Some(paths) => HandoverOptions::new().paths(paths.iter().map(PathBuf::from)),

@@ -311,17 +311,14 @@ test('AbortSignal during accept: cancelled, the server keeps serving and hands o
   ac.abort(new Error('shutting down'))
   const e = await pending.catch((x) => x)
   clearInterval(timer)
-  assert.ok(e instanceof ul.UpdateLockError)
-  assert.equal(e.code, 'cancelled')
-  assert.equal(e.errno, 8)
-  assert.equal(e.cancelledBy, 'an AbortSignal')
-  assert.equal(e.cause.message, 'shutting down')
-  assert.match(e.message, /cancelled by an AbortSignal; nothing was taken/)
+  // Rejects with the signal's reason itself, as fetch() does.
+  assert.equal(e.message, 'shutting down')
+  assert.ok(!(e instanceof ul.UpdateLockError))
   assert.ok(ticks >= 5, `the event loop ran ${ticks} timer ticks while accept waited`)
   assert.equal(server.serving, true)
   // An already aborted signal rejects at once.
   const e2 = await server.accept({ signal: AbortSignal.abort() }).catch((x) => x)
-  assert.equal(e2.code, 'cancelled')
+  assert.equal(e2.name, 'AbortError')
   // A timeout is not an error: null.
   assert.equal(await server.accept({ timeout: 20 }), null)
 
@@ -360,8 +357,7 @@ test('AbortSignal during takeOver: cancelled with nothing taken; the old version
   taker.send('abort')
   const ticks = Number((await taker.expect('ticks ')).split(' ')[1])
   const e = payload(await taker.expect('error '), 'error')
-  assert.equal(e.code, 'cancelled')
-  assert.match(e.message, /cancelled by an AbortSignal; nothing was taken/)
+  assert.equal(e.name, 'AbortError')
   assert.ok(ticks > 0, 'the event loop ran while takeOver waited')
   await taker.exited
   // The old version's grant finds the successor gone and keeps serving.
@@ -407,7 +403,7 @@ test('options are checked: unknown keys, signal is the AbortSignal, bad fds', TI
   const server = ul.HandoverServer.bind({ socket })
   t.after(() => server.close())
   await assert.rejects(server.accept({ signal: true }), /signal must be an AbortSignal/)
-  await assert.rejects(ul.takeOver({ socket, signal: AbortSignal.abort() }), { code: 'cancelled' })
+  await assert.rejects(ul.takeOver({ socket, signal: AbortSignal.abort() }), { name: 'AbortError' })
   await assert.rejects(ul.takeOver({ socket, stepTimeout: -1 }), { code: 'ERR_OUT_OF_RANGE' })
   assert.throws(() => ul.takeOverSync({ socket, signal: new AbortController().signal }), /use takeOver/)
   assert.throws(() => ul.HandoverServer.bind({ socket, signal: true }), { code: 'ERR_INVALID_ARG_VALUE' })
@@ -470,7 +466,7 @@ test('serve(): a failed grant runs resume with the error and serves on; the app\
   const ac = new AbortController()
   const waiting = server.serve(() => ({}), { signal: ac.signal })
   setImmediate(() => ac.abort())
-  await assert.rejects(waiting, (e) => e.code === 'cancelled')
+  await assert.rejects(waiting, (e) => e.name === 'AbortError')
   assert.ok(server.serving)
 })
 
@@ -485,7 +481,7 @@ test('deprecated names keep working for one release, each with one DeprecationWa
   // is written beside the socket.
   assert.equal(await ul.takeOver({ socket, signal: false }), null)
   assert.equal(await ul.takeOver({ socket, signal: false }), null)
-  await assert.rejects(ul.takeOver({ socket, abortSignal: AbortSignal.abort() }), { code: 'cancelled' })
+  await assert.rejects(ul.takeOver({ socket, abortSignal: AbortSignal.abort() }), { name: 'AbortError' })
   await assert.rejects(ul.takeOver({ socket, signal: false, handoverComplete: true }), /disagree/)
   await assert.rejects(ul.takeOver({ socket, signal: AbortSignal.abort(), abortSignal: AbortSignal.abort() }), /once, as 'signal'/)
   await new Promise((resolve) => setImmediate(resolve))

@@ -3,6 +3,7 @@
 // its TypeScript declarations compile a small typed example with `tsc --noEmit`.
 const test = require('node:test')
 const assert = require('node:assert/strict')
+const fs = require('node:fs')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 const h = require('./helpers')
@@ -46,4 +47,33 @@ test('TypeScript: tsc --noEmit accepts the typed example (and its @ts-expect-err
     encoding: 'utf8',
   })
   assert.equal(r.status, 0, r.stdout + r.stderr)
+})
+
+test('await using: TypeScript compiles it for Node 20/22, and the lock is released at the end of the block', (t) => {
+  const d = h.serviceDir(t)
+  const out = path.join(d.base, 'out')
+  const src = path.join(d.base, 'using.ts')
+  fs.writeFileSync(
+    src,
+    `import { lock } from ${JSON.stringify(h.PKG)}
+import { existsSync } from 'node:fs'
+async function main(): Promise<void> {
+  {
+    await using held = await lock({ paths: [${JSON.stringify(d.lock)}], timeout: 0 })
+    console.log('inside', existsSync(${JSON.stringify(d.lock)}), held.held)
+  }
+  console.log('after', existsSync(${JSON.stringify(d.lock)}))
+}
+main()
+`,
+  )
+  const tsc = path.join(h.PKG, 'node_modules', 'typescript', 'bin', 'tsc')
+  const args = ['--target', 'ES2022', '--lib', 'ES2022,ESNext.Disposable', '--module', 'commonjs']
+  args.push('--types', 'node', '--typeRoots', path.join(h.PKG, 'node_modules', '@types'))
+  args.push('--skipLibCheck', '--outDir', out, src)
+  const c = spawnSync(process.execPath, [tsc, ...args], { cwd: h.PKG, encoding: 'utf8' })
+  assert.equal(c.status, 0, c.stdout + c.stderr)
+  const r = spawnSync(process.execPath, [path.join(out, 'using.js')], { encoding: 'utf8' })
+  assert.equal(r.status, 0, r.stderr)
+  assert.equal(r.stdout, 'inside true true\nafter false\n')
 })

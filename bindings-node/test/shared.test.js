@@ -86,3 +86,36 @@ test('a nested exclusive withLock fails at once with already-held; separate call
   assert.equal(await waiting, 'second in')
   assert.equal(fs.existsSync(d.lock), false)
 })
+
+test('onWait says who holds the lock when the wait starts (lock() and withLock())', TIMEOUT, async (t) => {
+  const d = h.serviceDir(t)
+  h.lockctlAcquire([d.lock])
+  t.after(() => h.lockctl(['release', '--path', d.lock]))
+  const seen = []
+  await assert.rejects(ul.lock({ paths: [d.lock], timeout: 300, onWait: (info) => seen.push(info) }), (e) => e.code === 'timeout')
+  // The call is queued on the event loop: give it a turn.
+  await new Promise((r) => setImmediate(r))
+  assert.equal(seen.length, 1, 'once when the wait starts (the next would come after 10 s)')
+  assert.equal(seen[0].path, d.lock)
+  assert.equal(seen[0].holder.state, 'held-by-app')
+  assert.equal(seen[0].holder.record.program, 'lockctl acquire')
+  assert.ok(seen[0].waitedMs < 300)
+  assert.match(seen[0].message, /^waiting for .*updates\.lock: the update lock is held by another app/)
+  // A function that throws becomes a warning; the wait goes on to its timeout.
+  const warned = []
+  const onWarning = (w) => warned.push(String(w.message))
+  process.on('warning', onWarning)
+  t.after(() => process.off('warning', onWarning))
+  await assert.rejects(
+    ul.withLock(() => 'no', {
+      paths: [d.lock],
+      timeout: 200,
+      onWait: () => {
+        throw new Error('hook failed')
+      },
+    }),
+    (e) => e.code === 'timeout',
+  )
+  while (!warned.some((w) => w.includes('hook failed'))) await new Promise((r) => setImmediate(r))
+  await assert.rejects(ul.lock({ paths: [d.lock], onWait: 'print' }), /onWait must be a function/)
+})

@@ -190,11 +190,45 @@ fn lock_options(
     program: Option<String>,
     shared: bool,
 ) -> PyResult<LockOptions> {
+    lock_options_with(paths, timeout, legacy, reclaim_stale, program, shared, None)
+}
+
+/// [`lock_options`] with an `on_wait(path, holder_dict, waited_seconds, message)` callable:
+/// called (with the GIL taken back) when a wait starts and every 10 s; an exception it
+/// raises is reported as unraisable and the wait goes on.
+fn lock_options_with(
+    paths: Option<Vec<PathBuf>>,
+    timeout: Option<f64>,
+    legacy: bool,
+    reclaim_stale: bool,
+    program: Option<String>,
+    shared: bool,
+    on_wait: Option<Py<PyAny>>,
+) -> PyResult<LockOptions> {
     let mut opts = LockOptions::new()
         .legacy(legacy)
         .timeout(timeout_from(timeout)?)
         .reclaim_stale(reclaim_stale)
         .shared(shared);
+    if let Some(hook) = on_wait {
+        opts = opts.on_wait(update_lock::DEFAULT_WAIT_REPORT, move |p| {
+            Python::attach(|py| {
+                let called = pythonize::pythonize(py, p.holder)
+                    .map_err(PyErr::from)
+                    .and_then(|holder| {
+                        hook.bind(py).call1((
+                            py_path(py, p.path),
+                            holder,
+                            p.waited.as_secs_f64(),
+                            p.describe(),
+                        ))
+                    });
+                if let Err(e) = called {
+                    e.write_unraisable(py, None);
+                }
+            })
+        });
+    }
     if let Some(p) = paths {
         opts = opts.paths(p);
     }
@@ -263,7 +297,7 @@ impl NativeLock {
 impl NativeLock {
     /// Options are validated here and built once; nothing is taken yet.
     #[new]
-    #[pyo3(signature = (paths=None, timeout=None, legacy=true, reclaim_stale=true, program=None, shared=false))]
+    #[pyo3(signature = (paths=None, timeout=None, legacy=true, reclaim_stale=true, program=None, shared=false, on_wait=None))]
     fn new(
         paths: Option<Vec<PathBuf>>,
         timeout: Option<f64>,
@@ -271,8 +305,17 @@ impl NativeLock {
         reclaim_stale: bool,
         program: Option<String>,
         shared: bool,
+        on_wait: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
-        let opts = lock_options(paths, timeout, legacy, reclaim_stale, program, shared)?;
+        let opts = lock_options_with(
+            paths,
+            timeout,
+            legacy,
+            reclaim_stale,
+            program,
+            shared,
+            on_wait,
+        )?;
         Ok(NativeLock {
             opts,
             shared,

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import pytest
 import update_lock
@@ -136,3 +137,31 @@ def test_paths_come_first_and_the_old_order_still_works_with_a_warning(lock_path
     with pytest.raises(ValueError, match="not -1"):
         update_lock.lock(lock_path, timeout=-1)
     assert_free(lock_path)
+
+
+def test_on_wait_says_who_holds_the_lock_when_the_wait_starts(
+    lock_path: Path, children: List[Child], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = spawn(children, "hold", lock_path)
+    pid = int(other.expect("held"))
+    seen: List[update_lock.Waiting] = []
+    with pytest.raises(update_lock.LockTimeoutError):
+        update_lock.lock(lock_path, timeout=0.3, on_wait=seen.append).acquire()
+    assert len(seen) == 1, "once when the wait starts (the next would come after 10 s)"
+    w = seen[0]
+    assert w.path == str(lock_path) and w.waited < 0.3
+    assert w.holder is not None and w.holder.record is not None and w.holder.record.pid == pid
+    assert w.message.startswith(f"waiting for {lock_path}: the update lock is held by another app (pid {pid}")
+    # A hook that raises is reported (unraisable) and the wait goes on to its timeout.
+    def broken(_: update_lock.Waiting) -> None:
+        raise RuntimeError("hook failed")
+
+    reported: List[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    with pytest.raises(update_lock.LockTimeoutError):
+        update_lock.lock(lock_path, timeout=0.2, on_wait=broken).acquire()
+    assert [type(r.exc_value) for r in reported] == [RuntimeError]
+    with pytest.raises(TypeError, match="on_wait must be callable"):
+        update_lock.lock(lock_path, on_wait="print")  # type: ignore[arg-type]
+    other.send("go")
+    other.expect("released")

@@ -47,6 +47,10 @@ pub enum Command {
         /// the last one out removes it. The Supervisor and the reboot still see it held.
         #[arg(long)]
         shared: bool,
+        /// Say nothing while waiting for the lock (by default: who holds it, once when the
+        /// wait starts and every 10 s, on stderr).
+        #[arg(short, long)]
+        quiet: bool,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
         command: Vec<OsString>,

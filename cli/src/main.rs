@@ -39,8 +39,17 @@ fn dispatch(command: Command) -> Result<i32, Failure> {
         Command::Run {
             lock,
             shared,
+            quiet,
             command,
-        } => run::run(&lock.options().shared(shared), &command),
+        } => {
+            let mut opts = lock.options().shared(shared);
+            if !quiet {
+                opts = opts.on_wait(update_lock::DEFAULT_WAIT_REPORT, |p| {
+                    say!("lockctl: {}", p.describe())
+                });
+            }
+            run::run(&opts, &command)
+        }
         Command::Acquire { lock, shared } => acquire_cmd::acquire(&lock.options().shared(shared)),
         Command::Release { paths, pid } => acquire_cmd::release(&paths.options(), pid),
         Command::Status {

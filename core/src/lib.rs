@@ -65,6 +65,7 @@ pub use inspection::status::{
 pub use lock::held_here::LockOwner;
 pub use lock::options::LockOptions;
 pub use lock::wait::{CancelToken, WaitControl};
+pub use lock::wait_report::{WaitProgress, DEFAULT_WAIT_REPORT};
 pub use lock::{Reclaimed, UpdateLock};
 pub use paths::{
     default_handover_paths, default_lock_paths, primary_handover_path, primary_lock_path,

@@ -60,9 +60,14 @@ const server = http.createServer(async (req, res) => {
     }
     reply(res, 404, { error: 'not found' })
   } catch (e) {
+    if (e?.name === 'AbortError') {
+      // Our shutdown signal ended the wait for the lock (it rejects with the signal's
+      // reason, as fetch() does): nothing was taken.
+      return reply(res, 503, { error: 'cancelled', message: 'the service is shutting down' })
+    }
     if (e instanceof UpdateLockError) {
-      // held / timeout: an update is in progress; cancelled: we are shutting down; lost: the
-      // lock was overridden mid-apply. The message says who holds it and what to do.
+      // held / timeout: an update is in progress; lost: the lock was overridden mid-apply.
+      // The message says who holds it and what to do.
       console.error(`apply failed: [${e.code}] ${e.message}`)
       return reply(res, 503, { error: e.code, message: e.message })
     }

@@ -252,7 +252,10 @@ pub fn svg(rs: &[Report]) -> String {
         .fold(1.0, f64::max);
     let x = |t: f64| LEFT + (t.max(0.0) / total) * plot;
     let block = TITLE + ROW * Lane::ALL.len() as f64 + 10.0;
-    let height = block * rs.len() as f64 + AXIS + 10.0;
+    // The legend: one line per lane and one for the event markers, two columns.
+    let legend_rows = (Lane::ALL.len() + 2).div_ceil(2);
+    let legend = 16.0 * legend_rows as f64 + 8.0;
+    let height = block * rs.len() as f64 + AXIS + legend + 10.0;
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -324,6 +327,49 @@ pub fn svg(rs: &[Report]) -> String {
                 );
             }
         }
+    }
+    // Legend below the axis: what each bar and each dot means.
+    let legend_top = axis_y + AXIS;
+    let mut items: Vec<(Option<&str>, String)> = Lane::ALL
+        .iter()
+        .map(|l| {
+            (
+                Some(lane_colour(*l)),
+                format!("{}: {}", l.label(), l.meaning()),
+            )
+        })
+        .collect();
+    items.push((
+        None,
+        "a dot: an event (hover over it for the time, who and what)".into(),
+    ));
+    for (k, (colour, text)) in items.iter().enumerate() {
+        let (col, row) = (k % 2, k / 2);
+        let lx = 4.0 + col as f64 * (WIDTH / 2.0);
+        let ly = legend_top + 16.0 * row as f64;
+        match colour {
+            Some(c) => {
+                let _ = writeln!(
+                    o,
+                    r#"<rect x="{lx:.1}" y="{:.1}" width="14" height="10" fill="{c}"/>"#,
+                    ly - 9.0
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    o,
+                    r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="#222"/>"##,
+                    lx + 7.0,
+                    ly - 4.0
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            r#"<text x="{:.1}" y="{ly:.1}">{}</text>"#,
+            lx + 20.0,
+            esc(text)
+        );
     }
     o.push_str("</svg>\n");
     o
@@ -434,7 +480,13 @@ mod tests {
         assert!(!s.contains("<b>"));
         for l in Lane::ALL {
             assert!(s.contains(&format!(">{}</text>", l.label())), "{l:?}");
+            // The legend says what each lane's bars mean.
+            assert!(
+                s.contains(&format!(">{}: {}</text>", l.label(), esc(l.meaning()))),
+                "{l:?}"
+            );
         }
+        assert!(s.contains("a dot: an event"));
     }
 
     #[test]

@@ -102,6 +102,22 @@ impl Lane {
             Lane::RebootWaiting => "reboot waits",
         }
     }
+
+    /// What a bar on the lane means, for the picture's legend.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Lane::OldRunning => "the old version's processes run",
+            Lane::NewRunning => "the new version's processes run",
+            Lane::Download => "the new image downloads (simulated)",
+            Lane::SupervisorLock => "the Supervisor holds its lock (files owned by uid 65534)",
+            Lane::AppLock => "an app holds the update lock (its file and flock)",
+            Lane::BlockedByLock => {
+                "the Supervisor waits for the app's lock (retrying with backoff)"
+            }
+            Lane::Down => "the readiness probe fails after the service was first ready",
+            Lane::RebootWaiting => "the host OS reboot waits for flock on updates.lock",
+        }
+    }
 }
 
 /// A stretch of time on one lane.

@@ -43,8 +43,8 @@ pub struct LockSettings {
 
 /// Why the lock was not taken.
 pub enum NotTaken {
-    /// Still held by the app at the deadline: who holds it.
-    Blocked(String),
+    /// Still held by the app at the deadline: who holds it, and how many attempts were made.
+    Blocked(String, u32),
     /// `lockfile` failed in another way.
     Failed(String),
 }
@@ -97,7 +97,7 @@ impl SupervisorLock {
                             waited.as_secs_f64(),
                             held_path.display(),
                             s.poll_interval.as_secs_f64()
-                        )));
+                        ), attempt));
                     }
                     timeline.open(Lane::BlockedByLock);
                     timeline.event(

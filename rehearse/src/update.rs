@@ -313,7 +313,11 @@ impl Run<'_> {
                         self.lock = Some(lock);
                         Ok(())
                     }
-                    Err(NotTaken::Blocked(why)) => Err(self.problem(why)),
+                    Err(NotTaken::Blocked(why, attempts)) => {
+                        // The summary counts the attempts of a Supervisor that never got in.
+                        self.m.lock_attempts = attempts;
+                        Err(self.problem(why))
+                    }
                     Err(NotTaken::Failed(why)) => {
                         Err(Stop::Fatal(Failure::other(EXIT_CANNOT_RUN, why)))
                     }

@@ -56,7 +56,7 @@ from ._handover import (
     Peer,
     handover_take,
 )
-from ._lock import AsyncLock, Lock, PathArg, _path_list, lock, lock_async
+from ._lock import AsyncLock, Lock, OnWait, PathArg, Waiting, _path_list, lock, lock_async
 from ._types import (
     HandoverStatus,
     Holder,
@@ -112,6 +112,7 @@ __all__ = [
     "LockStateUnknownError",
     "LockTimeoutError",
     "NotHeldError",
+    "OnWait",
     "PathStatus",
     "Peer",
     "PermissionDeniedError",
@@ -122,6 +123,7 @@ __all__ = [
     "SupervisorUidError",
     "UpdateGate",
     "UpdateLockError",
+    "Waiting",
     "default_handover_paths",
     "default_handover_socket",
     "default_lock_paths",

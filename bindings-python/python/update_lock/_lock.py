@@ -10,6 +10,7 @@ import sys
 import threading
 import warnings
 import weakref
+from dataclasses import dataclass
 from types import TracebackType
 from typing import (
     Any,
@@ -25,13 +26,45 @@ from typing import (
 )
 
 from . import _update_lock as _native
-from ._types import HolderRecord, Reclaimed
+from ._types import Holder, HolderRecord, Reclaimed
 
 PathArg = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]], None]
 """One lock path, several, or ``None`` for the Supervisor's defaults."""
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _R = TypeVar("_R")
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What an ``on_wait`` hook is told while an acquisition waits: once when the wait
+    starts, then every 10 s."""
+
+    path: str
+    """The lock path that blocks the acquisition."""
+    holder: Optional[Holder]
+    """Who holds it."""
+    waited: float
+    """Seconds waited so far."""
+    message: str
+    """One line for people: who holds it and for how long we have waited."""
+
+
+OnWait = Callable[[Waiting], None]
+"""An ``on_wait`` hook (it runs on the waiting thread; an exception is reported, and the
+wait goes on)."""
+
+
+def _on_wait_adapter(on_wait: Optional[OnWait]) -> Optional[Callable[[str, Any, float, str], None]]:
+    if on_wait is None:
+        return None
+    if not callable(on_wait):
+        raise TypeError(f"on_wait must be callable, not {type(on_wait).__name__}")
+
+    def call(path: str, holder: Any, waited: float, message: str) -> None:
+        on_wait(Waiting(path, Holder._from_native(holder), waited, message))
+
+    return call
 
 
 def _path_list(paths: PathArg) -> Optional[List[Union[str, os.PathLike[str]]]]:
@@ -147,6 +180,7 @@ class AsyncLock:
         *,
         program: Optional[str] = None,
         shared: bool = False,
+        on_wait: Optional[OnWait] = None,
     ) -> None:
         self._native = _native.NativeLock(
             _path_list(paths),
@@ -155,6 +189,7 @@ class AsyncLock:
             reclaim_stale,
             program if program is not None else _default_program(),
             shared,
+            _on_wait_adapter(on_wait),
         )
 
     async def acquire(self) -> AsyncLock:
@@ -317,6 +352,7 @@ def lock(
     reclaim_stale: bool = True,
     program: Optional[str] = None,
     shared: bool = False,
+    on_wait: Optional[OnWait] = None,
 ) -> Lock:
     """An update lock (not yet taken): use it with ``with``, as a decorator, or call
     ``acquire()``/``release()``::
@@ -342,6 +378,8 @@ def lock(
             once, and the last one out removes it. The Supervisor and the reboot still see
             it held. An exclusive holder, another uid's lock and the Supervisor's are waited
             for.
+        on_wait: called with a :class:`Waiting` when the acquisition has to wait (who holds
+            the lock), once when the wait starts and every 10 s while it goes on.
 
     Raises:
         ValueError: a negative or NaN timeout.
@@ -358,6 +396,7 @@ def lock(
         reclaim_stale,
         program if program is not None else _default_program(),
         shared,
+        _on_wait_adapter(on_wait),
     )
 
 
@@ -369,6 +408,7 @@ def lock_async(
     reclaim_stale: bool = True,
     program: Optional[str] = None,
     shared: bool = False,
+    on_wait: Optional[OnWait] = None,
 ) -> AsyncLock:
     """The asyncio form of :func:`lock` (same arguments): ``async with
     update_lock.lock_async(): ...``. The owner for the nesting check is the task: the
@@ -378,4 +418,6 @@ def lock_async(
         legacy = rest[0]
     if len(rest) > 1:
         reclaim_stale = rest[1]
-    return AsyncLock(timeout, paths, legacy, reclaim_stale, program=program, shared=shared)
+    return AsyncLock(
+        timeout, paths, legacy, reclaim_stale, program=program, shared=shared, on_wait=on_wait
+    )

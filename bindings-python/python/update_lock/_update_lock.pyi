@@ -64,6 +64,7 @@ class NativeLock:
         reclaim_stale: bool = True,
         program: Optional[str] = None,
         shared: bool = False,
+        on_wait: Optional[Callable[[str, Any, float, str], None]] = None,
     ) -> _L: ...
     def acquire(self: _L, *, cancel: Optional[CancelToken] = None) -> _L:
         """Take the lock (GIL released while waiting; Ctrl-C interrupts)."""

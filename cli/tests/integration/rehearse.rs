@@ -451,6 +451,8 @@ fn an_update_still_blocked_at_the_deadline_is_reported_with_the_holder_and_nothi
         "attempts at 0, 0.5 and 1.5 s; gave up at 1.2 s: {held:?}"
     );
     assert!(event_detail(&r, "lock-gave-up").len() == 1);
+    // The summary counts the attempts of a Supervisor that never got in (it said 0).
+    assert_eq!(r["summary"]["lock_attempts"], 3, "{}", r["summary"]);
     assert!(
         !order(&r, &["new:started"]).contains(&"new:started".to_string()),
         "never started"

@@ -132,7 +132,9 @@ fn signal_while_waiting_for_a_held_lock_ends_the_wait_and_takes_nothing() {
         let err = waiter.stderr();
         assert!(err.contains("cancelled"), "{err}");
         assert!(err.contains(sig.as_str()), "{err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
+        // Who held it when the wait started, then the cancellation.
+        assert_eq!(err.trim_end().lines().count(), 2, "{err:?}");
+        assert!(err.starts_with("lockctl: waiting for "), "{err}");
         // The holder's lock is untouched.
         assert_eq!(record_pid(&path), holder.pid());
         assert_held(&path);
@@ -179,7 +181,9 @@ fn no_wait_and_timeout_on_a_held_lock_exit_73_naming_path_and_holder() {
     assert_eq!(code(st), 73, "{err}");
     assert!(err.contains("timed out"), "{err}");
     assert!(err.contains(&path.display().to_string()), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    // One line when the wait starts (the next would come after 10 s), one for the timeout.
+    assert_eq!(err.trim_end().lines().count(), 2, "two lines: {err:?}");
+    assert!(err.starts_with("lockctl: waiting for "), "{err}");
     assert!(waited.as_millis() >= 200, "gave up after {waited:?}");
 
     assert_eq!(record_pid(&path), pid, "the holder's lock is untouched");
@@ -372,4 +376,41 @@ fn shared_runs_hold_at_once_and_the_last_one_out_removes_the_lock() {
     assert_eq!(code(second.wait()), 5);
     assert_free(&path);
     assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
+
+/// `run` is not silent while it waits: it says who holds the lock when the wait starts (and
+/// every 10 s); `--quiet` turns that off.
+#[test]
+fn waiting_says_who_holds_the_lock_unless_quiet() {
+    let dir = service_dir();
+    let path = at(&dir, "updates.lock");
+    let mut holder = run_under_lock(&[&path], HOLD);
+    holder.expect_line("ready");
+    let (st, _, err) = output(
+        lockctl()
+            .args(["run", "--timeout", "0.3", "--path"])
+            .arg(&path)
+            .args(["--", "true"]),
+    );
+    assert_eq!(code(st), 73, "{err}");
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!(
+            "lockctl: waiting for {}: the update lock is held by another app (pid {}",
+            path.display(),
+            holder.pid()
+        )),
+        "{err}"
+    );
+    let (st, _, err) = output(
+        lockctl()
+            .args(["run", "-q", "--timeout", "0.3", "--path"])
+            .arg(&path)
+            .args(["--", "true"]),
+    );
+    assert_eq!(code(st), 73, "{err}");
+    assert!(!err.contains("lockctl: waiting for"), "--quiet: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "only the error: {err}");
+    holder.send("go");
+    assert_eq!(code(holder.wait()), 5);
 }

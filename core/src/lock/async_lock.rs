@@ -51,6 +51,7 @@ impl UpdateLock {
             if let Some(lock) = acq.step()? {
                 return Ok(lock);
             }
+            acq.report_wait();
             if reactor.is_none() {
                 if let Some(w) = &acq.watcher {
                     // SAFETY: the descriptor belongs to `acq.watcher`, which is set once and
@@ -58,7 +59,7 @@ impl UpdateLock {
                     reactor = unsafe { AsyncFd::register(Borrowed(w.fd().as_raw_fd())) }.ok();
                 }
             }
-            let slice = wait::slice(acq.deadline);
+            let slice = wait::slice(acq.wake_by());
             match &reactor {
                 Some(r) => {
                     if let Ok(Ok(mut guard)) = tokio::time::timeout(slice, r.readable()).await {

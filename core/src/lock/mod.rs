@@ -12,6 +12,7 @@ pub(crate) mod removal;
 pub(crate) mod removal_turn;
 pub(crate) mod rename;
 pub(crate) mod wait;
+pub(crate) mod wait_report;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use crate::lock::options::LockOptions;
 use crate::paths::{split, SplitPath};
 use lock_file::{Created, HeldPath, Holding, Joined};
 use wait::{WaitControl, Watcher};
+use wait_report::{OnWait, Reporter, WaitProgress};
 
 /// A lock path taken over from a dead holder.
 #[derive(Debug, Clone)]
@@ -98,9 +100,10 @@ impl UpdateLock {
             if let Some(lock) = acq.step()? {
                 return Ok(lock);
             }
+            acq.report_wait();
             wait::block(
                 acq.watcher.as_ref(),
-                acq.deadline,
+                acq.wake_by(),
                 &mut ctl,
                 acq.blocked_path(),
             )?;
@@ -223,6 +226,10 @@ pub(crate) struct Acquirer {
     owner: LockOwner,
     /// Why the holder that blocks us could not be joined (shared mode), for the message.
     not_joined: Option<String>,
+    /// Who blocked us last, for the `on_wait` hook.
+    last_holder: Option<Holder>,
+    on_wait: Option<OnWait>,
+    pub(crate) reporter: Reporter,
     timeout: Option<Duration>,
     started: Instant,
     pub(crate) deadline: Option<Instant>,
@@ -273,6 +280,9 @@ impl Acquirer {
             shared: opts.shared,
             owner: opts.owner.unwrap_or_else(LockOwner::current_thread),
             not_joined: None,
+            last_holder: None,
+            on_wait: opts.on_wait.clone(),
+            reporter: Reporter::default(),
             timeout: opts.timeout,
             started,
             deadline: opts.timeout.map(|t| started + t),
@@ -281,6 +291,32 @@ impl Acquirer {
             watcher: None,
             watch_started: false,
         })
+    }
+
+    /// When the wait must end at the latest: the deadline, or the next `on_wait` report.
+    pub(crate) fn wake_by(&self) -> Option<Instant> {
+        let report = self.reporter.until_next().map(|d| Instant::now() + d);
+        match (self.deadline, report) {
+            (Some(d), Some(r)) => Some(d.min(r)),
+            (d, r) => d.or(r),
+        }
+    }
+
+    /// Tell the `on_wait` hook who blocks us, if a report is due (called before each wait).
+    pub(crate) fn report_wait(&mut self) {
+        if self.on_wait.is_none() {
+            return;
+        }
+        let Some(holder) = self.last_holder.clone() else {
+            return;
+        };
+        let path = self.blocked_path().to_path_buf();
+        let p = WaitProgress {
+            path: &path,
+            holder: &holder,
+            waited: self.started.elapsed(),
+        };
+        self.reporter.report(self.on_wait.as_ref(), &p);
     }
 
     pub(crate) fn blocked_path(&self) -> &Path {
@@ -310,6 +346,7 @@ impl Acquirer {
                 },
             };
             self.blocked = Some(index);
+            self.last_holder = Some(holder.clone());
             let path = self.targets[index].split.full.clone();
             let now = Instant::now();
             if self.timeout == Some(Duration::ZERO) {

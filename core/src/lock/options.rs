@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::lock::held_here::LockOwner;
+use crate::lock::wait_report::{OnWait, WaitProgress};
 use crate::paths;
 
 /// Options for taking an update lock. Defaults: the Supervisor's paths from the environment
@@ -27,6 +28,7 @@ pub struct LockOptions {
     pub(crate) create_dir: bool,
     pub(crate) shared: bool,
     pub(crate) owner: Option<LockOwner>,
+    pub(crate) on_wait: Option<OnWait>,
 }
 
 impl Default for LockOptions {
@@ -40,6 +42,7 @@ impl Default for LockOptions {
             create_dir: true,
             shared: false,
             owner: None,
+            on_wait: None,
         }
     }
 }
@@ -126,6 +129,42 @@ impl LockOptions {
     /// task here.
     pub fn owner(mut self, owner: LockOwner) -> Self {
         self.owner = Some(owner);
+        self
+    }
+
+    /// Call `hook` when an acquisition has to wait: once when the wait starts (who holds the
+    /// lock, since when in its record), then every `every` while it waits
+    /// ([`DEFAULT_WAIT_REPORT`](crate::DEFAULT_WAIT_REPORT), 10 s, is what `lockctl run`
+    /// uses). The hook runs on the waiting thread (or task); keep it short.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use update_lock::{LockOptions, UpdateLock};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("updates.lock");
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let opts = LockOptions::new()
+    ///     .paths([&path])
+    ///     .timeout(Some(Duration::from_millis(300)))
+    ///     .on_wait(Duration::from_millis(100), move |p| log.lock().unwrap().push(p.describe()));
+    /// let held = UpdateLock::acquire(&opts).unwrap();
+    /// let other = opts.clone();
+    /// std::thread::spawn(move || UpdateLock::acquire(&other).unwrap_err()).join().unwrap();
+    /// let seen = seen.lock().unwrap();
+    /// assert!(seen.len() >= 2, "at the start and every 100 ms: {seen:?}");
+    /// assert!(seen[0].contains("held by this same process"), "{}", seen[0]);
+    /// ```
+    pub fn on_wait(
+        mut self,
+        every: Duration,
+        hook: impl Fn(&WaitProgress<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_wait = Some(OnWait {
+            every,
+            hook: std::sync::Arc::new(hook),
+        });
         self
     }
 
