@@ -320,10 +320,16 @@ def _release_quietly(native: _native.NativeLock) -> None:
 
 
 def _old_positional_form(
-    what: str, paths: Any, args: Tuple[Any, ...], timeout: Optional[float]
-) -> Tuple[PathArg, Optional[float], Tuple[Any, ...]]:
-    """``lock(30, "/path")``, the 0.1 order (timeout first): still accepted for one release,
-    with a DeprecationWarning. Returns ``(paths, timeout, rest)``."""
+    what: str,
+    paths: Any,
+    args: Tuple[Any, ...],
+    timeout: Optional[float],
+    legacy: bool,
+    reclaim_stale: bool,
+) -> Tuple[PathArg, Optional[float], bool, bool]:
+    """``lock(30, "/path")``, the 0.1 order (timeout, paths, legacy, reclaim_stale): still
+    accepted for one release, with a DeprecationWarning. Returns ``(paths, timeout, legacy,
+    reclaim_stale)``."""
     number_first = isinstance(paths, (int, float)) and not isinstance(paths, bool)
     if not number_first and not (paths is None and args):
         if args:
@@ -331,7 +337,7 @@ def _old_positional_form(
                 f"{what}() takes the lock paths as its only positional argument; "
                 "pass timeout=, legacy=, reclaim_stale= by name"
             )
-        return paths, timeout, ()
+        return paths, timeout, legacy, reclaim_stale
     warnings.warn(
         f"{what}(timeout, paths, ...) is the 0.1 order: write {what}(paths, timeout=...) "
         "(keyword arguments after the paths)",
@@ -341,7 +347,12 @@ def _old_positional_form(
     if timeout is not None:
         raise TypeError(f"{what}() got the timeout twice (first positional and timeout=)")
     rest = args[1:]
-    return (args[0] if args else None), paths, rest
+    return (
+        args[0] if args else None,
+        paths,
+        rest[0] if rest else legacy,
+        rest[1] if len(rest) > 1 else reclaim_stale,
+    )
 
 
 def lock(
@@ -384,11 +395,9 @@ def lock(
     Raises:
         ValueError: a negative or NaN timeout.
     """
-    paths, timeout, rest = _old_positional_form("lock", paths, args, timeout)
-    if rest:
-        legacy = rest[0]
-    if len(rest) > 1:
-        reclaim_stale = rest[1]
+    paths, timeout, legacy, reclaim_stale = _old_positional_form(
+        "lock", paths, args, timeout, legacy, reclaim_stale
+    )
     return Lock(
         _path_list(paths),
         timeout,
@@ -413,11 +422,9 @@ def lock_async(
     """The asyncio form of :func:`lock` (same arguments): ``async with
     update_lock.lock_async(): ...``. The owner for the nesting check is the task: the
     same task entering it twice fails at once with :class:`AlreadyHeldError`."""
-    paths, timeout, rest = _old_positional_form("lock_async", paths, args, timeout)
-    if rest:
-        legacy = rest[0]
-    if len(rest) > 1:
-        reclaim_stale = rest[1]
+    paths, timeout, legacy, reclaim_stale = _old_positional_form(
+        "lock_async", paths, args, timeout, legacy, reclaim_stale
+    )
     return AsyncLock(
         timeout, paths, legacy, reclaim_stale, program=program, shared=shared, on_wait=on_wait
     )

@@ -256,19 +256,10 @@ pub fn prove_lock_holder(
 /// own uid, or all as root) are found.
 pub fn shared_lock_holders(path: &Path) -> std::result::Result<Vec<ProvenHolder>, Unproven> {
     let (id, owner, _) = lock_file(path)?;
-    let me = std::process::id() as i32;
-    let procs = std::fs::read_dir("/proc")
-        .map_err(|e| unproven(None, format!("cannot read /proc: {e}")))?;
+    let pids = other_pids().map_err(|e| unproven(None, format!("cannot read /proc: {e}")))?;
     let mut found = Vec::new();
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid == me || !holds_flock(pid, id, "READ") {
+    for pid in pids {
+        if !holds_flock(pid, id, "READ") {
             continue;
         }
         let Ok(pidfd) = pidfd_open(pid) else {
@@ -303,27 +294,22 @@ pub fn lost_lock_holders(path: &Path) -> Vec<ProvenHolder> {
     let Ok(dir_meta) = std::fs::metadata(&s.dir) else {
         return Vec::new();
     };
-    let me = std::process::id() as i32;
-    let mut found = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return found;
+    let Ok(pids) = other_pids() else {
+        return Vec::new();
     };
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
+    pids.filter_map(|pid| lost_holder(pid, (dir_meta.dev(), dir_meta.ino())))
+        .collect()
+}
+
+/// Every pid in `/proc` (our PID namespace) but our own.
+fn other_pids() -> io::Result<impl Iterator<Item = i32>> {
+    let me = std::process::id() as i32;
+    Ok(std::fs::read_dir("/proc")?.flatten().filter_map(move |e| {
+        e.file_name()
             .to_str()
             .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        if let Some(h) = lost_holder(pid, (dir_meta.dev(), dir_meta.ino())) {
-            found.push(h);
-        }
-    }
-    found
+            .filter(|pid| *pid != me)
+    }))
 }
 
 fn lost_holder(pid: i32, dir: (u64, u64)) -> Option<ProvenHolder> {
