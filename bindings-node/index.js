@@ -356,6 +356,10 @@ const lockScope = new AsyncLocalStorage()
 function ownerHere() {
   return lockScope.getStore() ?? native.newLockOwner()
 }
+// lockSync() blocks this thread: outside a withLock() scope its owner is the thread (one
+// per module instance, so per worker thread): a second lockSync() of a path this thread
+// holds through lockSync() fails at once instead of blocking forever.
+const threadOwner = native.newLockOwner()
 
 async function lockAs(options, owner) {
   const { nativeOptions, signal } = parse(options)
@@ -414,7 +418,7 @@ function lockSync(options) {
   }
   let nativeLock
   try {
-    nativeLock = native.acquireSync(nativeOptions, ownerHere())
+    nativeLock = native.acquireSync(nativeOptions, lockScope.getStore() ?? threadOwner)
   } catch (e) {
     throw adopt(e)
   }

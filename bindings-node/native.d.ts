@@ -185,12 +185,6 @@ export interface ApiInit {
   timeoutMs?: number
 }
 
-/**
- * The core's `Error::Cancelled` for these options, as a JavaScript error (for an abort
- * that lands after the native acquisition finished; the wrapper releases the lock first).
- */
-export declare function cancelled(options: PreparedOptions, by?: string | undefined | null): Error
-
 /** Every stable error code with its number, in numeric order: `[["held", 1], ...]`. */
 export declare function errorCodes(): Array<[string, number]>
 

@@ -845,7 +845,6 @@ module.exports.NativeUpdateGate = nativeBinding.NativeUpdateGate
 module.exports.PreparedOptions = nativeBinding.PreparedOptions
 module.exports.acquire = nativeBinding.acquire
 module.exports.acquireSync = nativeBinding.acquireSync
-module.exports.cancelled = nativeBinding.cancelled
 module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.handoverComplete = nativeBinding.handoverComplete
 module.exports.heldCount = nativeBinding.heldCount

@@ -225,13 +225,27 @@ pub unsafe extern "C" fn ul_api_restart_service(
     service: *const c_char,
     force: bool,
 ) -> ul_result {
-    const F: &str = "ul_api_restart_service";
-    guard(F, || {
+    // SAFETY: forwarded from the caller.
+    unsafe { restart(api, Some(app_id), service, force, "ul_api_restart_service") }
+}
+
+/// Both restart calls: `app_id` `None` is this app's (core reads `$BALENA_APP_ID`).
+///
+/// # Safety
+/// As theirs.
+unsafe fn restart(
+    api: *const ul_api,
+    app_id: Option<u64>,
+    service: *const c_char,
+    force: bool,
+    func: &'static str,
+) -> ul_result {
+    guard(func, || {
         // SAFETY: forwarded from the caller.
-        let svc = unsafe { utf8_arg(service, F, "service") }?
-            .ok_or_else(|| Failure::null(F, "service"))?;
+        let svc = unsafe { utf8_arg(service, func, "service") }?
+            .ok_or_else(|| Failure::null(func, "service"))?;
         // SAFETY: forwarded from the caller.
-        Ok(unsafe { client(api, F) }?.restart_service(app_id, svc, force)?)
+        Ok(unsafe { client(api, func) }?.restart_service_of(app_id, svc, force)?)
     })
 }
 
@@ -248,14 +262,8 @@ pub unsafe extern "C" fn ul_api_restart_this_service(
     service: *const c_char,
     force: bool,
 ) -> ul_result {
-    const F: &str = "ul_api_restart_this_service";
-    guard(F, || {
-        // SAFETY: forwarded from the caller.
-        let svc = unsafe { utf8_arg(service, F, "service") }?
-            .ok_or_else(|| Failure::null(F, "service"))?;
-        // SAFETY: forwarded from the caller.
-        Ok(unsafe { client(api, F) }?.restart_service_of(None, svc, force)?)
-    })
+    // SAFETY: forwarded from the caller.
+    unsafe { restart(api, None, service, force, "ul_api_restart_this_service") }
 }
 
 /// Take the update lock with `opts` (as `ul_acquire`) and keep it until a downloaded update

@@ -73,9 +73,10 @@ unsafe fn acquire(
 ///
 /// Blocks the calling thread while waiting; signals do not end the wait (use a cancel token,
 /// whose `ul_cancel_token_cancel` is async-signal-safe). Thread-safe: a second acquisition
-/// in the same process (another thread or handle) waits for, or fails against, the first
-/// like any other holder. `opts` and everything it points to are only borrowed during the
-/// call.
+/// of the same paths by another thread waits for, or fails against, the first like any
+/// other holder; by the same thread it fails at once with `UL_ERR_ALREADY_HELD` (it would
+/// wait for itself), unless both are shared. `opts` and everything it points to are only
+/// borrowed during the call.
 ///
 /// ```c
 /// ul_lock *lock = NULL;

@@ -99,8 +99,8 @@ struct WaitCallback {
     data: *mut c_void,
 }
 
-// SAFETY: the hook runs on the thread that called `ul_acquire` (or the helper of a
-// cancellable wait), which the documentation of `ul_options.on_wait` makes the caller's
+// SAFETY: the hook runs on the thread that called `ul_acquire` (the core waits on the
+// caller's thread), which the documentation of `ul_options.on_wait` makes the caller's
 // promise; the pointer is passed through untouched.
 unsafe impl Send for WaitCallback {}
 // SAFETY: as above: the callback is only ever called, never shared for mutation.

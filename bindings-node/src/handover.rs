@@ -4,7 +4,7 @@
 //! blocks the event loop: the blocking core steps run on tokio's blocking pool, cancelled
 //! through the core's `CancelToken` when the caller's `AbortSignal` fires.
 
-use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd};
+use std::os::fd::{IntoRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -413,24 +413,9 @@ impl NativeHandoverServer {
         // soon as this returns.
         let mut copies: Vec<(String, OwnedFd)> = Vec::with_capacity(fds.len());
         for g in fds {
-            if g.fd < 0 {
-                return Err(Error::new(
-                    Status::InvalidArg,
-                    format!(
-                        "fd of '{}' must be a descriptor number >= 0, got {}",
-                        g.label, g.fd
-                    ),
-                ));
-            }
-            // SAFETY: the descriptor is only borrowed for the duplication below (fcntl
-            // F_DUPFD_CLOEXEC); a number that is not open makes it fail with EBADF.
-            let borrowed = unsafe { BorrowedFd::borrow_raw(g.fd) };
-            let copy = borrowed.try_clone_to_owned().map_err(|e| {
-                Error::new(
-                    Status::InvalidArg,
-                    format!("fd {} of '{}' cannot be handed over: {e}", g.fd, g.label),
-                )
-            })?;
+            let copy = g
+                .copy()
+                .map_err(|why| Error::new(Status::InvalidArg, why))?;
             copies.push((g.label, copy));
         }
         let req = request.take()?;

@@ -484,18 +484,6 @@ pub fn handover_complete(env: &Env, options: InspectOptionsInit) -> Result<Vec<S
         .map_err(|e| js_error(env, &e))
 }
 
-/// The core's `Error::Cancelled` for these options, as a JavaScript error (for an abort
-/// that lands after the native acquisition finished; the wrapper releases the lock first).
-#[napi(ts_return_type = "Error")]
-pub fn cancelled<'env>(
-    env: &'env Env,
-    options: &PreparedOptions,
-    by: Option<String>,
-) -> Result<Unknown<'env>> {
-    let e = cancelled_error(&options.inner, by);
-    build_error(env, &e).map(|o| o.to_unknown())
-}
-
 /// The listen backlog for a listener that may be handed over: the kernel's limit
 /// (`net.core.somaxconn`).
 #[napi]

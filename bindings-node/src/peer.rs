@@ -1,6 +1,8 @@
 //! The plain objects both sides of the hand-over code pass to JavaScript: who the peer is,
 //! and a descriptor to hand over.
 
+use std::os::fd::{BorrowedFd, OwnedFd};
+
 use napi_derive::napi;
 use update_lock::PeerInfo;
 
@@ -45,4 +47,27 @@ pub struct GrantFd {
     pub label: String,
     /// The app's descriptor number.
     pub fd: i32,
+}
+
+impl GrantFd {
+    /// Our own close-on-exec copy of the app's descriptor (sent, then closed; the app keeps
+    /// its own), or why it cannot be had.
+    pub(crate) fn copy(&self) -> Result<OwnedFd, String> {
+        if self.fd < 0 {
+            return Err(format!(
+                "fd of '{}' must be a descriptor number >= 0, got {}",
+                self.label, self.fd
+            ));
+        }
+        // SAFETY: borrowed only for the duplication (fcntl F_DUPFD_CLOEXEC); a number that
+        // is not open makes it fail with EBADF.
+        unsafe { BorrowedFd::borrow_raw(self.fd) }
+            .try_clone_to_owned()
+            .map_err(|e| {
+                format!(
+                    "fd {} of '{}' cannot be handed over: {e}",
+                    self.fd, self.label
+                )
+            })
+    }
 }

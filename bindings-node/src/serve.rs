@@ -2,8 +2,6 @@
 //! by index.js into functions that never throw, called from the loop's blocking thread
 //! through thread-safe functions, their Promises awaited there.
 
-use std::os::fd::{BorrowedFd, OwnedFd};
-
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeFunction;
 use napi_derive::napi;
@@ -78,7 +76,7 @@ impl ServeHooks for NodeHooks {
         }
         let mut fds = Vec::new();
         for g in reply.fds.unwrap_or_default() {
-            fds.push((g.label.clone(), copy_fd(&g)?));
+            fds.push((g.label.clone(), g.copy().map_err(HookFailed)?));
         }
         Ok(ReleaseAnswer::Grant {
             state: reply.state.map(|b| b.to_vec()).unwrap_or_default(),
@@ -94,24 +92,4 @@ impl ServeHooks for NodeHooks {
             Err(e) => Err(HookFailed(e.reason.clone())),
         }
     }
-}
-
-/// Our own close-on-exec copy of the app's descriptor (sent, then closed).
-fn copy_fd(g: &GrantFd) -> std::result::Result<OwnedFd, HookFailed> {
-    if g.fd < 0 {
-        return Err(HookFailed(format!(
-            "fd of '{}' must be a descriptor number >= 0, got {}",
-            g.label, g.fd
-        )));
-    }
-    // SAFETY: borrowed only for the duplication (fcntl F_DUPFD_CLOEXEC); a number that is
-    // not open makes it fail with EBADF.
-    unsafe { BorrowedFd::borrow_raw(g.fd) }
-        .try_clone_to_owned()
-        .map_err(|e| {
-            HookFailed(format!(
-                "fd {} of '{}' cannot be handed over: {e}",
-                g.fd, g.label
-            ))
-        })
 }

@@ -61,6 +61,10 @@ test('a nested exclusive withLock fails at once with already-held; separate call
     )
     assert.throws(() => ul.lockSync({ paths }), (e) => e.code === 'already-held')
   }, { paths })
+  // lockSync() blocks the thread: a second one of a path it holds fails at once too.
+  const sync = ul.lockSync({ paths })
+  assert.throws(() => ul.lockSync({ paths }), (e) => e.code === 'already-held')
+  sync.release()
   assert.equal(fs.existsSync(d.lock), false)
   const inner = await ul.withLock(
     () => ul.withLock(() => 'joined', { paths, shared: true }),
@@ -93,8 +97,8 @@ test('onWait says who holds the lock when the wait starts (lock() and withLock()
   t.after(() => h.lockctl(['release', '--path', d.lock]))
   const seen = []
   await assert.rejects(ul.lock({ paths: [d.lock], timeout: 300, onWait: (info) => seen.push(info) }), (e) => e.code === 'timeout')
-  // The call is queued on the event loop: give it a turn.
-  await new Promise((r) => setImmediate(r))
+  // The call was queued on the event loop when the wait started: let it run.
+  while (seen.length === 0) await new Promise((r) => setImmediate(r))
   assert.equal(seen.length, 1, 'once when the wait starts (the next would come after 10 s)')
   assert.equal(seen[0].path, d.lock)
   assert.equal(seen[0].holder.state, 'held-by-app')

@@ -134,7 +134,8 @@ impl NativeUpdateGate {
         settle_timeout: Option<f64>,
         poll_interval: Option<f64>,
     ) -> PyResult<Self> {
-        let opts = crate::lock_options(paths, timeout, legacy, reclaim_stale, program, false)?;
+        let opts =
+            crate::lock_options(paths, timeout, legacy, reclaim_stale, program, false, None)?;
         Ok(NativeUpdateGate {
             opts,
             api: api.api.clone(),

@@ -181,22 +181,11 @@ fn timeout_from(seconds: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
-/// Core lock options from the arguments of `lock()` (shared by `NativeLock` and the gate).
+/// Core lock options from the arguments of `lock()` (shared by `NativeLock` and the gate),
+/// with an `on_wait(path, holder_dict, waited_seconds, message)` callable: called (with the
+/// GIL taken back) when a wait starts and every 10 s; an exception it raises is reported as
+/// unraisable and the wait goes on.
 fn lock_options(
-    paths: Option<Vec<PathBuf>>,
-    timeout: Option<f64>,
-    legacy: bool,
-    reclaim_stale: bool,
-    program: Option<String>,
-    shared: bool,
-) -> PyResult<LockOptions> {
-    lock_options_with(paths, timeout, legacy, reclaim_stale, program, shared, None)
-}
-
-/// [`lock_options`] with an `on_wait(path, holder_dict, waited_seconds, message)` callable:
-/// called (with the GIL taken back) when a wait starts and every 10 s; an exception it
-/// raises is reported as unraisable and the wait goes on.
-fn lock_options_with(
     paths: Option<Vec<PathBuf>>,
     timeout: Option<f64>,
     legacy: bool,
@@ -307,7 +296,7 @@ impl NativeLock {
         shared: bool,
         on_wait: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
-        let opts = lock_options_with(
+        let opts = lock_options(
             paths,
             timeout,
             legacy,

@@ -200,7 +200,14 @@ pub fn release(opts: &LockOptions, only: Option<i32>) -> Result<i32, Failure> {
             (LockState::HeldByApp, _) if !ours.is_empty() => {
                 add_holders(&mut holders, std::mem::take(&mut ours));
             }
-            (LockState::HeldByApp, _) if only.is_some() => {
+            // `--pid` that is not the exclusive holder the record names (which the next arm
+            // proves and ends, as without `--pid`).
+            (LockState::HeldByApp, r)
+                if only.is_some()
+                    && !r
+                        .as_ref()
+                        .is_some_and(|r| r.program == HOLDER_PROGRAM && only == Some(r.pid)) =>
+            {
                 return Err(Failure::other(
                     crate::failure::EXIT_USAGE,
                     format!(

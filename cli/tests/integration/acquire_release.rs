@@ -61,6 +61,31 @@ fn lock_outlives_the_shell_until_release() {
     assert!(err.contains("nothing to release"), "{err}");
 }
 
+/// `release --pid` names the exclusive holder too (the one its record proves); a pid that
+/// holds nothing is refused and nothing is ended.
+#[test]
+fn release_pid_of_the_exclusive_holder_ends_it() {
+    let dir = service_dir();
+    let main = at(&dir, "updates.lock");
+    let args = format!("--path {}", quoted(&main));
+    let _guard = HolderGuard(main.clone());
+    let (c, _, err) = acquire_in_shell(&args);
+    assert_eq!(c, 0, "{err}");
+    let holder = record_pid(&main);
+    let (c, _, err) = release_in_shell(&format!("--pid {} {args}", holder + 100_000));
+    assert_eq!(c, 64, "{err}");
+    assert!(
+        err.contains("no `lockctl acquire` process with pid"),
+        "{err}"
+    );
+    assert_held(&main);
+    let fd = pidfd(holder).expect("holder running");
+    let (c, _, err) = release_in_shell(&format!("--pid {holder} {args}"));
+    assert_eq!(c, 0, "{err}");
+    wait_pidfd(&fd, "the holder after release --pid");
+    assert_free(&main);
+}
+
 #[test]
 fn acquire_output_can_be_captured_without_hanging() {
     let dir = service_dir();
@@ -282,8 +307,12 @@ fn shared_acquires_hold_at_once_and_release_ends_one_hold_at_a_time() {
     assert_held(&main); // the second holder is still inside
     assert!(pidfd(second).is_some(), "the other hold was not ended");
 
+    // The ended holder is still named by the file's record (it created the file): its
+    // pid is refused as unproven (65), and nothing is signalled.
     let (c, _, err) = release_in_shell(&format!("--pid {first} {args}"));
-    assert_eq!(c, 64, "a pid that holds nothing is refused: {err}");
+    assert_eq!(c, 65, "a pid that holds nothing is refused: {err}");
+    assert!(err.contains("nothing was signalled or deleted"), "{err}");
+    assert_held(&main);
     let second_fd = pidfd(second).expect("second holder running");
     let (c, _, err) = release_in_shell(&args);
     assert_eq!(c, 0, "one holder left: no --pid needed: {err}");

@@ -75,13 +75,12 @@ impl UpdateLock {
     }
 }
 
-/// One [`LockOwner`] per tokio task, made the first time the task asks.
+/// The [`LockOwner`] of a tokio task, derived from its id (nothing is kept per task, so
+/// nothing grows with the number of tasks). The top bit keeps it apart from the owners
+/// [`LockOwner::new`] counts up from 1.
 fn task_owner(task: tokio::task::Id) -> LockOwner {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    static OWNERS: Mutex<Option<HashMap<tokio::task::Id, LockOwner>>> = Mutex::new(None);
-    let mut map = OWNERS.lock().unwrap_or_else(|p| p.into_inner());
-    *map.get_or_insert_with(HashMap::new)
-        .entry(task)
-        .or_insert_with(LockOwner::new)
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    task.hash(&mut h);
+    LockOwner::from_u64(h.finish() | (1 << 63))
 }

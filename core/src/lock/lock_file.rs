@@ -74,7 +74,14 @@ pub(crate) fn create(
     };
     let id = prepare(&fd, full, record, shared)?;
     match link_into_place(&fd, dir, name) {
-        Ok(()) => Ok(held(dir, name, full, fd.into(), id, mode)),
+        Ok(()) => Ok(Created::Held(held_path(
+            dir,
+            name,
+            full,
+            fd.into(),
+            id,
+            mode,
+        ))),
         Err(Errno::EEXIST) => Ok(Created::Exists),
         // No /proc to link through: use the portable way.
         Err(Errno::ENOENT) if !Path::new("/proc/self/fd").exists() => {
@@ -130,7 +137,14 @@ fn create_excl(
         Err(e) => return Err(create_err(full, e)),
     };
     match prepare(&fd, full, record, mode.shared) {
-        Ok(id) => Ok(held(dir, name, full, fd.into(), id, mode)),
+        Ok(id) => Ok(Created::Held(held_path(
+            dir,
+            name,
+            full,
+            fd.into(),
+            id,
+            mode,
+        ))),
         Err(e) => {
             // The name is ours (O_EXCL): take it back before reporting, if still ours.
             if let Ok(st) = fstat(&fd) {
@@ -186,17 +200,6 @@ impl Holding {
     }
 }
 
-fn held(
-    dir: &Arc<OwnedFd>,
-    name: &CStr,
-    full: &Path,
-    fd: OwnedFd,
-    id: FileId,
-    mode: Holding,
-) -> Created {
-    Created::Held(held_path(dir, name, full, fd, id, mode))
-}
-
 fn held_path(
     dir: &Arc<OwnedFd>,
     name: &CStr,
@@ -234,6 +237,13 @@ pub(crate) enum Joined {
     Moved,
 }
 
+/// Whether a shared hold may join a lock owned by `uid`: our own, or any when we are root
+/// (in the sticky directory only the owner and root can remove it as the last one out).
+pub(crate) fn may_join(uid: u32) -> bool {
+    let me = nix::unistd::geteuid().as_raw();
+    uid == me || me == 0
+}
+
 /// Join the live lock at `dir/name` in shared mode: open it (never following a link),
 /// check it is a regular file we could remove ourselves, take `LOCK_SH`, then check the
 /// name still names that inode (it may have been removed by the last one out meanwhile).
@@ -269,7 +279,7 @@ pub(crate) fn join(
             "it is the Supervisor's (owner uid 65534)".into(),
         ));
     }
-    if st.st_uid != me && me != 0 {
+    if !may_join(st.st_uid) {
         return Ok(Joined::NotJoinable(format!(
             "it belongs to uid {} and we run as uid {me}: shared holds join only a lock of their own uid (or root), which they could remove as the last one out",
             st.st_uid

@@ -26,7 +26,7 @@ use crate::lock::held_here::{held_by, HeldAs, LockOwner};
 use crate::lock::lock_dir::lock_dir;
 use crate::lock::options::LockOptions;
 use crate::paths::{split, SplitPath};
-use lock_file::{Created, HeldPath, Holding, Joined};
+use lock_file::{may_join, Created, HeldPath, Holding, Joined};
 use wait::{WaitControl, Watcher};
 use wait_report::{OnWait, Reporter, WaitProgress};
 
@@ -485,13 +485,6 @@ impl Acquirer {
         }
         Ok(Take::Blocked(last.unwrap_or(Holder::Changing)))
     }
-}
-
-/// Whether a shared hold may join a lock owned by `uid`: our own, or any when we are root
-/// (in the sticky directory only the owner and root can remove it as the last one out).
-fn may_join(uid: u32) -> bool {
-    let me = nix::unistd::geteuid().as_raw();
-    uid == me || me == 0
 }
 
 fn undo(taken: Vec<HeldPath>) {

@@ -187,6 +187,39 @@ mod tokio_api {
         UpdateLock::try_acquire(&opts(&paths)).unwrap();
     }
 
+    /// The owner for the nesting check is the task: the same task taking the lock again
+    /// fails at once (no timeout given: a regression would wait for itself); another task
+    /// of the same thread is another holder and sees it held.
+    #[test]
+    fn the_same_task_cannot_nest_another_task_waits() {
+        let _serial = serial();
+        let dir = tmpdir();
+        let path = dir.path().join("updates.lock");
+        let o = opts(&[&path]);
+        let (nested, other) = bounded(move || {
+            current_thread().block_on(async move {
+                let held = UpdateLock::acquire_async(&o).await.unwrap();
+                let nested = UpdateLock::acquire_async(&o).await.unwrap_err();
+                let o2 = o.clone().timeout(Some(Duration::ZERO));
+                let other =
+                    tokio::task::spawn(
+                        async move { UpdateLock::acquire_async(&o2).await.unwrap_err() },
+                    )
+                    .await
+                    .unwrap();
+                drop(held);
+                (nested, other)
+            })
+        });
+        assert_err(
+            &nested,
+            ErrorCode::AlreadyHeld,
+            &["already held by this process"],
+        );
+        assert_err(&other, ErrorCode::Held, &["this same process"]);
+        assert!(!exists(&path));
+    }
+
     #[test]
     fn async_timeout_and_immediate_acquire() {
         let _serial = serial();
