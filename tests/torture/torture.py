@@ -14,6 +14,7 @@ import os
 import queue
 import random
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -241,28 +242,39 @@ def supervisor() -> None:
 def override() -> None:
     """The Supervisor's lock override: delete the app's lock files (never one owned by 65534).
     Files are moved to a trash directory (atomically) so their holder record says whose lock
-    was deleted; that holder must notice."""
+    was deleted; that holder must notice. Whether a live holder flocks the file is asked
+    before the move, on a descriptor of that inode: asked after it, a holder that noticed
+    the loss at once (in its release) may already have closed, and its lock would pass for
+    a killed holder's."""
     victims = set()
     for p in PATHS:
-        ident = own_file(p)
-        if ident is None or ident[1] == 65534:
-            continue
-        dest = os.path.join(TRASH, f"{time.monotonic_ns()}")
         try:
-            os.rename(p, dest)
-        except FileNotFoundError:
-            continue
-        st = os.lstat(dest)
-        if st.st_uid == 65534:  # replaced between the look and the move: put it back
-            os.rename(dest, p)
-            continue
-        with open(dest) as f:
-            fields = dict(l.split("=", 1) for l in f.read().splitlines() if "=" in l)
-            try:  # flocked: a live holder's lock (not a killed one's, not an undone attempt's)
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                held = False
-            except BlockingIOError:
-                held = True
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue  # nothing there, or a symlink
+        with os.fdopen(fd) as f:
+            st = os.fstat(fd)
+            if st.st_uid == 65534 or not stat.S_ISREG(st.st_mode):
+                continue  # the Supervisor's own lock, or a remover's placeholder directory
+            held = flocked_by_another(fd)
+            record = f.read()
+            dest = os.path.join(TRASH, f"{time.monotonic_ns()}")
+            try:
+                os.rename(p, dest)
+            except FileNotFoundError:
+                continue
+        moved = os.lstat(dest)
+        if (moved.st_dev, moved.st_ino) != (st.st_dev, st.st_ino):
+            # The name changed hands between the look and the move.
+            if stat.S_ISDIR(moved.st_mode):
+                continue  # a remover's placeholder: taken away as root's rmdir would
+            if moved.st_uid == 65534:
+                os.rename(dest, p)  # the Supervisor's: put it back
+                continue
+            with open(dest) as f:  # another acquisition of the app: asked after the move
+                record = f.read()
+                held = flocked_by_another(f.fileno())
+        fields = dict(line.split("=", 1) for line in record.splitlines() if "=" in line)
         if "pid" in fields:
             # Both files of one acquisition carry the same record: one round, one key.
             victims.add((int(fields["pid"]), fields.get("acquired_at", ""), held))
@@ -275,6 +287,15 @@ def override() -> None:
                 overridden_by_pid.setdefault(pid, set()).add(at)
             else:  # the stale lock of a killed holder: nobody to notice
                 count["overrides of a stale lock"] += 1
+
+
+def flocked_by_another(fd: int) -> bool:
+    """A live holder's lock (not a killed one's, not an undone attempt's)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
 
 
 def probe() -> None:
