@@ -34,10 +34,40 @@ export interface LockOptionsInit {
    */
   onWait?: (info: WaitInfo) => void
   /**
+   * Called once per hold when the balena Supervisor tries to take the lock while it is held
+   * (an update, or a reboot it needs, waits for the app): release when you can. Runs on the
+   * event loop, soon after the SDK's watch thread saw the attempt. An exception it throws
+   * becomes a process warning. `UpdateLock.updateWaiting` says the same without a function.
+   */
+  onUpdateWaiting?: (info: UpdateWaitingInfo) => void
+  /**
+   * After the Supervisor was seen trying to take the lock (by this process, or by another of
+   * the app that left the dated `update-waiting` note), how many milliseconds an acquisition
+   * waits at most while the lock is free, so the update gets in first; it ends when the
+   * Supervisor's lock appears. 0 never yields; default `$UPDATE_LOCK_YIELD_TO_UPDATES`
+   * seconds, else 60000. It counts against `timeout` (trying once fails with `held` while it
+   * would yield). A held lock is never taken away by this.
+   */
+  yieldToUpdates?: number
+  /**
    * Cancels a pending `lock()`: it rejects with the signal's `reason` (an `AbortError`
    * `DOMException` by default, as `fetch()` does), nothing taken. Not for `lockSync`.
    */
   signal?: AbortSignal
+}
+
+/** What `onUpdateWaiting` is told: the Supervisor tried to take the lock while it is held. */
+export interface UpdateWaitingInfo {
+  /** The held lock path. */
+  path: string
+  /** The name of the Supervisor's `lockfile` temp file seen in the lock directory. */
+  tempName: string
+  /** When it was seen, in milliseconds since the Unix epoch (as `Date.now()`). */
+  seenAt: number
+  /** The temp file was still there and owned by uid 65534 (false: it was already gone). */
+  proven: boolean
+  /** One line for people. */
+  message: string
 }
 
 /** What `onWait` is told while an acquisition waits. */
@@ -153,10 +183,16 @@ export type LockState = 'free' | 'held-by-app' | 'held-by-supervisor' | 'stale' 
  * | `held-by-supervisor` | `null` | `65534` | `false` | `null` |
  * | `foreign` | `null` | owner of the path | as observed | what it is; where a symlink points |
  * | `changing` | `null` | `null` | `null` | `null` |
+ * | `update-waiting` | `null` | `null` | `null` | `null` |
  */
 export interface HolderDetails {
-  /** As in the status JSON (`held-by-app`, `held-by-supervisor`, `stale`, `foreign`, `changing`). */
-  state: Exclude<LockState, 'free'>
+  /**
+   * As in the status JSON (`held-by-app`, `held-by-supervisor`, `stale`, `foreign`,
+   * `changing`), or `update-waiting`: free, but the acquisition lets a waiting update in
+   * first (`yieldToUpdates`).
+   */
+  state: Exclude<LockState, 'free'> | 'update-waiting'
+
   /** The core's phrase, e.g. "held by another app (pid 7, ...)". */
   description: string
   /** The holder record, for `held-by-app` and `stale`. */
@@ -214,6 +250,11 @@ export declare class UpdateLock {
   readonly held: boolean
   /** The paths this lock covers, in locking order. */
   readonly paths: string[]
+  /**
+   * Whether the balena Supervisor has tried to take the lock since it was taken: an update
+   * waits for this app (see `onUpdateWaiting`). False after release.
+   */
+  readonly updateWaiting: boolean
   /** Locks taken over from dead holders while acquiring. */
   readonly reclaimed: Reclaimed[]
   /** Release (synchronous, idempotent). Throws `lost` if a path was no longer ours. */

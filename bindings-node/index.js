@@ -49,7 +49,18 @@ function invalidArg(message, code = 'ERR_INVALID_ARG_TYPE') {
   return e
 }
 
-const LOCK_KEYS = new Set(['paths', 'legacy', 'timeout', 'reclaimStale', 'program', 'signal', 'shared', 'onWait'])
+const LOCK_KEYS = new Set([
+  'paths',
+  'legacy',
+  'timeout',
+  'reclaimStale',
+  'program',
+  'signal',
+  'shared',
+  'onWait',
+  'onUpdateWaiting',
+  'yieldToUpdates',
+])
 const INSPECT_KEYS = new Set(['paths', 'legacy', 'handoverPaths'])
 
 function checkKeys(options, allowed, what) {
@@ -130,6 +141,28 @@ function parse(options) {
         process.emitWarning(`update-lock: the onWait function threw: ${e?.stack ?? e}`)
       }
     }
+  }
+  if (o.onUpdateWaiting !== undefined && o.onUpdateWaiting !== null) {
+    if (typeof o.onUpdateWaiting !== 'function') throw invalidArg('onUpdateWaiting must be a function')
+    const onUpdateWaiting = o.onUpdateWaiting
+    init.onUpdateWaiting = (info) => {
+      try {
+        onUpdateWaiting(info)
+      } catch (e) {
+        process.emitWarning(`update-lock: the onUpdateWaiting function threw: ${e?.stack ?? e}`)
+      }
+    }
+  }
+  if (o.yieldToUpdates !== undefined && o.yieldToUpdates !== null) {
+    if (typeof o.yieldToUpdates !== 'number' || !Number.isFinite(o.yieldToUpdates)) {
+      throw invalidArg(`yieldToUpdates must be a finite number of milliseconds, got ${o.yieldToUpdates}`)
+    }
+    if (o.yieldToUpdates < 0) {
+      throw Object.assign(new RangeError(`yieldToUpdates must be >= 0 milliseconds, got ${o.yieldToUpdates}`), {
+        code: 'ERR_OUT_OF_RANGE',
+      })
+    }
+    init.yieldToUpdatesMs = o.yieldToUpdates
   }
   if (o.timeout !== undefined && o.timeout !== null) {
     if (typeof o.timeout !== 'number' || Number.isNaN(o.timeout)) {
@@ -292,6 +325,11 @@ class UpdateLock {
   /** The paths this lock covers, in locking order. */
   get paths() {
     return this.#native.paths
+  }
+
+  /** Whether the balena Supervisor has tried to take the lock since it was taken. */
+  get updateWaiting() {
+    return this.#native.updateWaiting
   }
 
   /** Locks taken over from dead holders while acquiring. */

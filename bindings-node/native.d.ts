@@ -99,6 +99,8 @@ export declare class NativeLock {
   check(): void
   /** Whether this handle still holds the lock. */
   get held(): boolean
+  /** Whether the balena Supervisor has tried to take the lock since it was taken. */
+  get updateWaiting(): boolean
   /** The paths this lock covers, in locking order. */
   get paths(): Array<string>
   /**
@@ -263,6 +265,16 @@ export interface LockOptionsInit {
    * starts, then every 10 s (index.js wraps the app's function so it never throws).
    */
   onWait?: (info: WaitInfo) => void
+  /**
+   * Called once per hold when the balena Supervisor tries to take the lock (an update
+   * waits for the app); index.js wraps the app's function so it never throws.
+   */
+  onUpdateWaiting?: (info: UpdateWaitingInfo) => void
+  /**
+   * How long an acquisition yields to a waiting update at most, in milliseconds (0 never
+   * yields; missing: the core's default).
+   */
+  yieldToUpdatesMs?: number
 }
 
 /** A new lock owner (the core's `LockOwner`) for a JavaScript async context. */
@@ -359,6 +371,23 @@ export declare function tryAcquire(options: PreparedOptions, owner: number): Nat
 
 /** Take the lock (on the blocking pool) and resolve with the gate. */
 export declare function updateGateAcquire(api: NativeSupervisorApi, lock: PreparedOptions, gate: GateInit): Promise<NativeUpdateGate>
+
+/** What `onUpdateWaiting` is told: the Supervisor tried to take the lock while it is held. */
+export interface UpdateWaitingInfo {
+  /** The held lock path. */
+  path: string
+  /** The name of the Supervisor's `lockfile` temp file seen in the lock directory. */
+  tempName: string
+  /** When it was seen, in milliseconds since the Unix epoch (as `Date.now()`). */
+  seenAt: number
+  /**
+   * The temp file was still there and owned by uid 65534 (false: it was gone before it
+   * could be looked at; its name alone says it was `lockfile`'s).
+   */
+  proven: boolean
+  /** One line for people. */
+  message: string
+}
 
 /** What `onWait` is told while an acquisition waits. */
 export interface WaitInfo {

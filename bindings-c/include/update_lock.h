@@ -199,6 +199,12 @@ typedef enum ul_lock_state {
    * updates is unknown. Never read it as free.
    */
   UL_STATE_UNKNOWN = 6,
+  /**
+   * "update-waiting": free, but an acquisition yields to a waiting update (the
+   * Supervisor was seen trying to take the lock; `yield_to_updates_ms`). Only in the
+   * holder of a `UL_ERR_HELD`/`UL_ERR_TIMEOUT` error, never in a status. (Added in 0.2.)
+   */
+  UL_STATE_UPDATE_WAITING = 7,
 } ul_lock_state;
 
 /**
@@ -382,6 +388,39 @@ typedef struct ul_wait_info {
 typedef void (*ul_wait_fn)(const struct ul_wait_info *info, void *data);
 
 /**
+ * What `ul_options.on_update_waiting` is told. Every pointer is valid only during the call.
+ */
+typedef struct ul_update_waiting_info {
+  /**
+   * The held lock path (the first one in the directory where the attempt was seen).
+   */
+  const char *path;
+  /**
+   * The name of the Supervisor's `lockfile` temp file seen in the lock directory.
+   */
+  const char *temp_name;
+  /**
+   * One line for people.
+   */
+  const char *message;
+  /**
+   * When the attempt was seen, in milliseconds since the Unix epoch.
+   */
+  uint64_t seen_unix_ms;
+  /**
+   * The temp file was still there and owned by uid 65534 (false: it was gone before it
+   * could be looked at; its name alone says it was `lockfile`'s).
+   */
+  bool proven;
+} ul_update_waiting_info;
+
+/**
+ * The `on_update_waiting` callback: `info` is valid during the call only; `data` is
+ * `on_update_waiting_data`. Runs on a background thread of the library.
+ */
+typedef void (*ul_update_waiting_fn)(const struct ul_update_waiting_info *info, void *data);
+
+/**
  * What to lock and how. Caller-owned; initialise it with `ul_options_init` (which sets
  * `struct_size` and the defaults), then change the fields you need.
  *
@@ -465,6 +504,29 @@ typedef struct ul_options {
    * Passed to `on_wait` as is. (Added in 0.2.)
    */
   void *on_wait_data;
+  /**
+   * Called once per hold when the balena Supervisor tries to take the lock while it is
+   * held (an update waits for this program to release it), with
+   * `on_update_waiting_data`. It runs on a **background thread of the library**, not on
+   * the thread that took the lock: make it thread-safe and short (set a flag the program
+   * looks at). NULL (default): nothing is called; `ul_lock_update_waiting` still
+   * answers. (Added in 0.2.)
+   */
+  ul_update_waiting_fn on_update_waiting;
+  /**
+   * Passed to `on_update_waiting` as is. (Added in 0.2.)
+   */
+  void *on_update_waiting_data;
+  /**
+   * After the Supervisor was seen trying to take the lock, how long `ul_acquire` waits
+   * at most, in milliseconds, while the lock is free, so that the update gets in first
+   * (default 60000, or `$UPDATE_LOCK_YIELD_TO_UPDATES` seconds when set; 0 never
+   * yields). The yield ends when the Supervisor's lock appears;
+   * it counts against `timeout_ms` (a try-once acquisition gets `UL_ERR_HELD` with the
+   * holder state `UL_STATE_UPDATE_WAITING`). A held lock is never taken away by this.
+   * (Added in 0.2.)
+   */
+  uint32_t yield_to_updates_ms;
 } ul_options;
 
 /**
@@ -1239,6 +1301,17 @@ enum ul_result ul_check(const struct ul_lock *lock);
 bool ul_is_held(const struct ul_lock *lock);
 
 /**
+ * Whether the balena Supervisor has tried to take the lock since this handle took it: an
+ * update (or a reboot it needs) waits for this program to release it (false for NULL and
+ * after release). Seen through inotify on the lock directory; see
+ * `ul_options.on_update_waiting` for a callback. Thread-safe.
+ *
+ * # Safety
+ * `lock` must be NULL or a live handle.
+ */
+bool ul_lock_update_waiting(const struct ul_lock *lock);
+
+/**
  * Number of lock paths the handle covers (0 for NULL). The same file reached by two names
  * is locked, and counted, once. Thread-safe.
  *
@@ -1291,7 +1364,8 @@ const char *ul_version(void);
 /**
  * Fill `*opts` with the defaults and set `opts->struct_size = struct_size`: default paths
  * (NULL, 0), `legacy` true, `timeout_ms` -1 (wait forever), `reclaim_stale` true,
- * `create_dir` true, `program` NULL, `cancel` NULL.
+ * `create_dir` true, `program` NULL, `cancel` NULL, `shared` false, callbacks NULL,
+ * `yield_to_updates_ms` 60000 (or `$UPDATE_LOCK_YIELD_TO_UPDATES` seconds).
  *
  * Call it as `ul_options_init(&opts, sizeof opts)`. Returns `UL_OK`,
  * `UL_ERR_NULL_ARGUMENT` or `UL_ERR_INVALID_ARGUMENT` (`struct_size` is not the size of

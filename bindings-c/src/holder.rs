@@ -30,6 +30,10 @@ pub enum ul_lock_state {
     /// "unknown": the path could not be looked at (`error` says why); whether it blocks
     /// updates is unknown. Never read it as free.
     UL_STATE_UNKNOWN = 6,
+    /// "update-waiting": free, but an acquisition yields to a waiting update (the
+    /// Supervisor was seen trying to take the lock; `yield_to_updates_ms`). Only in the
+    /// holder of a `UL_ERR_HELD`/`UL_ERR_TIMEOUT` error, never in a status. (Added in 0.2.)
+    UL_STATE_UPDATE_WAITING = 7,
 }
 
 /// What a foreign lock path is (`foreign_kind` in `lockctl status --json`).
@@ -99,7 +103,8 @@ pub struct ul_holder_record {
 #[derive(Debug, Clone, Copy)]
 pub struct ul_holder {
     /// `UL_STATE_HELD_BY_SUPERVISOR`, `UL_STATE_HELD_BY_APP`, `UL_STATE_STALE`,
-    /// `UL_STATE_FOREIGN`, `UL_STATE_CHANGING`; `UL_STATE_FREE` when there is no holder.
+    /// `UL_STATE_FOREIGN`, `UL_STATE_CHANGING`, `UL_STATE_UPDATE_WAITING`; `UL_STATE_FREE`
+    /// when there is no holder.
     pub state: ul_lock_state,
     /// `record` is filled (app and stale holders).
     pub has_record: bool,
@@ -220,6 +225,7 @@ pub(crate) fn fill_holder(holder: Option<&Holder>, arena: &mut StringArena) -> u
     }
     match holder {
         Holder::Changing => h.state = ul_lock_state::UL_STATE_CHANGING,
+        Holder::UpdateWaiting => h.state = ul_lock_state::UL_STATE_UPDATE_WAITING,
         Holder::Supervisor => h.state = ul_lock_state::UL_STATE_HELD_BY_SUPERVISOR,
         Holder::App(r) | Holder::Stale(r) => {
             h.state = if matches!(holder, Holder::App(_)) {

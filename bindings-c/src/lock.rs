@@ -171,6 +171,21 @@ pub unsafe extern "C" fn ul_is_held(lock: *const ul_lock) -> bool {
     })
 }
 
+/// Whether the balena Supervisor has tried to take the lock since this handle took it: an
+/// update (or a reboot it needs) waits for this program to release it (false for NULL and
+/// after release). Seen through inotify on the lock directory; see
+/// `ul_options.on_update_waiting` for a callback. Thread-safe.
+///
+/// # Safety
+/// `lock` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn ul_lock_update_waiting(lock: *const ul_lock) -> bool {
+    guard_value(false, || {
+        // SAFETY: NULL or live, by the caller's guarantee.
+        unsafe { lock.as_ref() }.is_some_and(|l| l.inner.update_waiting())
+    })
+}
+
 /// Number of lock paths the handle covers (0 for NULL). The same file reached by two names
 /// is locked, and counted, once. Thread-safe.
 ///

@@ -71,6 +71,23 @@ pub struct ul_options {
     pub on_wait: ul_wait_fn,
     /// Passed to `on_wait` as is. (Added in 0.2.)
     pub on_wait_data: *mut c_void,
+    /// Called once per hold when the balena Supervisor tries to take the lock while it is
+    /// held (an update waits for this program to release it), with
+    /// `on_update_waiting_data`. It runs on a **background thread of the library**, not on
+    /// the thread that took the lock: make it thread-safe and short (set a flag the program
+    /// looks at). NULL (default): nothing is called; `ul_lock_update_waiting` still
+    /// answers. (Added in 0.2.)
+    pub on_update_waiting: ul_update_waiting_fn,
+    /// Passed to `on_update_waiting` as is. (Added in 0.2.)
+    pub on_update_waiting_data: *mut c_void,
+    /// After the Supervisor was seen trying to take the lock, how long `ul_acquire` waits
+    /// at most, in milliseconds, while the lock is free, so that the update gets in first
+    /// (default 60000, or `$UPDATE_LOCK_YIELD_TO_UPDATES` seconds when set; 0 never
+    /// yields). The yield ends when the Supervisor's lock appears;
+    /// it counts against `timeout_ms` (a try-once acquisition gets `UL_ERR_HELD` with the
+    /// holder state `UL_STATE_UPDATE_WAITING`). A held lock is never taken away by this.
+    /// (Added in 0.2.)
+    pub yield_to_updates_ms: u32,
 }
 
 /// What `ul_options.on_wait` is told while `ul_acquire` waits. Every pointer is valid only
@@ -87,6 +104,65 @@ pub struct ul_wait_info {
     pub message: *const c_char,
     /// How long the acquisition has waited so far, in milliseconds.
     pub waited_ms: u64,
+}
+
+/// What `ul_options.on_update_waiting` is told. Every pointer is valid only during the call.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ul_update_waiting_info {
+    /// The held lock path (the first one in the directory where the attempt was seen).
+    pub path: *const c_char,
+    /// The name of the Supervisor's `lockfile` temp file seen in the lock directory.
+    pub temp_name: *const c_char,
+    /// One line for people.
+    pub message: *const c_char,
+    /// When the attempt was seen, in milliseconds since the Unix epoch.
+    pub seen_unix_ms: u64,
+    /// The temp file was still there and owned by uid 65534 (false: it was gone before it
+    /// could be looked at; its name alone says it was `lockfile`'s).
+    pub proven: bool,
+}
+
+/// The `on_update_waiting` callback: `info` is valid during the call only; `data` is
+/// `on_update_waiting_data`. Runs on a background thread of the library.
+pub type ul_update_waiting_fn =
+    Option<unsafe extern "C" fn(info: *const ul_update_waiting_info, data: *mut c_void)>;
+
+/// The caller's update-waiting callback and data.
+struct UpdateWaitingCallback {
+    f: unsafe extern "C" fn(*const ul_update_waiting_info, *mut c_void),
+    data: *mut c_void,
+}
+
+// SAFETY: the documentation of `ul_options.on_update_waiting` tells the caller that the
+// callback runs on a background thread with this data: thread safety is the caller's
+// promise; the pointer is passed through untouched.
+unsafe impl Send for UpdateWaitingCallback {}
+// SAFETY: as above: the callback is only ever called, never shared for mutation.
+unsafe impl Sync for UpdateWaitingCallback {}
+
+impl UpdateWaitingCallback {
+    fn call(&self, w: &lockcore::UpdateWaiting) {
+        let text = |s: String| CString::new(s.replace('\0', "?")).unwrap_or_default();
+        let path = text(w.path.display().to_string());
+        let temp_name = text(w.temp_name.clone());
+        let message = text(w.describe());
+        let seen = w
+            .seen_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let info = ul_update_waiting_info {
+            path: path.as_ptr(),
+            temp_name: temp_name.as_ptr(),
+            message: message.as_ptr(),
+            seen_unix_ms: seen.min(u64::MAX as u128) as u64,
+            proven: w.proven,
+        };
+        // SAFETY: a C function pointer the caller gave for exactly this call, with a valid
+        // info for the duration of the call and the caller's own data.
+        unsafe { (self.f)(&info, self.data) }
+    }
 }
 
 /// The `on_wait` callback: `info` is valid during the call only; `data` is `on_wait_data`.
@@ -148,8 +224,9 @@ impl Versioned for ul_options {
     const VERSIONS: &'static [(usize, usize)] = &[
         // 0.1
         crate::versioned::version_ending_at!(ul_options, cancel, *const ul_cancel_token),
-        // 0.2: `shared`, `on_wait`, `on_wait_data`
-        crate::versioned::version_ending_at!(ul_options, on_wait_data, *mut c_void),
+        // 0.2: `shared`, `on_wait`, `on_wait_data`, `on_update_waiting`,
+        // `on_update_waiting_data`, `yield_to_updates_ms`
+        crate::versioned::version_ending_at!(ul_options, yield_to_updates_ms, u32),
     ];
     fn defaults() -> Self {
         ul_options {
@@ -165,6 +242,11 @@ impl Versioned for ul_options {
             shared: false,
             on_wait: None,
             on_wait_data: std::ptr::null_mut(),
+            on_update_waiting: None,
+            on_update_waiting_data: std::ptr::null_mut(),
+            yield_to_updates_ms: lockcore::default_yield_to_updates()
+                .as_millis()
+                .min(u128::from(u32::MAX)) as u32,
         }
     }
 }
@@ -239,7 +321,15 @@ pub(crate) unsafe fn lock_options(
         .timeout(u64::try_from(o.timeout_ms).ok().map(Duration::from_millis))
         .reclaim_stale(o.reclaim_stale)
         .create_dir(o.create_dir)
-        .shared(o.shared);
+        .shared(o.shared)
+        .yield_to_updates(Duration::from_millis(u64::from(o.yield_to_updates_ms)));
+    if let Some(f) = o.on_update_waiting {
+        let cb = UpdateWaitingCallback {
+            f,
+            data: o.on_update_waiting_data,
+        };
+        lo = lo.on_update_waiting(move |w| cb.call(w));
+    }
     if let Some(f) = o.on_wait {
         let cb = WaitCallback {
             f,
@@ -281,7 +371,8 @@ pub(crate) unsafe fn handover_options(
 
 /// Fill `*opts` with the defaults and set `opts->struct_size = struct_size`: default paths
 /// (NULL, 0), `legacy` true, `timeout_ms` -1 (wait forever), `reclaim_stale` true,
-/// `create_dir` true, `program` NULL, `cancel` NULL.
+/// `create_dir` true, `program` NULL, `cancel` NULL, `shared` false, callbacks NULL,
+/// `yield_to_updates_ms` 60000 (or `$UPDATE_LOCK_YIELD_TO_UPDATES` seconds).
 ///
 /// Call it as `ul_options_init(&opts, sizeof opts)`. Returns `UL_OK`,
 /// `UL_ERR_NULL_ARGUMENT` or `UL_ERR_INVALID_ARGUMENT` (`struct_size` is not the size of

@@ -277,7 +277,8 @@ pub unsafe extern "C" fn ul_status(
 }
 
 /// The name of a lock state as in `lockctl status --json`: "free", "held-by-supervisor",
-/// "held-by-app", "stale", "foreign", "changing", "unknown" (also for other numbers). Static
+/// "held-by-app", "stale", "foreign", "changing", "update-waiting", "unknown" (also for
+/// other numbers). Static
 /// string: never free it. Thread-safe.
 #[no_mangle]
 pub extern "C" fn ul_state_name(state: c_int) -> *const c_char {
@@ -290,6 +291,7 @@ pub extern "C" fn ul_state_name(state: c_int) -> *const c_char {
             4 => c"foreign",
             5 => c"changing",
             6 => c"unknown",
+            7 => c"update-waiting",
             _ => c"unknown",
         }
         .as_ptr()
@@ -339,6 +341,10 @@ mod tests {
         assert_eq!(
             name(ul_lock_state::UL_STATE_CHANGING),
             Holder::Changing.state_name()
+        );
+        assert_eq!(
+            name(ul_lock_state::UL_STATE_UPDATE_WAITING),
+            Holder::UpdateWaiting.state_name()
         );
         assert_eq!(name(ul_lock_state::UL_STATE_FREE), "free");
     }

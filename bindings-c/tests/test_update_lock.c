@@ -1487,6 +1487,94 @@ static void test_shared_holds_and_nested_acquire(void)
     CHECK(!exists(paths[0]), "released");
 }
 
+/* on_update_waiting: runs on the library's background thread; tells the test through a pipe. */
+struct news {
+    int pipe_w;
+    int calls;
+    char temp_name[256];
+    char path[1024];
+};
+
+static void on_update_waiting(const ul_update_waiting_info *info, void *data)
+{
+    struct news *n = data;
+    __atomic_fetch_add(&n->calls, 1, __ATOMIC_SEQ_CST);
+    snprintf(n->temp_name, sizeof n->temp_name, "%s", info->temp_name);
+    snprintf(n->path, sizeof n->path, "%s", info->path);
+    if (write(n->pipe_w, "!", 1) != 1)
+        perror("write news");
+}
+
+/* Wait (up to 30 s) for the callback's byte. */
+static int news_arrived(int pipe_r)
+{
+    struct pollfd p = {pipe_r, POLLIN, 0};
+    char c;
+    if (poll(&p, 1, 30000) != 1)
+        return 0;
+    return read(pipe_r, &c, 1) == 1;
+}
+
+static void test_update_waiting_and_the_yield(void)
+{
+    const char *paths[1];
+    ul_options o;
+    ul_lock *lock = NULL, *again = NULL;
+    struct news n;
+    int fds[2];
+    ul_holder h;
+    char strings[2048];
+    size_t needed = 0;
+    make_svc();
+    paths[0] = in_svc("updates.lock");
+    CHECK(pipe(fds) == 0, "pipe");
+    memset(&n, 0, sizeof n);
+    n.pipe_w = fds[1];
+    unsetenv("UPDATE_LOCK_YIELD_TO_UPDATES");
+    o = opts_for(paths, 1);
+    setenv("UPDATE_LOCK_YIELD_TO_UPDATES", "0", 1);
+    CHECK(o.yield_to_updates_ms == 60000, "default yield %u", o.yield_to_updates_ms);
+    o.on_update_waiting = on_update_waiting;
+    o.on_update_waiting_data = &n;
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_OK);
+    CHECK(!ul_lock_update_waiting(lock), "nobody tried yet");
+    CHECK(supervisor_lockfile(paths[0]) == 73, "the Supervisor must see it held");
+    CHECK(news_arrived(fds[0]), "the callback must tell of the Supervisor's attempt");
+    CHECK(ul_lock_update_waiting(lock), "ul_lock_update_waiting after the attempt");
+    CHECK(n.temp_name[0] == '_', "temp name %s", n.temp_name);
+    CHECK(strcmp(n.path, paths[0]) == 0, "path %s", n.path);
+    CHECK(!ul_lock_update_waiting(NULL), "NULL is not waited for");
+    CHECK_RESULT(ul_release(lock), UL_OK);
+    /* Free, but kept for the Supervisor: a try-once acquisition is told so. */
+    o.timeout_ms = 0;
+    CHECK_RESULT(ul_acquire(&o, &again), UL_ERR_HELD);
+    CHECK_MESSAGE_HAS("kept for the balena Supervisor");
+    CHECK_RESULT(ul_last_error_holder(&h, strings, sizeof strings, &needed), UL_OK);
+    CHECK(h.state == UL_STATE_UPDATE_WAITING, "holder state %s", ul_state_name(h.state));
+    CHECK(strcmp(ul_state_name(UL_STATE_UPDATE_WAITING), "update-waiting") == 0, "state name");
+    CHECK(!exists(paths[0]), "a yield creates nothing");
+    /* The Supervisor gets in and out; then nothing is yielded to any more. */
+    CHECK(supervisor_lockfile(paths[0]) == 0, "the Supervisor gets in while the app yields");
+    CHECK(RUN("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "rm",
+              (char *)paths[0]) == 0,
+          "the Supervisor releases");
+    o.timeout_ms = 5000;
+    CHECK_RESULT(ul_acquire(&o, &again), UL_OK);
+    CHECK(n.calls == 1, "one callback per hold: %d", n.calls);
+    CHECK_RESULT(ul_release(again), UL_OK);
+    /* yield_to_updates_ms = 0: never yields. */
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_OK);
+    CHECK(supervisor_lockfile(paths[0]) == 73, "held");
+    CHECK(news_arrived(fds[0]), "news for the new hold");
+    CHECK_RESULT(ul_release(lock), UL_OK);
+    o.timeout_ms = 0;
+    o.yield_to_updates_ms = 0;
+    CHECK_RESULT(ul_acquire(&o, &lock), UL_OK);
+    CHECK_RESULT(ul_release(lock), UL_OK);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 struct worker {
     const char *path;
     volatile int *inside;
@@ -2534,6 +2622,7 @@ static const struct {
     T(test_handover_complete),
     T(test_last_error_holder_buffer),
     T(test_shared_holds_and_nested_acquire),
+    T(test_update_waiting_and_the_yield),
     T(test_threads_exclude_each_other),
     T(test_handover_first_start_no_predecessor),
     T(test_handover_peer_uids),
@@ -2567,6 +2656,10 @@ int main(int argc, char **argv)
     int passed = 0, failed = 0;
     const char *base = getenv("TMPDIR");
     self_path = argv[0];
+    /* Tests probe with the Supervisor's real lockfile; each probe of a held lock is an
+     * attempt that later acquisitions (here and in lockctl) would yield to. The yield has
+     * its own test, which turns it back on. */
+    setenv("UPDATE_LOCK_YIELD_TO_UPDATES", "0", 1);
     if (argc == 2 && strcmp(argv[1], "--gate-app") == 0)
         return gate_app();
     lockctl = getenv("LOCKCTL");

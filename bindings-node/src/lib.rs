@@ -46,7 +46,41 @@ pub struct LockOptionsInit {
     /// starts, then every 10 s (index.js wraps the app's function so it never throws).
     #[napi(ts_type = "(info: WaitInfo) => void")]
     pub on_wait: Option<WaitHook>,
+    /// Called once per hold when the balena Supervisor tries to take the lock (an update
+    /// waits for the app); index.js wraps the app's function so it never throws.
+    #[napi(ts_type = "(info: UpdateWaitingInfo) => void")]
+    pub on_update_waiting: Option<UpdateWaitingHook>,
+    /// How long an acquisition yields to a waiting update at most, in milliseconds (0 never
+    /// yields; missing: the core's default).
+    pub yield_to_updates_ms: Option<f64>,
 }
+
+/// What `onUpdateWaiting` is told: the Supervisor tried to take the lock while it is held.
+#[napi(object)]
+pub struct UpdateWaitingInfo {
+    /// The held lock path.
+    pub path: String,
+    /// The name of the Supervisor's `lockfile` temp file seen in the lock directory.
+    pub temp_name: String,
+    /// When it was seen, in milliseconds since the Unix epoch (as `Date.now()`).
+    pub seen_at: f64,
+    /// The temp file was still there and owned by uid 65534 (false: it was gone before it
+    /// could be looked at; its name alone says it was `lockfile`'s).
+    pub proven: bool,
+    /// One line for people.
+    pub message: String,
+}
+
+/// The `onUpdateWaiting` function, called from the SDK's watch thread; weak: it never
+/// keeps the process alive.
+pub type UpdateWaitingHook = napi::threadsafe_function::ThreadsafeFunction<
+    UpdateWaitingInfo,
+    napi::bindgen_prelude::Unknown<'static>,
+    UpdateWaitingInfo,
+    Status,
+    false,
+    true,
+>;
 
 /// What `onWait` is told while an acquisition waits.
 #[napi(object)]
@@ -141,6 +175,35 @@ fn lock_options(init: LockOptionsInit) -> Result<LockOptions> {
     }
     if let Some(shared) = init.shared {
         o = o.shared(shared);
+    }
+    if let Some(ms) = init.yield_to_updates_ms {
+        if !ms.is_finite() || ms < 0.0 {
+            return Err(Error::new(
+                Status::InvalidArg,
+                format!("yieldToUpdates must be a finite number of milliseconds >= 0, got {ms}"),
+            ));
+        }
+        o = o.yield_to_updates(Duration::from_secs_f64(ms.min(1e12) / 1000.0));
+    }
+    if let Some(hook) = init.on_update_waiting {
+        o = o.on_update_waiting(move |w| {
+            let info = UpdateWaitingInfo {
+                path: path_str(&w.path),
+                temp_name: w.temp_name.clone(),
+                seen_at: w
+                    .seen_at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64()
+                    * 1000.0,
+                proven: w.proven,
+                message: w.describe(),
+            };
+            let _ = hook.call(
+                info,
+                napi::threadsafe_function::ThreadsafeFunctionCallMode::NonBlocking,
+            );
+        });
     }
     if let Some(hook) = init.on_wait {
         o = o.on_wait(update_lock::DEFAULT_WAIT_REPORT, move |p| {
@@ -268,6 +331,14 @@ impl NativeLock {
         registry()
             .iter()
             .any(|e| e.id == self.id && e.lock.is_held())
+    }
+
+    /// Whether the balena Supervisor has tried to take the lock since it was taken.
+    #[napi(getter)]
+    pub fn update_waiting(&self) -> bool {
+        registry()
+            .iter()
+            .any(|e| e.id == self.id && e.lock.update_waiting())
     }
 
     /// The paths this lock covers, in locking order.
@@ -462,6 +533,8 @@ pub fn status(options: InspectOptionsInit) -> Result<serde_json::Value> {
         program: None,
         shared: None,
         on_wait: None,
+        on_update_waiting: None,
+        yield_to_updates_ms: None,
     })?;
     let handover = match handover_paths {
         Some(paths) => HandoverOptions::new().paths(paths.iter().map(PathBuf::from)),

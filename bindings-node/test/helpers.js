@@ -16,6 +16,11 @@ const TARGET = process.env.CARGO_TARGET_DIR ? path.resolve(ROOT, process.env.CAR
 const LOCKCTL = process.env.LOCKCTL || path.join(TARGET, 'debug', 'lockctl')
 const CHILD = path.join(__dirname, 'fixtures', 'child.js')
 
+// Tests probe with the Supervisor's real lockfile; each probe of a held lock is an attempt
+// that later acquisitions (here, in child processes and in lockctl) would yield to. The yield
+// has its own tests (update_waiting.test.js), which turn it back on.
+process.env.UPDATE_LOCK_YIELD_TO_UPDATES = '0'
+
 /** A service directory (mode 1777, like the Supervisor's) inside a fresh 0755 temp dir. */
 function serviceDir(t) {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'update-lock-node-'))
@@ -152,8 +157,13 @@ function lockctlStatus(paths, handoverPaths = []) {
   return JSON.parse(r.stdout)
 }
 
+/** Names in `dir`, sorted, but the `update-waiting` note a holder leaves when it sees the
+ * Supervisor's attempt. */
 function listing(dir) {
-  return fs.readdirSync(dir).sort()
+  return fs
+    .readdirSync(dir)
+    .filter((n) => n !== 'update-waiting')
+    .sort()
 }
 
 /** Whether process `pid` has an inotify descriptor open (it waits for a lock then). */

@@ -134,8 +134,7 @@ impl NativeUpdateGate {
         settle_timeout: Option<f64>,
         poll_interval: Option<f64>,
     ) -> PyResult<Self> {
-        let opts =
-            crate::lock_options(paths, timeout, legacy, reclaim_stale, program, false, None)?;
+        let opts = crate::lock_options(paths, timeout, legacy, reclaim_stale, program, false)?;
         Ok(NativeUpdateGate {
             opts,
             api: api.api.clone(),

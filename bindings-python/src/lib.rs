@@ -181,10 +181,7 @@ fn timeout_from(seconds: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
-/// Core lock options from the arguments of `lock()` (shared by `NativeLock` and the gate),
-/// with an `on_wait(path, holder_dict, waited_seconds, message)` callable: called (with the
-/// GIL taken back) when a wait starts and every 10 s; an exception it raises is reported as
-/// unraisable and the wait goes on.
+/// Core lock options from the arguments of `lock()` (shared by `NativeLock` and the gate).
 fn lock_options(
     paths: Option<Vec<PathBuf>>,
     timeout: Option<f64>,
@@ -192,13 +189,65 @@ fn lock_options(
     reclaim_stale: bool,
     program: Option<String>,
     shared: bool,
-    on_wait: Option<Py<PyAny>>,
 ) -> PyResult<LockOptions> {
     let mut opts = LockOptions::new()
         .legacy(legacy)
         .timeout(timeout_from(timeout)?)
         .reclaim_stale(reclaim_stale)
         .shared(shared);
+    if let Some(p) = paths {
+        opts = opts.paths(p);
+    }
+    if let Some(p) = program {
+        opts = opts.program(p);
+    }
+    Ok(opts)
+}
+
+/// The hooks and the yield of `lock()`:
+/// * `on_wait(path, holder_dict, waited_seconds, message)`: called (with the GIL taken back)
+///   when a wait starts and every 10 s;
+/// * `on_update_waiting(path, temp_name, seen_unix_seconds, proven, message)`: called once
+///   per hold, from the SDK's watch thread, when the Supervisor tries to take the lock;
+/// * `yield_to_updates`: seconds, `None` for the core's default.
+///
+/// An exception a hook raises is reported as unraisable; nothing else changes.
+fn with_hooks(
+    mut opts: LockOptions,
+    on_wait: Option<Py<PyAny>>,
+    on_update_waiting: Option<Py<PyAny>>,
+    yield_to_updates: Option<f64>,
+) -> PyResult<LockOptions> {
+    if let Some(y) = yield_to_updates {
+        if !y.is_finite() || y < 0.0 {
+            return Err(PyValueError::new_err(format!(
+                "yield_to_updates must be a finite number of seconds, 0 or more (0 never yields), not {y}"
+            )));
+        }
+        opts = opts.yield_to_updates(Duration::from_secs_f64(y.min(1e9)));
+    }
+    if let Some(hook) = on_update_waiting {
+        opts = opts.on_update_waiting(move |w| {
+            // Not during interpreter shutdown: then nobody is left to tell.
+            Python::try_attach(|py| {
+                let seen = w
+                    .seen_at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                let called = hook.bind(py).call1((
+                    py_path(py, &w.path),
+                    w.temp_name.as_str(),
+                    seen,
+                    w.proven,
+                    w.describe(),
+                ));
+                if let Err(e) = called {
+                    e.write_unraisable(py, None);
+                }
+            });
+        });
+    }
     if let Some(hook) = on_wait {
         opts = opts.on_wait(update_lock::DEFAULT_WAIT_REPORT, move |p| {
             Python::attach(|py| {
@@ -217,12 +266,6 @@ fn lock_options(
                 }
             })
         });
-    }
-    if let Some(p) = paths {
-        opts = opts.paths(p);
-    }
-    if let Some(p) = program {
-        opts = opts.program(p);
     }
     Ok(opts)
 }
@@ -286,7 +329,8 @@ impl NativeLock {
 impl NativeLock {
     /// Options are validated here and built once; nothing is taken yet.
     #[new]
-    #[pyo3(signature = (paths=None, timeout=None, legacy=true, reclaim_stale=true, program=None, shared=false, on_wait=None))]
+    #[pyo3(signature = (paths=None, timeout=None, legacy=true, reclaim_stale=true, program=None, shared=false, on_wait=None, on_update_waiting=None, yield_to_updates=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         paths: Option<Vec<PathBuf>>,
         timeout: Option<f64>,
@@ -295,16 +339,11 @@ impl NativeLock {
         program: Option<String>,
         shared: bool,
         on_wait: Option<Py<PyAny>>,
+        on_update_waiting: Option<Py<PyAny>>,
+        yield_to_updates: Option<f64>,
     ) -> PyResult<Self> {
-        let opts = lock_options(
-            paths,
-            timeout,
-            legacy,
-            reclaim_stale,
-            program,
-            shared,
-            on_wait,
-        )?;
+        let opts = lock_options(paths, timeout, legacy, reclaim_stale, program, shared)?;
+        let opts = with_hooks(opts, on_wait, on_update_waiting, yield_to_updates)?;
         Ok(NativeLock {
             opts,
             shared,
@@ -367,6 +406,13 @@ impl NativeLock {
     #[getter]
     fn held(&self) -> bool {
         self.slot().locks.iter().any(UpdateLock::is_held)
+    }
+
+    /// Whether the balena Supervisor has tried to take the lock since it was taken (by any
+    /// hold of this object): an update waits for the app to release it.
+    #[getter]
+    fn update_waiting(&self) -> bool {
+        self.slot().locks.iter().any(UpdateLock::update_waiting)
     }
 
     /// Raise `LockLostError` if a path was deleted or replaced (the Supervisor's override

@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCKCTL = os.environ.get("UPDATE_LOCK_LOCKCTL", str(ROOT / "target" / "debug" / "lockctl"))
 CHILD = str(Path(__file__).with_name("child.py"))
 
+# Tests probe with the Supervisor's real lockfile; each probe of a held lock is an attempt
+# that later acquisitions (here, in child processes and in lockctl) would yield to. The
+# yield has its own tests (test_update_waiting.py), which turn it back on.
+os.environ["UPDATE_LOCK_YIELD_TO_UPDATES"] = "0"
+
 STEP = 20.0
 """Seconds any single step may take before the test fails instead of hanging."""
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use nix::sys::signal::Signal;
 use update_lock::{HandoverOptions, LockOptions};
 
 use crate::duration::{parse_duration, parse_timeout, Timeout};
@@ -51,6 +52,11 @@ pub enum Command {
         /// wait starts and every 10 s, on stderr).
         #[arg(short, long)]
         quiet: bool,
+        /// When the balena Supervisor tries to take the lock while CMD runs (an update is
+        /// waiting), send SIG to CMD (`USR1`, `SIGTERM`, `15`, ...) besides the line printed
+        /// on stderr, so it can finish early. Sent once per run.
+        #[arg(long, value_name = "SIG", value_parser = parse_signal)]
+        update_signal: Option<Signal>,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
         command: Vec<OsString>,
@@ -265,6 +271,12 @@ pub struct LockArgs {
     /// Do not take over locks left by dead holders.
     #[arg(long)]
     pub no_reclaim: bool,
+    /// After the Supervisor was seen trying to take the lock (by this or an earlier lockctl
+    /// of the app), wait at most this long while the lock is free, so the update gets in
+    /// first ('60s', '500ms', or seconds; 0 never yields; default
+    /// $UPDATE_LOCK_YIELD_TO_UPDATES seconds, else 60s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub yield_to_updates: Option<Duration>,
 }
 
 impl PathArgs {
@@ -282,10 +294,15 @@ impl LockArgs {
         } else {
             self.timeout.and_then(|t| t.0)
         };
-        self.paths
+        let opts = self
+            .paths
             .options()
             .timeout(timeout)
-            .reclaim_stale(!self.no_reclaim)
+            .reclaim_stale(!self.no_reclaim);
+        match self.yield_to_updates {
+            Some(y) => opts.yield_to_updates(y),
+            None => opts,
+        }
     }
 }
 
@@ -293,4 +310,20 @@ pub fn handover_options(paths: &[PathBuf], no_legacy: bool) -> HandoverOptions {
     HandoverOptions::new()
         .paths(paths.to_vec())
         .legacy(!no_legacy)
+}
+
+/// A signal by name (`USR1`, `SIGUSR1`, case-insensitive) or number.
+pub fn parse_signal(s: &str) -> Result<Signal, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| format!("'{s}' is not a signal number"));
+    }
+    let upper = t.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>()
+        .map_err(|_| format!("'{s}' is not a signal name (USR1, TERM, INT, HUP, ...)"))
 }

@@ -40,6 +40,7 @@ fn dispatch(command: Command) -> Result<i32, Failure> {
             lock,
             shared,
             quiet,
+            update_signal,
             command,
         } => {
             let mut opts = lock.options().shared(shared);
@@ -48,7 +49,7 @@ fn dispatch(command: Command) -> Result<i32, Failure> {
                     say!("lockctl: {}", p.describe())
                 });
             }
-            run::run(&opts, &command)
+            run::run(&opts, &command, update_signal)
         }
         Command::Acquire { lock, shared } => acquire_cmd::acquire(&lock.options().shared(shared)),
         Command::Release { paths, pid } => acquire_cmd::release(&paths.options(), pid),

@@ -4,7 +4,10 @@
 use std::ffi::OsString;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
 
+use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use update_lock::{CancelToken, Error, LockOptions, UpdateLock, WaitControl};
@@ -12,7 +15,53 @@ use update_lock::{CancelToken, Error, LockOptions, UpdateLock, WaitControl};
 use crate::failure::{Failure, EXIT_OTHER};
 use crate::signals::Forwarder;
 
-pub fn run(opts: &LockOptions, command: &[OsString]) -> Result<i32, Failure> {
+/// "An update is waiting" while the command runs: one line on stderr, and the signal asked
+/// for (once), as soon as the command is running.
+struct UpdateNews {
+    signal: Option<Signal>,
+    child: AtomicI32,
+    seen: AtomicBool,
+    sent: AtomicBool,
+}
+
+impl UpdateNews {
+    /// Send the signal if the news came and the command runs, once.
+    fn pass_on(&self) {
+        let (Some(sig), pid) = (self.signal, self.child.load(Ordering::SeqCst)) else {
+            return;
+        };
+        if pid > 0 && self.seen.load(Ordering::SeqCst) && !self.sent.swap(true, Ordering::SeqCst) {
+            match kill(Pid::from_raw(pid), sig) {
+                Ok(()) => say!(
+                    "lockctl: sent {} to the command (pid {pid}): an update is waiting",
+                    sig.as_str()
+                ),
+                Err(e) => say!(
+                    "lockctl: warning: could not send {} to the command (pid {pid}): {e}",
+                    sig.as_str()
+                ),
+            }
+        }
+    }
+}
+
+pub fn run(
+    opts: &LockOptions,
+    command: &[OsString],
+    update_signal: Option<Signal>,
+) -> Result<i32, Failure> {
+    let news = Arc::new(UpdateNews {
+        signal: update_signal,
+        child: AtomicI32::new(0),
+        seen: AtomicBool::new(false),
+        sent: AtomicBool::new(false),
+    });
+    let told = news.clone();
+    let opts = &opts.clone().on_update_waiting(move |w| {
+        say!("lockctl: {}", w.describe());
+        told.seen.store(true, Ordering::SeqCst);
+        told.pass_on();
+    });
     let cancel = CancelToken::new()
         .map_err(|e| Failure::other(EXIT_OTHER, format!("cannot create an eventfd: {e}")))?;
     let fwd = Forwarder::start(cancel.clone())
@@ -87,7 +136,10 @@ pub fn run(opts: &LockOptions, command: &[OsString]) -> Result<i32, Failure> {
     };
     let pid = Pid::from_raw(child.id() as i32);
     fwd.set_child(pid);
+    news.child.store(pid.as_raw(), Ordering::SeqCst);
+    news.pass_on();
     let status = wait_for(pid, child);
+    news.child.store(0, Ordering::SeqCst);
     release(&mut lock);
     Ok(status)
 }

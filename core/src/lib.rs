@@ -44,6 +44,7 @@ mod lock;
 mod paths;
 mod supervisor_api;
 mod timefmt;
+pub mod update_waiting;
 
 pub use error::{Error, ErrorCode, Result};
 #[cfg(feature = "tokio")]
@@ -63,7 +64,7 @@ pub use inspection::status::{
     status, HandoverStatus, LockState, PathStatus, StatusReport, STATUS_SCHEMA,
 };
 pub use lock::held_here::LockOwner;
-pub use lock::options::LockOptions;
+pub use lock::options::{default_yield_to_updates, LockOptions, YIELD_TO_UPDATES_ENV};
 pub use lock::wait::{CancelToken, WaitControl};
 pub use lock::wait_report::{WaitProgress, DEFAULT_WAIT_REPORT};
 pub use lock::{Reclaimed, UpdateLock};
@@ -78,3 +79,4 @@ pub use supervisor_api::{
     app_id_from_env, DeviceState, SafePoint, SupervisorApi, UpdateGate, DEFAULT_API_TIMEOUT,
     DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE_TIMEOUT,
 };
+pub use update_waiting::{UpdateWaiting, DEFAULT_YIELD_TO_UPDATES, UPDATE_WAITING_NOTE_NAME};

@@ -7,6 +7,10 @@
 #
 # Ends with "shell examples: N passed, M failed"; exits non-zero if anything failed.
 set -uo pipefail
+# The test probes with the Supervisor's real lockfile; a probe of a held lock is an attempt
+# that the example's next acquisition would yield to (up to 60 s). The yield has its own
+# tests; here it is off.
+export UPDATE_LOCK_YIELD_TO_UPDATES=0
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -82,7 +86,7 @@ want_contains() { # TEXT NEEDLE WHAT
   return 1
 }
 lock_released() { # nothing left in the service directory and both readers free
-  want_eq "$(ls -A "$SVC")" "" "files left in the service directory" || return 1
+  want_eq "$(ls -A "$SVC" | grep -vx update-waiting)" "" "files left in the service directory (but the update-waiting note)" || return 1
   want_eq "$("$WORK/probe" "$SVC")" "$FREE" "readers after the script" || return 1
 }
 

@@ -208,6 +208,9 @@ fn lane_colour(l: Lane) -> &'static str {
     }
 }
 
+/// The marker of an "update is waiting" moment.
+const UPDATE_WAITING_COLOUR: &str = "#e67e22";
+
 fn actor_lane(a: Actor) -> Option<Lane> {
     match a {
         Actor::Old => Some(Lane::OldRunning),
@@ -253,7 +256,7 @@ pub fn svg(rs: &[Report]) -> String {
     let x = |t: f64| LEFT + (t.max(0.0) / total) * plot;
     let block = TITLE + ROW * Lane::ALL.len() as f64 + 10.0;
     // The legend: one line per lane and one for the event markers, two columns.
-    let legend_rows = (Lane::ALL.len() + 2).div_ceil(2);
+    let legend_rows = (Lane::ALL.len() + 3).div_ceil(2);
     let legend = 16.0 * legend_rows as f64 + 8.0;
     let height = block * rs.len() as f64 + AXIS + legend + 10.0;
     let mut o = String::new();
@@ -315,9 +318,14 @@ pub fn svg(rs: &[Report]) -> String {
                 .iter()
                 .filter(|e| actor_lane(e.actor) == Some(*lane))
             {
+                let fill = if e.kind == "update-waiting" {
+                    UPDATE_WAITING_COLOUR
+                } else {
+                    "#222"
+                };
                 let _ = writeln!(
                     o,
-                    r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="#222"><title>t={:.3} s  {}  {}: {}</title></circle>"##,
+                    r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{fill}"><title>t={:.3} s  {}  {}: {}</title></circle>"##,
                     x(e.t_ms),
                     y + ROW / 2.0,
                     e.t_ms / 1000.0,
@@ -343,11 +351,24 @@ pub fn svg(rs: &[Report]) -> String {
         None,
         "a dot: an event (hover over it for the time, who and what)".into(),
     ));
+    items.push((
+        Some("dot"),
+        "an orange dot: an update is waiting (the holder can hear of the Supervisor's attempt)"
+            .into(),
+    ));
     for (k, (colour, text)) in items.iter().enumerate() {
         let (col, row) = (k % 2, k / 2);
         let lx = 4.0 + col as f64 * (WIDTH / 2.0);
         let ly = legend_top + 16.0 * row as f64;
         match colour {
+            Some("dot") => {
+                let _ = writeln!(
+                    o,
+                    r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{UPDATE_WAITING_COLOUR}"/>"##,
+                    lx + 7.0,
+                    ly - 4.0
+                );
+            }
             Some(c) => {
                 let _ = writeln!(
                     o,

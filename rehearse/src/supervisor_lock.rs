@@ -41,10 +41,20 @@ pub struct LockSettings {
     pub timeout: Duration,
 }
 
+/// How the Supervisor's attempts went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Attempts {
+    /// Attempts made (the last one took the lock, unless blocked).
+    pub made: u32,
+    /// How often the app's lock file between two failed attempts was a new one: the app
+    /// released the lock and took it again while the Supervisor waited out its backoff.
+    pub retaken: u32,
+}
+
 /// Why the lock was not taken.
 pub enum NotTaken {
-    /// Still held by the app at the deadline: who holds it, and how many attempts were made.
-    Blocked(String, u32),
+    /// Still held by the app at the deadline: who holds it, and the attempts.
+    Blocked(String, Attempts),
     /// `lockfile` failed in another way.
     Failed(String),
 }
@@ -56,11 +66,13 @@ impl SupervisorLock {
         dir: &Path,
         s: &LockSettings,
         timeline: &Timeline,
-    ) -> Result<(SupervisorLock, u32), NotTaken> {
+    ) -> Result<(SupervisorLock, Attempts), NotTaken> {
         // The Supervisor makes the service directory world-writable (sticky) before it locks.
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777));
         let started = Instant::now();
         let mut attempt: u32 = 0;
+        let mut retaken: u32 = 0;
+        let mut last_lock: Option<u64> = None;
         loop {
             if s.force || s.force_flag.load(Ordering::SeqCst) {
                 delete_app_locks(dir, timeline);
@@ -80,10 +92,28 @@ impl SupervisorLock {
                         "lock-taken",
                         format!("took updates.lock and resin-updates.lock with lockfile {how} (attempt {attempt})"),
                     );
-                    return Ok((SupervisorLock { held }, attempt));
+                    return Ok((
+                        SupervisorLock { held },
+                        Attempts {
+                            made: attempt,
+                            retaken,
+                        },
+                    ));
                 }
                 Err(held_path) => {
                     let who = holder(&held_path);
+                    let inode = held_path.symlink_metadata().ok().map(|m| m.ino());
+                    if last_lock.is_some() && inode.is_some() && inode != last_lock {
+                        retaken += 1;
+                    }
+                    last_lock = inode.or(last_lock);
+                    // What the holder can hear: lockfile's temp file appeared beside the
+                    // lock (update-lock tells on_update_waiting / lockctl run).
+                    timeline.event(
+                        Actor::Old,
+                        "update-waiting",
+                        "an update is waiting: lockfile's attempt is visible in the lock directory (on_update_waiting, onUpdateWaiting, lockctl run --update-signal)",
+                    );
                     let pause = backoff(attempt - 1, s.poll_interval);
                     let waited = started.elapsed();
                     if waited >= s.timeout {
@@ -97,7 +127,7 @@ impl SupervisorLock {
                             waited.as_secs_f64(),
                             held_path.display(),
                             s.poll_interval.as_secs_f64()
-                        ), attempt));
+                        ), Attempts { made: attempt, retaken }));
                     }
                     timeline.open(Lane::BlockedByLock);
                     timeline.event(

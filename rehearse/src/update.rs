@@ -211,6 +211,21 @@ impl Run<'_> {
         }
     }
 
+    /// Warn when the app released the lock and took it again between the Supervisor's
+    /// attempts: a lock cycled that way can keep an update out for as long as it goes on.
+    fn warn_if_cycling(&mut self, a: super::supervisor_lock::Attempts) {
+        if a.retaken == 0 {
+            return;
+        }
+        let text = format!(
+            "warning: the app released the update lock and took it again {} time(s) while the Supervisor waited between its attempts (its retries back off: 0.5 s, 1 s, 2 s ... up to the poll interval), so the update waited {} attempts; an app that cycles its lock can keep an update out as long as it goes on. update-lock lets a waiting update in first by default (yield_to_updates, 60 s; UPDATE_LOCK_YIELD_TO_UPDATES): keep it on, or release at a safe point for longer",
+            a.retaken, a.made
+        );
+        self.tl
+            .event(Actor::Rehearsal, "lock-cycling", text.clone());
+        self.notes.push(text);
+    }
+
     fn problem(&mut self, p: String) -> Stop {
         self.tl.event(Actor::Rehearsal, "problem", p.clone());
         self.problems.push(p);
@@ -309,13 +324,15 @@ impl Run<'_> {
                 );
                 match SupervisorLock::take(&self.dir, &settings, &self.tl) {
                     Ok((lock, attempts)) => {
-                        self.m.lock_attempts = attempts;
+                        self.m.lock_attempts = attempts.made;
+                        self.warn_if_cycling(attempts);
                         self.lock = Some(lock);
                         Ok(())
                     }
                     Err(NotTaken::Blocked(why, attempts)) => {
                         // The summary counts the attempts of a Supervisor that never got in.
-                        self.m.lock_attempts = attempts;
+                        self.m.lock_attempts = attempts.made;
+                        self.warn_if_cycling(attempts);
                         Err(self.problem(why))
                     }
                     Err(NotTaken::Failed(why)) => {

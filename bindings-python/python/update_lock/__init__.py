@@ -56,7 +56,18 @@ from ._handover import (
     Peer,
     handover_take,
 )
-from ._lock import AsyncLock, Lock, OnWait, PathArg, Waiting, _path_list, lock, lock_async
+from ._lock import (
+    AsyncLock,
+    Lock,
+    OnUpdateWaiting,
+    OnWait,
+    PathArg,
+    UpdateWaiting,
+    Waiting,
+    _path_list,
+    lock,
+    lock_async,
+)
 from ._types import (
     HandoverStatus,
     Holder,
@@ -112,6 +123,7 @@ __all__ = [
     "LockStateUnknownError",
     "LockTimeoutError",
     "NotHeldError",
+    "OnUpdateWaiting",
     "OnWait",
     "PathStatus",
     "Peer",
@@ -123,6 +135,7 @@ __all__ = [
     "SupervisorUidError",
     "UpdateGate",
     "UpdateLockError",
+    "UpdateWaiting",
     "Waiting",
     "default_handover_paths",
     "default_handover_socket",

@@ -67,6 +67,44 @@ def _on_wait_adapter(on_wait: Optional[OnWait]) -> Optional[Callable[[str, Any, 
     return call
 
 
+@dataclass(frozen=True)
+class UpdateWaiting:
+    """What an ``on_update_waiting`` hook is told: the balena Supervisor tried to take the
+    lock while it is held (an update, or a reboot it needs, waits for the app)."""
+
+    path: str
+    """The held lock path."""
+    temp_name: str
+    """The name of the Supervisor's ``lockfile`` temp file, seen in the lock directory."""
+    seen_at: float
+    """When it was seen (seconds since the Unix epoch, as ``time.time()``)."""
+    proven: bool
+    """The temp file was still there and owned by uid 65534 (``False``: it was gone before
+    it could be looked at, and its name alone says it was ``lockfile``'s)."""
+    message: str
+    """One line for people."""
+
+
+OnUpdateWaiting = Callable[[UpdateWaiting], None]
+"""An ``on_update_waiting`` hook. It runs once per hold on a background thread of the SDK
+(not the thread that holds the lock): keep it short and thread-safe, for example set a
+``threading.Event`` the worker looks at. An exception is reported and ignored."""
+
+
+def _on_update_waiting_adapter(
+    hook: Optional[OnUpdateWaiting],
+) -> Optional[Callable[[str, str, float, bool, str], None]]:
+    if hook is None:
+        return None
+    if not callable(hook):
+        raise TypeError(f"on_update_waiting must be callable, not {type(hook).__name__}")
+
+    def call(path: str, temp_name: str, seen_at: float, proven: bool, message: str) -> None:
+        hook(UpdateWaiting(path, temp_name, seen_at, proven, message))
+
+    return call
+
+
 def _path_list(paths: PathArg) -> Optional[List[Union[str, os.PathLike[str]]]]:
     if paths is None:
         return None
@@ -123,6 +161,8 @@ class Lock(_native.NativeLock):
     * ``check()`` — :class:`LockLostError` if the lock was overridden,
       :class:`NotHeldError` if not held.
     * ``held`` — whether this object holds the lock now (``False`` in a forked child).
+    * ``update_waiting`` — whether the Supervisor has tried to take the lock since it was
+      taken: an update waits for this app (see ``on_update_waiting``).
     * ``paths`` — the lock paths in locking order.
 
     One object may be shared by threads: an ``acquire()`` from another thread waits for the
@@ -181,6 +221,8 @@ class AsyncLock:
         program: Optional[str] = None,
         shared: bool = False,
         on_wait: Optional[OnWait] = None,
+        on_update_waiting: Optional[OnUpdateWaiting] = None,
+        yield_to_updates: Optional[float] = None,
     ) -> None:
         self._native = _native.NativeLock(
             _path_list(paths),
@@ -190,6 +232,8 @@ class AsyncLock:
             program if program is not None else _default_program(),
             shared,
             _on_wait_adapter(on_wait),
+            _on_update_waiting_adapter(on_update_waiting),
+            yield_to_updates,
         )
 
     async def acquire(self) -> AsyncLock:
@@ -249,6 +293,11 @@ class AsyncLock:
         """:class:`LockLostError` if the lock was overridden, :class:`NotHeldError` if not
         held."""
         self._native.check()
+
+    @property
+    def update_waiting(self) -> bool:
+        """Whether the Supervisor has tried to take the lock since it was taken."""
+        return self._native.update_waiting
 
     @property
     def held(self) -> bool:
@@ -364,6 +413,8 @@ def lock(
     program: Optional[str] = None,
     shared: bool = False,
     on_wait: Optional[OnWait] = None,
+    on_update_waiting: Optional[OnUpdateWaiting] = None,
+    yield_to_updates: Optional[float] = None,
 ) -> Lock:
     """An update lock (not yet taken): use it with ``with``, as a decorator, or call
     ``acquire()``/``release()``::
@@ -391,9 +442,20 @@ def lock(
             for.
         on_wait: called with a :class:`Waiting` when the acquisition has to wait (who holds
             the lock), once when the wait starts and every 10 s while it goes on.
+        on_update_waiting: called with an :class:`UpdateWaiting` once per hold when the
+            balena Supervisor tries to take the lock (an update waits for the app), on a
+            background thread of the SDK. ``Lock.update_waiting`` says the same without a
+            hook.
+        yield_to_updates: after the Supervisor was seen trying to take the lock (by this
+            process, or by another of the app that left the dated ``update-waiting`` note),
+            how many seconds an acquisition waits at most while the lock is free, so the
+            update gets in first; it ends when the Supervisor's lock appears. ``0`` never
+            yields; ``None`` (default) means ``$UPDATE_LOCK_YIELD_TO_UPDATES`` or 60. It
+            counts against ``timeout`` (trying once raises :class:`LockHeldError` while it
+            would yield). A held lock is never taken away by this.
 
     Raises:
-        ValueError: a negative or NaN timeout.
+        ValueError: a negative or NaN timeout or yield_to_updates.
     """
     paths, timeout, legacy, reclaim_stale = _old_positional_form(
         "lock", paths, args, timeout, legacy, reclaim_stale
@@ -406,6 +468,8 @@ def lock(
         program if program is not None else _default_program(),
         shared,
         _on_wait_adapter(on_wait),
+        _on_update_waiting_adapter(on_update_waiting),
+        yield_to_updates,
     )
 
 
@@ -418,6 +482,8 @@ def lock_async(
     program: Optional[str] = None,
     shared: bool = False,
     on_wait: Optional[OnWait] = None,
+    on_update_waiting: Optional[OnUpdateWaiting] = None,
+    yield_to_updates: Optional[float] = None,
 ) -> AsyncLock:
     """The asyncio form of :func:`lock` (same arguments): ``async with
     update_lock.lock_async(): ...``. The owner for the nesting check is the task: the
@@ -426,5 +492,13 @@ def lock_async(
         "lock_async", paths, args, timeout, legacy, reclaim_stale
     )
     return AsyncLock(
-        timeout, paths, legacy, reclaim_stale, program=program, shared=shared, on_wait=on_wait
+        timeout,
+        paths,
+        legacy,
+        reclaim_stale,
+        program=program,
+        shared=shared,
+        on_wait=on_wait,
+        on_update_waiting=on_update_waiting,
+        yield_to_updates=yield_to_updates,
     )

@@ -64,7 +64,8 @@ class Holder:
 
     state: str
     """``held-by-app``, ``held-by-supervisor``, ``stale`` (the holder died), ``foreign``
-    (a file update-lock did not create) or ``changing`` — the ``state`` names of
+    (a file update-lock did not create), ``changing`` or ``update-waiting`` (free, but an
+    acquisition lets a waiting update in first) — the ``state`` names of
     ``lockctl status``."""
     description: str
     """The core's phrase for it, e.g. ``held by another app (pid 7, ...)``."""

@@ -65,6 +65,8 @@ class NativeLock:
         program: Optional[str] = None,
         shared: bool = False,
         on_wait: Optional[Callable[[str, Any, float, str], None]] = None,
+        on_update_waiting: Optional[Callable[[str, str, float, bool, str], None]] = None,
+        yield_to_updates: Optional[float] = None,
     ) -> _L: ...
     def acquire(self: _L, *, cancel: Optional[CancelToken] = None) -> _L:
         """Take the lock (GIL released while waiting; Ctrl-C interrupts)."""
@@ -79,6 +81,9 @@ class NativeLock:
     @property
     def held(self) -> bool:
         """Whether this object holds the lock now."""
+    @property
+    def update_waiting(self) -> bool:
+        """Whether the Supervisor has tried to take the lock since it was taken."""
     @property
     def paths(self) -> List[str]:
         """The lock paths, in locking order."""

@@ -414,3 +414,81 @@ fn waiting_says_who_holds_the_lock_unless_quiet() {
     holder.send("go");
     assert_eq!(code(holder.wait()), 5);
 }
+
+/// The command learns that an update is waiting (a line on stderr and `--update-signal`);
+/// the next `lockctl run`, a new process, honours the dated note and lets the update in
+/// first; once the Supervisor got in and out, nothing is yielded to any more.
+#[test]
+fn a_waiting_update_is_passed_on_and_the_next_run_yields() {
+    let dir = service_dir();
+    let path = at(&dir, "updates.lock");
+    let lockctl = || {
+        let mut c = lockctl();
+        c.env_remove(update_lock::YIELD_TO_UPDATES_ENV);
+        c
+    };
+    let mut job = Proc::spawn(
+        lockctl()
+            .args(["run", "--update-signal", "usr1", "--path"])
+            .arg(&path)
+            .args([
+                "--",
+                "sh",
+                "-c",
+                // Finishes only when told: quicker, the release could let the very attempt
+                // that caused the signal in, before lockfile's link().
+                "trap 'kill $!; echo update-waiting; read x; exit 0' USR1; echo ready; sleep 60 & wait",
+            ]),
+    );
+    job.expect_line("ready");
+    assert_eq!(supervisor_lockfile(&path).0, 73);
+    job.expect_line("update-waiting");
+    job.send("done");
+    assert_eq!(code(job.wait()), 0);
+    let err = job.stderr();
+    assert!(
+        err.contains("an update is waiting") && err.contains("sent SIGUSR1"),
+        "{err}"
+    );
+    assert!(std::fs::symlink_metadata(&path).is_err(), "released");
+
+    let run_now = |extra: &[&str]| {
+        let mut c = lockctl();
+        c.args(["run", "--no-wait"])
+            .args(extra)
+            .arg("--path")
+            .arg(&path);
+        output(c.args(["--", "true"]))
+    };
+    let (st, _, err) = run_now(&[]);
+    assert_eq!(code(st), 73, "{err}");
+    assert!(err.contains("kept for the balena Supervisor"), "{err}");
+    let (st, _, err) = run_now(&["--yield-to-updates", "0"]);
+    assert_eq!(code(st), 0, "{err}");
+
+    // The Supervisor gets in while the app yields; a waiting run takes the lock after it.
+    let mut waiter = Proc::spawn(
+        lockctl()
+            .args(["run", "--timeout", "30", "--path"])
+            .arg(&path)
+            .args(["--", "true"]),
+    );
+    assert_eq!(supervisor_lockfile(&path).0, 0, "the app must yield");
+    wait_until_waiting(waiter.pid());
+    let (st, _, err) = output(
+        command("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "rm"])
+            .arg(&path),
+    );
+    assert_eq!(code(st), 0, "{err}");
+    assert_eq!(code(waiter.wait()), 0, "{}", waiter.stderr());
+    let (st, _, err) = run_now(&[]);
+    assert_eq!(code(st), 0, "the update got in: no more yielding; {err}");
+}
+
+#[test]
+fn a_bad_update_signal_is_a_usage_error() {
+    let (st, _, err) = output(lockctl().args(["run", "--update-signal", "NOPE", "--", "true"]));
+    assert_eq!(code(st), 64, "{err}");
+    assert!(err.contains("not a signal name"), "{err}");
+}

@@ -324,11 +324,18 @@ impl ForeignKind {
 /// | `held-by-supervisor` | `null` | `65534` | `false` | `null` |
 /// | `foreign` | `null` | owner of the path | as observed | kind, target or `null` |
 /// | `changing` | `null` | `null` | `null` | `null` |
+/// | `update-waiting` | `null` | `null` | `null` | `null` |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Holder {
     /// Files kept appearing and disappearing at the path while we looked (other processes
     /// are taking and releasing it right now): nobody could be named; look again.
     Changing,
+    /// Nobody: the path is free, but this acquisition lets a waiting update in first. The
+    /// Supervisor was seen trying to take the lock (by this process, or by another process
+    /// of the app that left the `update-waiting` note), and the acquisition yields until
+    /// the Supervisor's lock appears or `yield_to_updates` has passed
+    /// ([`crate::update_waiting`]).
+    UpdateWaiting,
     /// The balena Supervisor (a regular file owned by uid 65534): an update or reboot is in
     /// progress; wait for it.
     Supervisor,
@@ -351,10 +358,11 @@ pub enum Holder {
 
 impl Holder {
     /// The state name used in `lockctl status --json`: `held-by-supervisor`,
-    /// `held-by-app`, `stale`, `foreign` or `changing`.
+    /// `held-by-app`, `stale`, `foreign`, `changing` or `update-waiting`.
     pub fn state_name(&self) -> &'static str {
         match self {
             Holder::Changing => "changing",
+            Holder::UpdateWaiting => "update-waiting",
             Holder::Supervisor => "held-by-supervisor",
             Holder::App(_) => "held-by-app",
             Holder::Stale(_) => "stale",
@@ -378,7 +386,7 @@ impl Holder {
             Holder::App(r) | Holder::Stale(r) => Some(r.uid),
             Holder::Supervisor => Some(SUPERVISOR_UID),
             Holder::Foreign { owner_uid, .. } => Some(*owner_uid),
-            Holder::Changing => None,
+            Holder::Changing | Holder::UpdateWaiting => None,
         }
     }
 
@@ -390,7 +398,7 @@ impl Holder {
             Holder::App(_) => Some(true),
             Holder::Stale(_) | Holder::Supervisor => Some(false),
             Holder::Foreign { flock_held, .. } => Some(*flock_held),
-            Holder::Changing => None,
+            Holder::Changing | Holder::UpdateWaiting => None,
         }
     }
 
@@ -402,6 +410,9 @@ impl Holder {
             }
             Holder::Supervisor => {
                 "held by the balena Supervisor (file owned by uid 65534): an update or reboot is in progress".into()
+            }
+            Holder::UpdateWaiting => {
+                "free, but kept for the balena Supervisor: it tried to take the lock for an update, and this app lets it in first (yield_to_updates)".into()
             }
             Holder::App(r) if r.same_process => {
                 format!("held by this same process through another lock handle ({})", r.summary())
@@ -438,6 +449,7 @@ impl Holder {
         let p = path.display();
         match self {
             Holder::Supervisor => "wait for the update to settle (acquire with a timeout) and try again".into(),
+            Holder::UpdateWaiting => "wait for the update (acquire with a timeout), or set yield_to_updates to 0 to take the lock at once".into(),
             Holder::Changing => {
                 "acquire with a timeout to wait for it; `lockctl status` names the holder once it settles".into()
             }
@@ -552,10 +564,12 @@ mod serde_tests {
             },
             r#""record":null,"owner_uid":0,"flock_held":true,"foreign_kind":"empty-file","symlink_target":null"#,
         );
-        expect(
-            &Holder::Changing,
-            r#""record":null,"owner_uid":null,"flock_held":null,"foreign_kind":null,"symlink_target":null"#,
-        );
+        for h in [Holder::Changing, Holder::UpdateWaiting] {
+            expect(
+                &h,
+                r#""record":null,"owner_uid":null,"flock_held":null,"foreign_kind":null,"symlink_target":null"#,
+            );
+        }
     }
 
     #[test]

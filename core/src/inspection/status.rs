@@ -177,6 +177,8 @@ fn path_status(path: PathBuf) -> PathStatus {
                 Holder::Stale(_) => LockState::Stale,
                 Holder::Foreign { .. } => LockState::Foreign,
                 Holder::Changing => LockState::Changing,
+                // Never found by a look at the path (only an acquisition yields).
+                Holder::UpdateWaiting => LockState::Free,
             };
             match holder {
                 Holder::App(r) | Holder::Stale(r) => st.holder = Some(r),
@@ -188,7 +190,7 @@ fn path_status(path: PathBuf) -> PathStatus {
                     st.foreign_kind = Some(kind);
                     st.symlink_target = symlink_target;
                 }
-                Holder::Supervisor | Holder::Changing => {}
+                Holder::Supervisor | Holder::Changing | Holder::UpdateWaiting => {}
             }
         }
         Ok(_) => {}

@@ -26,6 +26,9 @@ use crate::lock::held_here::{held_by, HeldAs, LockOwner};
 use crate::lock::lock_dir::lock_dir;
 use crate::lock::options::LockOptions;
 use crate::paths::{split, SplitPath};
+use crate::update_waiting::watch::{self, Subscription, WatchedName};
+use crate::update_waiting::yield_guard::YieldGuard;
+use crate::update_waiting::UpdateWaitingHook;
 use lock_file::{may_join, Created, HeldPath, Holding, Joined};
 use wait::{WaitControl, Watcher};
 use wait_report::{OnWait, Reporter, WaitProgress};
@@ -63,6 +66,8 @@ pub struct UpdateLock {
     paths: Vec<PathBuf>,
     owner_pid: u32,
     reclaimed: Vec<Reclaimed>,
+    /// Whether the Supervisor tried to take the lock during this hold.
+    updates: Option<Subscription>,
 }
 
 impl UpdateLock {
@@ -134,6 +139,33 @@ impl UpdateLock {
         &self.paths
     }
 
+    /// Whether the balena Supervisor has tried to take the lock since it was taken: an
+    /// update (or a reboot it needs) waits for this app to release it. `false` after
+    /// release. See [`LockOptions::on_update_waiting`] for a hook, and
+    /// [`crate::update_waiting`] for how it is seen.
+    ///
+    /// ```
+    /// use update_lock::{LockOptions, UpdateLock};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let lock = UpdateLock::acquire(&LockOptions::new().paths([dir.path().join("updates.lock")])).unwrap();
+    /// assert!(!lock.update_waiting(), "nobody tried to take it");
+    /// ```
+    pub fn update_waiting(&self) -> bool {
+        if !self.is_held() {
+            return false;
+        }
+        watch::catch_up();
+        self.updates
+            .as_ref()
+            .is_some_and(|s| s.hold().update_waiting())
+    }
+
+    /// The first Supervisor attempt seen during this hold, if any.
+    pub fn update_waiting_news(&self) -> Option<crate::UpdateWaiting> {
+        watch::catch_up();
+        self.updates.as_ref().and_then(|s| s.hold().first())
+    }
+
     /// Locks taken over from dead holders while acquiring.
     pub fn reclaimed(&self) -> &[Reclaimed] {
         &self.reclaimed
@@ -147,6 +179,7 @@ impl UpdateLock {
                 path: self.paths.first().cloned(),
             });
         }
+        watch::catch_up();
         lost_paths(
             self.held
                 .iter()
@@ -160,6 +193,12 @@ impl UpdateLock {
     /// descriptors: the parent keeps its lock.
     pub fn release(&mut self) -> Result<()> {
         let held = std::mem::take(&mut self.held);
+        if self.updates.is_some() && !held.is_empty() {
+            // Attempts seen during the hold are remembered (and noted for the app's other
+            // processes) before the files go.
+            watch::catch_up();
+        }
+        self.updates = None;
         if self.owner_pid != std::process::id() {
             return Ok(());
         }
@@ -214,6 +253,17 @@ fn lost_paths(
 struct Target {
     split: SplitPath,
     dir: Arc<OwnedFd>,
+    dir_id: FileId,
+}
+
+impl Target {
+    fn watched(&self) -> WatchedName<'_> {
+        WatchedName {
+            dir: &self.dir,
+            id: self.dir_id,
+            name: self.split.name.as_c_str(),
+        }
+    }
 }
 
 /// The state of one acquisition, shared by the blocking and the async API.
@@ -229,6 +279,11 @@ pub(crate) struct Acquirer {
     /// Who blocked us last, for the `on_wait` hook.
     last_holder: Option<Holder>,
     on_wait: Option<OnWait>,
+    on_update_waiting: Option<UpdateWaitingHook>,
+    /// Letting a waiting update in first.
+    yield_guard: YieldGuard,
+    /// Until when the current wait yields to an update.
+    yield_end: Option<Instant>,
     pub(crate) reporter: Reporter,
     timeout: Option<Duration>,
     started: Instant,
@@ -267,10 +322,17 @@ impl Acquirer {
             let key = (dir_id, s.name.as_bytes().to_vec());
             if !seen.contains(&key) {
                 seen.push(key);
-                targets.push(Target { split: s, dir });
+                targets.push(Target {
+                    split: s,
+                    dir,
+                    dir_id,
+                });
             }
         }
         let kept = targets.iter().map(|t| t.split.full.clone()).collect();
+        let names: Vec<WatchedName<'_>> = targets.iter().map(Target::watched).collect();
+        let yield_guard = YieldGuard::new(opts.yield_to_updates, &names);
+        drop(names);
         let started = Instant::now();
         Ok(Acquirer {
             targets,
@@ -282,6 +344,9 @@ impl Acquirer {
             not_joined: None,
             last_holder: None,
             on_wait: opts.on_wait.clone(),
+            on_update_waiting: opts.on_update_waiting.clone(),
+            yield_guard,
+            yield_end: None,
             reporter: Reporter::default(),
             timeout: opts.timeout,
             started,
@@ -293,13 +358,14 @@ impl Acquirer {
         })
     }
 
-    /// When the wait must end at the latest: the deadline, or the next `on_wait` report.
+    /// When the wait must end at the latest: the deadline, the next `on_wait` report, or
+    /// the end of a yield to an update.
     pub(crate) fn wake_by(&self) -> Option<Instant> {
         let report = self.reporter.until_next().map(|d| Instant::now() + d);
-        match (self.deadline, report) {
-            (Some(d), Some(r)) => Some(d.min(r)),
-            (d, r) => d.or(r),
-        }
+        [self.deadline, report, self.yield_end]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Tell the `on_wait` hook who blocks us, if a report is due (called before each wait).
@@ -335,16 +401,20 @@ impl Acquirer {
     pub(crate) fn step(&mut self) -> Result<Option<UpdateLock>> {
         loop {
             let recheck = match self.blocked {
+                _ if self.yield_end.is_some() => None,
                 Some(k) => self.still_blocked(k)?.map(|h| (k, h)),
                 None => None,
             };
-            let (index, holder) = match recheck {
+            let (index, holder) = match recheck.or(self.yielding()?) {
                 Some(conflict) => conflict,
                 None => match self.attempt()? {
                     Attempt::Taken(held) => return Ok(Some(self.make_lock(held))),
                     Attempt::Conflict(i, h) => (i, h),
                 },
             };
+            if holder == Holder::Supervisor {
+                self.supervisor_seen(index);
+            }
             self.blocked = Some(index);
             self.last_holder = Some(holder.clone());
             let path = self.targets[index].split.full.clone();
@@ -377,12 +447,50 @@ impl Acquirer {
     }
 
     fn make_lock(&mut self, held: Vec<HeldPath>) -> UpdateLock {
+        self.yield_guard.stop();
+        let names: Vec<WatchedName<'_>> = self.targets.iter().map(Target::watched).collect();
+        let first = self.paths.first().cloned().unwrap_or_default();
+        let updates = watch::subscribe(&names, first, self.on_update_waiting.clone());
         UpdateLock {
             held,
             paths: self.paths.clone(),
             owner_pid: std::process::id(),
             reclaimed: std::mem::take(&mut self.reclaimed),
+            updates,
         }
+    }
+
+    /// `Some` while this acquisition yields to a waiting update: every path is free, and
+    /// the Supervisor was seen trying to take the lock, recently enough.
+    fn yielding(&mut self) -> Result<Option<(usize, Holder)>> {
+        self.yield_end = None;
+        if self.yield_guard.active().is_none() {
+            return Ok(None);
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            match inspect(t.dir.as_fd(), &t.split.name, &t.split.full)? {
+                Seen::Vacant => {}
+                Seen::Occupied(Holder::Supervisor) => {
+                    self.supervisor_seen(i);
+                    return Ok(None);
+                }
+                // Someone holds it (or a dead holder's lock keeps the Supervisor out
+                // anyway): the ordinary attempt decides.
+                _ => return Ok(None),
+            }
+        }
+        let names: Vec<WatchedName<'_>> = self.targets.iter().map(Target::watched).collect();
+        self.yield_guard.watch(&names);
+        self.yield_end = self.yield_guard.active();
+        Ok(self.yield_end.map(|_| (0, Holder::UpdateWaiting)))
+    }
+
+    /// The Supervisor's lock stands at target `i`: the update got in.
+    fn supervisor_seen(&mut self, i: usize) {
+        self.yield_guard.stop();
+        self.yield_end = None;
+        let t = &self.targets[i];
+        watch::supervisor_seen(&t.dir, t.dir_id);
     }
 
     /// Look at the path that blocked us last time without creating anything (creating and

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::lock::held_here::LockOwner;
 use crate::lock::wait_report::{OnWait, WaitProgress};
 use crate::paths;
+use crate::update_waiting::{UpdateWaiting, UpdateWaitingHook, DEFAULT_YIELD_TO_UPDATES};
 
 /// Options for taking an update lock. Defaults: the Supervisor's paths from the environment
 /// plus the legacy name, wait forever, reclaim stale locks.
@@ -18,7 +19,7 @@ use crate::paths;
 ///     .timeout(Some(Duration::from_secs(5)));
 /// assert_eq!(opts.lock_paths().len(), 1);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LockOptions {
     pub(crate) paths: Option<Vec<PathBuf>>,
     pub(crate) legacy: bool,
@@ -29,6 +30,8 @@ pub struct LockOptions {
     pub(crate) shared: bool,
     pub(crate) owner: Option<LockOwner>,
     pub(crate) on_wait: Option<OnWait>,
+    pub(crate) on_update_waiting: Option<UpdateWaitingHook>,
+    pub(crate) yield_to_updates: Duration,
 }
 
 impl Default for LockOptions {
@@ -43,6 +46,8 @@ impl Default for LockOptions {
             shared: false,
             owner: None,
             on_wait: None,
+            on_update_waiting: None,
+            yield_to_updates: default_yield_to_updates(),
         }
     }
 }
@@ -168,6 +173,36 @@ impl LockOptions {
         self
     }
 
+    /// Call `hook` when the balena Supervisor tries to take the lock while it is held (an
+    /// update, or a reboot it needs, waits for this app): once per hold, on a background
+    /// thread of this SDK, as soon as the Supervisor's attempt is seen (see
+    /// [`UpdateWaiting`] and [`crate::update_waiting`] for how). Keep the hook short: it
+    /// could set a flag the app's loop looks at, or start an orderly release.
+    /// [`UpdateLock::update_waiting`](crate::UpdateLock::update_waiting) answers the same
+    /// question without a hook.
+    pub fn on_update_waiting(
+        mut self,
+        hook: impl Fn(&UpdateWaiting) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_update_waiting = Some(std::sync::Arc::new(hook));
+        self
+    }
+
+    /// After the Supervisor was seen trying to take the lock, how long a new acquisition
+    /// waits at most while the lock is free, so that the update gets in before this app
+    /// takes the lock again (zero: never yield). The default is
+    /// `$UPDATE_LOCK_YIELD_TO_UPDATES` (seconds, for example `0` or `30`; set in a
+    /// service's environment it changes every language and `lockctl` at once) when that
+    /// is a number, else [`DEFAULT_YIELD_TO_UPDATES`], 60 s. The yield ends as soon as the Supervisor's lock appears (the acquisition
+    /// then waits for its release, as always). It also honours the dated note another
+    /// process of the app left ([`crate::UPDATE_WAITING_NOTE_NAME`]). It counts against
+    /// the timeout: a try-once acquisition fails with `held` while it would yield. A held
+    /// lock is never taken away by this.
+    pub fn yield_to_updates(mut self, limit: Duration) -> Self {
+        self.yield_to_updates = limit;
+        self
+    }
+
     /// Whether these options ask for shared mode.
     pub fn is_shared(&self) -> bool {
         self.shared
@@ -180,4 +215,37 @@ impl LockOptions {
             None => paths::default_lock_paths(self.legacy),
         }
     }
+}
+
+impl std::fmt::Debug for LockOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockOptions")
+            .field("paths", &self.paths)
+            .field("legacy", &self.legacy)
+            .field("timeout", &self.timeout)
+            .field("reclaim_stale", &self.reclaim_stale)
+            .field("program", &self.program)
+            .field("create_dir", &self.create_dir)
+            .field("shared", &self.shared)
+            .field("owner", &self.owner)
+            .field("on_wait", &self.on_wait)
+            .field("on_update_waiting", &self.on_update_waiting.is_some())
+            .field("yield_to_updates", &self.yield_to_updates)
+            .finish()
+    }
+}
+
+/// The environment variable that sets the default of
+/// [`LockOptions::yield_to_updates`], in seconds.
+pub const YIELD_TO_UPDATES_ENV: &str = "UPDATE_LOCK_YIELD_TO_UPDATES";
+
+/// The default of [`LockOptions::yield_to_updates`]: `$UPDATE_LOCK_YIELD_TO_UPDATES` when
+/// it is a number of seconds (0 or more, at most a day), else [`DEFAULT_YIELD_TO_UPDATES`].
+pub fn default_yield_to_updates() -> Duration {
+    std::env::var(YIELD_TO_UPDATES_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && (0.0..=86_400.0).contains(s))
+        .map(Duration::from_secs_f64)
+        .unwrap_or(DEFAULT_YIELD_TO_UPDATES)
 }

@@ -15,6 +15,7 @@ mod rendezvous;
 mod shared;
 #[cfg(feature = "supervisor-api")]
 mod supervisor_api;
+mod update_waiting;
 
 /// Entry point of child processes (run through `common::child_command`).
 #[test]

@@ -59,19 +59,18 @@ pub fn require_rehearse_binary() {
 
 /// A `lockctl` command with a clean environment (no path variables set by the caller).
 pub fn lockctl() -> Command {
-    let mut c = Command::new(LOCKCTL);
-    for v in PATH_VARS {
-        c.env_remove(v);
-    }
-    c
+    command(LOCKCTL)
 }
 
-/// Any command, with the same clean environment.
+/// Any command, with the same clean environment. The yield to updates is off: tests probe
+/// with the Supervisor's real `lockfile`, and each probe of a held lock is an attempt a
+/// later acquisition would yield to (the yield has its own tests, which turn it back on).
 pub fn command(program: &str) -> Command {
     let mut c = Command::new(program);
     for v in PATH_VARS {
         c.env_remove(v);
     }
+    c.env(update_lock::YIELD_TO_UPDATES_ENV, "0");
     c
 }
 
@@ -186,11 +185,13 @@ pub fn assert_free(path: &Path) {
     );
 }
 
-/// Names in a directory, sorted.
+/// Names in a directory, sorted, but the `update-waiting` note a holder leaves when it sees
+/// the Supervisor's attempt (tests that probe with the Supervisor's `lockfile` make one).
 pub fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .expect("read dir")
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != update_lock::UPDATE_WAITING_NOTE_NAME)
         .collect();
     v.sort();
     v

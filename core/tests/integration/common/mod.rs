@@ -74,15 +74,23 @@ pub fn two_paths(base: &Path) -> Vec<PathBuf> {
     ]
 }
 
+/// Options for `paths`, without the yield to updates: tests probe with the Supervisor's
+/// real `lockfile`, and each probe of a held lock is an attempt a later acquisition would
+/// yield to (the yield has its own tests, in `update_waiting`).
 pub fn opts<P: AsRef<Path>>(paths: &[P]) -> LockOptions {
-    LockOptions::new().paths(paths.iter().map(|p| p.as_ref().to_path_buf()))
+    LockOptions::new()
+        .paths(paths.iter().map(|p| p.as_ref().to_path_buf()))
+        .yield_to_updates(Duration::ZERO)
 }
 
-/// Sorted names in `dir`.
+/// Sorted names in `dir`, but the `update-waiting` note.
 pub fn listing(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        // The dated note a holder leaves when it sees the Supervisor's attempt (written by
+        // its watch thread, a moment after the attempt: tests that look for it wait).
+        .filter(|n| n != update_lock::UPDATE_WAITING_NOTE_NAME)
         .collect();
     v.sort();
     v
