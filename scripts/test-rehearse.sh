@@ -92,4 +92,14 @@ echo "    Supervisor lock attempts $(field "$OUT/worker.json" "r['summary']['loc
 [ "$(field "$OUT/worker.json" "r['summary']['old_exit']")" = "exit 0" ] || fail "worker: the old worker did not stop cleanly on SIGTERM"
 "$PY" -c 'import json,sys; json.load(open(sys.argv[1]))' "$STATE/state.json" || fail "worker: state file damaged"
 
+echo "==> rehearse: an app that cycles its lock (2 s holds, 0.3 s gaps): the yield lets the update in"
+cycler="exec sh -c 'while :; do $LOCKCTL run -q -- sleep 2; sleep 0.3; done'"
+rc=0
+timeout 120 "$LOCKCTL" rehearse -q --json --old "$cycler" --new "sleep 600" --download 0 \
+  --update-after 2s --timeout 60s --stop-grace 1s --html "$OUT/cycler.html" > "$OUT/cycler.json" || rc=$?
+[ $rc -eq 0 ] || fail "cycler: exit $rc: $(field "$OUT/cycler.json" "r['problems']")"
+echo "    Supervisor lock attempts $(field "$OUT/cycler.json" "r['summary']['lock_attempts']"), blocked $(field "$OUT/cycler.json" "round(r['summary']['blocked_by_lock_ms'])") ms, update-waiting moments $(field "$OUT/cycler.json" "len([e for e in r['events'] if e['kind'] == 'update-waiting'])")"
+[ "$(field "$OUT/cycler.json" "r['summary']['blocked_by_lock_ms'] < 10000")" = True ] || fail "cycler: the Supervisor waited too long despite the yield"
+[ "$(field "$OUT/cycler.json" "r['summary']['lock_attempts'] == 1 or any(e['kind'] == 'update-waiting' for e in r['events'])")" = True ] || fail "cycler: failed attempts without update-waiting moments"
+
 echo "rehearse: all example rehearsals passed (reports and pictures in $OUT)"

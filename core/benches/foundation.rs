@@ -319,9 +319,43 @@ enum Level {
     /// Release as core does it since hardening C (`core/src/lock/removal.rs`): the removal
     /// turn (open the directory, flock it), a flocked placeholder directory made under a
     /// private name, `renameat2(RENAME_EXCHANGE)` with the lock name, the identity check
-    /// and unlink at the private name, `rmdir` of the placeholder at the name. Syscall for
-    /// syscall what `UpdateLock` does: "the same syscalls done raw".
+    /// and unlink at the private name, `rmdir` of the placeholder at the name.
     AtomicRemoval,
+    /// "An update is waiting" (`core/src/update_waiting/`): an inotify watch (IN_CREATE) on
+    /// the lock directory, so the kernel queues an event for each lock file and placeholder
+    /// made there, and a non-blocking `read` of that queue when the lock is taken and when
+    /// it is released. Syscall for syscall what `UpdateLock` does: "the same syscalls done
+    /// raw".
+    UpdateWatch,
+}
+
+/// The raw variant's own inotify instance, watching the lock directories as core does.
+static RAW_WATCH: std::sync::OnceLock<libc::c_int> = std::sync::OnceLock::new();
+
+fn raw_watch(paths: &[RawPath]) -> libc::c_int {
+    *RAW_WATCH.get_or_init(|| {
+        // SAFETY: plain syscalls on NUL-terminated paths.
+        unsafe {
+            let fd = check(
+                libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC),
+                "inotify_init1",
+            );
+            for p in paths {
+                check(
+                    libc::inotify_add_watch(fd, p.dir.as_ptr(), libc::IN_CREATE | libc::IN_ONLYDIR),
+                    "inotify_add_watch",
+                );
+            }
+            fd
+        }
+    })
+}
+
+/// Read what the watch queued, until the queue is empty.
+fn raw_drain(fd: libc::c_int) {
+    let mut buf = [0u8; 4096];
+    // SAFETY: reads into our own buffer.
+    while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
 }
 
 static PRIVATE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -400,6 +434,10 @@ fn check(r: libc::c_int, what: &str) -> libc::c_int {
 
 fn raw_cycle(level: Level, paths: &[RawPath], record: &[u8]) {
     let mut fds: [(libc::c_int, libc::c_int); 2] = [(-1, -1); 2];
+    let watch = (level >= Level::UpdateWatch).then(|| raw_watch(paths));
+    if let Some(w) = watch {
+        raw_drain(w);
+    }
     // SAFETY: plain syscalls on NUL-terminated paths, the zeroed stat buffer we pass and
     // the descriptors opened here.
     unsafe {
@@ -479,6 +517,11 @@ fn raw_cycle(level: Level, paths: &[RawPath], record: &[u8]) {
             } else {
                 check(libc::unlink(p.full.as_ptr()), "unlink");
                 libc::close(fd);
+            }
+            if i == paths.len() - 1 {
+                if let Some(w) = watch {
+                    raw_drain(w); // core reads the queue before the files go
+                }
             }
         }
     }
@@ -581,6 +624,7 @@ fn throughput(cfg: &Config, base: &Path, two: bool, report: &mut Report) {
         Level::TmpfileLink,
         Level::AllSyscalls,
         Level::AtomicRemoval,
+        Level::UpdateWatch,
     ];
     let mut ours = || ours_cycle(&opts);
     let mut raws: Vec<Box<dyn FnMut()>> = levels
@@ -595,7 +639,7 @@ fn throughput(cfg: &Config, base: &Path, two: bool, report: &mut Report) {
     let (res, batch) = interleaved(cfg, &mut variants);
 
     let med: Vec<f64> = res.iter().map(|v| median(v)).collect();
-    let (mo, mf, msame, mcheck) = (med[0], med[1], med[6], med[5]);
+    let (mo, mf, msame, mcheck, mremoval) = (med[0], med[1], med[7], med[5], med[6]);
     let ratio = mf / mo;
     let same_ratio = msame / mo;
     let pr = sorted(res[0].iter().zip(&res[1]).map(|(o, f)| f / o).collect());
@@ -611,9 +655,17 @@ fn throughput(cfg: &Config, base: &Path, two: bool, report: &mut Report) {
     ]);
     report.row([
         &format!("{what}: price of the atomic removal (hardening C): the raw syscalls with it vs with check-then-unlink"),
-        &format!("{msame:.0} ops/s ({:.1} µs)", 1e6 / msame),
+        &format!("{mremoval:.0} ops/s ({:.1} µs)", 1e6 / mremoval),
         &format!("{mcheck:.0} ops/s ({:.1} µs)", 1e6 / mcheck),
-        &format!("{:.2}x", mcheck / msame),
+        &format!("{:.2}x", mcheck / mremoval),
+        "(informational)",
+        "",
+    ]);
+    report.row([
+        &format!("{what}: price of \"an update is waiting\" (issue 18): the raw syscalls with the watch on the lock directory vs without"),
+        &format!("{msame:.0} ops/s ({:.1} µs)", 1e6 / msame),
+        &format!("{mremoval:.0} ops/s ({:.1} µs)", 1e6 / mremoval),
+        &format!("{:.2}x", mremoval / msame),
         "(informational)",
         "",
     ]);
@@ -632,6 +684,7 @@ fn throughput(cfg: &Config, base: &Path, two: bool, report: &mut Report) {
         "O_TMPFILE + linkat instead of O_CREAT|O_EXCL (the file appears with its flock and record)",
         "fstat after flock (uid 65534 check, inode id)",
         "atomic removal (turn, flocked placeholder, RENAME_EXCHANGE, check, unlink, rmdir)",
+        "the update watch (inotify events for our own files, a read when taking and when releasing)",
     ];
     let mut steps = String::new();
     for (k, name) in step_names.iter().enumerate() {
@@ -640,7 +693,7 @@ fn throughput(cfg: &Config, base: &Path, two: bool, report: &mut Report) {
     let _ = write!(
         steps,
         "userspace work of UpdateLock (allocations, record formatting, options, error plumbing) {:+.1} µs",
-        us(mo) - us(med[6])
+        us(mo) - us(med[7])
     );
     report.details.push(format!(
         "{what}: {} interleaved rounds × {batch} cycles; ours min/median/max {:.0}/{mo:.0}/{:.0} ops/s, floor {:.0}/{mf:.0}/{:.0} ops/s; per-round ratio min/median/max {:.2}/{:.2}/{:.2}; record {record_len} bytes. Where the {:.1} µs per cycle over the floor go (raw syscall variants measured in the same rounds, medians): {steps}.",

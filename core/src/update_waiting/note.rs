@@ -18,7 +18,9 @@ use nix::unistd::{geteuid, unlinkat, UnlinkatFlags};
 
 /// The note's file name, beside the lock files.
 pub const UPDATE_WAITING_NOTE_NAME: &str = "update-waiting";
-const NAME: &CStr = c"update-waiting";
+pub(crate) const NAME: &CStr = c"update-waiting";
+/// The start of the private name a note is written under before it is renamed into place.
+pub(crate) const TEMP_PREFIX: &[u8] = b".update-waiting.";
 const MAGIC: &str = "update-lock update-waiting 1";
 const MAX_LEN: usize = 256;
 
@@ -30,6 +32,7 @@ pub(crate) fn write(dir: BorrowedFd<'_>, seen: SystemTime) {
         .unwrap_or_default()
         .as_millis();
     let tmp = format!(".update-waiting.{}.{:x}", std::process::id(), rand());
+    debug_assert!(tmp.as_bytes().starts_with(TEMP_PREFIX));
     let Ok(tmp) = std::ffi::CString::new(tmp) else {
         return;
     };

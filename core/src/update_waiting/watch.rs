@@ -15,8 +15,11 @@
 //!
 //! The instance (and the thread) live as long as the process (closing an inotify
 //! descriptor costs a kernel grace period; a forked child makes its own). A directory stays
-//! watched while a hold or a yielding acquisition uses it, or an attempt is remembered; a
-//! deleted directory's watch goes with it.
+//! watched once this process took a lock there (adding and removing a watch for every hold
+//! would cost more than reading the events of its own lock files); beyond a few directories
+//! the idle ones (no hold, no yielding acquisition, no remembered attempt) are dropped; a
+//! deleted directory's watch goes with it. The watch also tells whether an `update-waiting`
+//! note may have appeared, so acquisitions look for one only then.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -27,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 use super::attempt::{self, Sighting};
 use super::note;
@@ -37,8 +40,6 @@ use crate::inspection::FileId;
 /// How long an attempt is remembered for the yield guard at most (longer than any sensible
 /// `yield_to_updates`; the guard uses its own, shorter, limit).
 const REMEMBER: Duration = Duration::from_secs(3600);
-/// Idle directories (no hold, no remembered attempt) kept watched at most.
-const IDLE_MAX: usize = 16;
 
 /// A hold's view of the watch: whether an update is waiting, and its hook.
 pub(crate) struct HoldWatch {
@@ -59,11 +60,12 @@ impl HoldWatch {
         lock(&self.first).clone()
     }
 
-    fn tell(&self, what: &UpdateWaiting) {
+    /// Record the news; `true` the first time (then the hook is due).
+    fn mark(&self, what: &UpdateWaiting) -> bool {
         {
             let mut first = lock(&self.first);
             if first.is_some() {
-                return;
+                return false;
             }
             *first = Some(UpdateWaiting {
                 path: self.path.clone(),
@@ -71,10 +73,12 @@ impl HoldWatch {
             });
         }
         self.seen.store(true, Ordering::Release);
-        if let Some(hook) = &self.hook {
-            if let Some(w) = self.first() {
-                hook(&w);
-            }
+        true
+    }
+
+    fn call_hook(&self) {
+        if let (Some(hook), Some(w)) = (&self.hook, self.first()) {
+            hook(&w);
         }
     }
 }
@@ -94,7 +98,11 @@ struct DirWatch {
     pending: Option<Instant>,
     /// When the Supervisor's lock last appeared here.
     supervisor_in: Option<Instant>,
-    last_used: Instant,
+    /// An `update-waiting` note may stand here (unknown at first; set again when one is
+    /// created, or a writer's private name for one): while false, acquisitions need not
+    /// look for one. (A note renamed in from another name goes unseen: it can only delay
+    /// acquisitions, so missing one errs on the app's side.)
+    note_maybe: bool,
 }
 
 impl DirWatch {
@@ -118,6 +126,9 @@ struct Registry {
 struct Cell {
     pid: u32,
     registry: Mutex<Option<Registry>>,
+    /// Held while events are read and handled, so that whoever asks (`catch_up`) also waits
+    /// for events another thread has read but not yet handled.
+    draining: Mutex<()>,
     /// The parent's cell, inherited through `fork` (kept reachable: memory checkers would
     /// otherwise report it, and what it holds, as leaked in the child).
     _parent: *mut Cell,
@@ -145,6 +156,7 @@ fn cell() -> &'static Cell {
         let fresh: &'static mut Cell = Box::leak(Box::new(Cell {
             pid: me,
             registry: Mutex::new(None),
+            draining: Mutex::new(()),
             _parent: p,
         }));
         let fresh_ptr: *mut Cell = fresh;
@@ -209,14 +221,57 @@ pub(crate) fn catch_up() {
     drain(c, &inotify);
 }
 
+thread_local! {
+    /// A read buffer per thread, reused (no allocation or zeroing per read).
+    static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 4096]);
+}
+
+/// Read and handle every queued event; then call the hooks that are due (outside the
+/// drain, so a hook may ask `update_waiting()` itself).
 fn drain(c: &Cell, inotify: &Inotify) {
-    while let Ok(events) = inotify.read_events() {
-        if events.is_empty() {
+    let mut due = Vec::new();
+    {
+        let _draining = lock(&c.draining);
+        BUFFER.with(|b| match b.try_borrow_mut() {
+            Ok(mut buf) => drain_into(c, inotify, &mut buf, &mut due),
+            Err(_) => drain_into(c, inotify, &mut vec![0; 4096], &mut due),
+        });
+    }
+    for h in due {
+        h.call_hook();
+    }
+}
+
+fn drain_into(c: &Cell, inotify: &Inotify, buf: &mut [u8], due: &mut Vec<Arc<HoldWatch>>) {
+    while let Ok(n) = nix::unistd::read(inotify.as_fd(), buf) {
+        if n == 0 {
             return;
         }
-        for ev in events {
-            on_event(c, &ev);
-        }
+        for_each_event(&buf[..n], |wd, mask, name| on_event(c, wd, mask, name, due));
+    }
+}
+
+/// The events in what one `read` returned: `struct inotify_event` (wd, mask, cookie, len,
+/// then `len` bytes of NUL-padded name), one after the other.
+fn for_each_event(mut bytes: &[u8], mut f: impl FnMut(i32, u32, Option<&CStr>)) {
+    const HEADER: usize = 16;
+    let word = |b: &[u8], at: usize| -> [u8; 4] {
+        let mut w = [0; 4];
+        w.copy_from_slice(&b[at..at + 4]);
+        w
+    };
+    while bytes.len() >= HEADER {
+        let wd = i32::from_ne_bytes(word(bytes, 0));
+        let mask = u32::from_ne_bytes(word(bytes, 4));
+        let len = u32::from_ne_bytes(word(bytes, 12)) as usize;
+        let Some(name) = bytes.get(HEADER..HEADER + len) else {
+            return;
+        };
+        let name = CStr::from_bytes_until_nul(name)
+            .ok()
+            .filter(|n| !n.is_empty());
+        f(wd, mask, name);
+        bytes = &bytes[HEADER + len..];
     }
 }
 
@@ -230,7 +285,11 @@ fn dir_entry<'r>(
     let i = match reg.dirs.iter().position(|d| d.id == id) {
         Some(i) => i,
         None => {
-            prune(reg);
+            if reg.dirs.len() >= WATCHED_MAX {
+                unwatch_idle(reg);
+            }
+            // Creations only: renames would add four events per release of our own (the
+            // placeholder's exchange), for nothing.
             let mask = AddWatchFlags::IN_CREATE
                 | AddWatchFlags::IN_DELETE_SELF
                 | AddWatchFlags::IN_MOVE_SELF
@@ -246,7 +305,7 @@ fn dir_entry<'r>(
                 yielders: 0,
                 pending: None,
                 supervisor_in: None,
-                last_used: Instant::now(),
+                note_maybe: true,
             });
             reg.dirs.len() - 1
         }
@@ -255,31 +314,24 @@ fn dir_entry<'r>(
     if !d.lock_names.iter().any(|n| n.as_c_str() == name) {
         d.lock_names.push(name.to_owned());
     }
-    d.last_used = Instant::now();
     Some(d)
 }
 
-/// Stop watching the least recently used idle directories beyond [`IDLE_MAX`].
-fn prune(reg: &mut Registry) {
-    let idle = reg.dirs.iter().filter(|d| d.idle()).count();
-    if idle < IDLE_MAX {
-        return;
-    }
-    let mut order: Vec<(Instant, usize)> = reg
-        .dirs
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| d.idle())
-        .map(|(i, d)| (d.last_used, i))
-        .collect();
-    order.sort();
-    let drop_n = idle + 1 - IDLE_MAX;
-    let mut gone: Vec<usize> = order.into_iter().take(drop_n).map(|(_, i)| i).collect();
-    gone.sort_unstable_by(|a, b| b.cmp(a));
-    for i in gone {
-        let d = reg.dirs.swap_remove(i);
-        let _ = reg.inotify.rm_watch(d.wd);
-    }
+/// Directories watched at most before the idle ones are dropped (a process that locks in
+/// many directories, such as a test suite, does not collect watches).
+const WATCHED_MAX: usize = 16;
+
+/// Stop watching the directories nobody here needs now (no hold, no yielding acquisition,
+/// no remembered attempt).
+fn unwatch_idle(reg: &mut Registry) {
+    let inotify = reg.inotify.clone();
+    reg.dirs.retain(|d| {
+        let keep = !d.idle();
+        if !keep {
+            let _ = inotify.rm_watch(d.wd);
+        }
+        keep
+    });
 }
 
 /// A lock directory, its identity and the lock name in it.
@@ -317,7 +369,6 @@ impl Drop for Subscription {
         };
         for d in reg.dirs.iter_mut().filter(|d| self.dirs.contains(&d.id)) {
             d.holds.retain(|h| !Arc::ptr_eq(h, &self.hold));
-            d.last_used = Instant::now();
         }
     }
 }
@@ -397,6 +448,29 @@ pub(crate) fn known(id: FileId) -> (Option<Instant>, Option<Instant>) {
         .unwrap_or((None, None))
 }
 
+/// The date of the `update-waiting` note in this directory, if a well-formed one stands
+/// there. Not looked for while this process's watch says none has appeared since the last
+/// look found none.
+pub(crate) fn note_date(dir: &Arc<OwnedFd>, id: FileId) -> Option<SystemTime> {
+    let known_absent = started()
+        .as_ref()
+        .and_then(|r| r.dirs.iter().find(|d| d.id == id))
+        .is_some_and(|d| !d.note_maybe);
+    if known_absent {
+        return None;
+    }
+    let date = note::read(dir.as_fd());
+    if date.is_none() {
+        if let Some(d) = started()
+            .as_mut()
+            .and_then(|r| r.dirs.iter_mut().find(|d| d.id == id))
+        {
+            d.note_maybe = false;
+        }
+    }
+    date
+}
+
 /// The Supervisor's lock was seen in this directory (by an acquisition's own look).
 pub(crate) fn supervisor_seen(dir: &Arc<OwnedFd>, id: FileId) {
     {
@@ -424,40 +498,37 @@ fn read_forever(c: &'static Cell, inotify: &Inotify) {
     }
 }
 
-fn on_event(c: &Cell, ev: &InotifyEvent) {
-    if ev.mask.intersects(
-        AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF | AddWatchFlags::IN_IGNORED,
-    ) {
-        forget(c, ev.wd);
+fn on_event(c: &Cell, wd: i32, mask: u32, name: Option<&CStr>, due: &mut Vec<Arc<HoldWatch>>) {
+    let gone =
+        AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF | AddWatchFlags::IN_IGNORED;
+    if AddWatchFlags::from_bits_truncate(mask).intersects(gone) {
+        forget(c, wd);
         return;
     }
-    let Some(name) = ev.name.as_deref() else {
+    let Some(name) = name else {
         return;
     };
-    let Ok(name) = CString::new(name.as_bytes()) else {
-        return;
-    };
-    if attempt::looks_like_lockfile_temp(name.as_bytes()) {
-        on_attempt(c, ev.wd, &name);
+    if attempt::looks_like_lockfile_temp(name.to_bytes()) {
+        on_attempt(c, wd, name, due);
     } else {
-        on_create(c, ev.wd, &name);
+        on_create(c, wd, name);
     }
 }
 
-fn forget(c: &Cell, wd: WatchDescriptor) {
+fn forget(c: &Cell, wd: i32) {
     let mut reg = lock(&c.registry);
     if let Some(reg) = reg.as_mut() {
-        reg.dirs.retain(|d| d.wd != wd);
+        reg.dirs.retain(|d| d.wd.as_raw() != wd);
     }
 }
 
 /// A `lockfile` temp file appeared: while we hold a lock here, an update is waiting.
-fn on_attempt(c: &Cell, wd: WatchDescriptor, name: &CStr) {
+fn on_attempt(c: &Cell, wd: i32, name: &CStr, due: &mut Vec<Arc<HoldWatch>>) {
     let (holds, dir) = {
         let mut reg = lock(&c.registry);
         let Some(d) = reg
             .as_mut()
-            .and_then(|r| r.dirs.iter_mut().find(|d| d.wd == wd))
+            .and_then(|r| r.dirs.iter_mut().find(|d| d.wd.as_raw() == wd))
         else {
             return;
         };
@@ -489,21 +560,37 @@ fn on_attempt(c: &Cell, wd: WatchDescriptor, name: &CStr) {
     };
     note::write(dir.as_fd(), SystemTime::now());
     for (h, what) in holds {
-        h.tell(&what);
+        if h.mark(&what) && h.hook.is_some() {
+            due.push(h);
+        }
     }
 }
 
 /// A name appeared: a lock name turning into a 65534 file is the Supervisor getting in.
-fn on_create(c: &Cell, wd: WatchDescriptor, name: &CStr) {
+fn on_create(c: &Cell, wd: i32, name: &CStr) {
     let dir = {
         let mut reg = lock(&c.registry);
         let Some(d) = reg
             .as_mut()
-            .and_then(|r| r.dirs.iter_mut().find(|d| d.wd == wd))
+            .and_then(|r| r.dirs.iter_mut().find(|d| d.wd.as_raw() == wd))
         else {
             return;
         };
-        if !d.lock_names.iter().any(|n| n.as_c_str() == name)
+        // A note is written under a private name (`.update-waiting.*`, created) and renamed
+        // into place; one made in place is created under its own name.
+        if name == note::NAME || name.to_bytes().starts_with(note::TEMP_PREFIX) {
+            d.note_maybe = true;
+            return;
+        }
+        // While this process holds a lock here the new lock file is ours (or a shared
+        // holder's): the Supervisor cannot get in. And the Supervisor getting in only
+        // matters while an attempt is remembered, an acquisition yields, or a note may need
+        // clearing: otherwise the look is saved (other holders of the app create lock files
+        // here all the time).
+        let matters = d.pending.is_some() || d.yielders > 0 || d.note_maybe;
+        if !d.holds.is_empty()
+            || !matters
+            || !d.lock_names.iter().any(|n| n.as_c_str() == name)
             || !attempt::is_supervisor_lock(d.dir.as_fd(), name)
         {
             return;

@@ -3,10 +3,8 @@
 //! is free, until the Supervisor's lock appears or `yield_to_updates` has passed since the
 //! attempt.
 
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::note;
 use super::watch::{self, WatchedName, Yielding};
 use crate::inspection::FileId;
 
@@ -44,7 +42,7 @@ impl YieldGuard {
             }
             guard.dirs.push(n.id);
             let (pending, supervisor_in) = watch::known(n.id);
-            let noted = note::read(n.dir.as_fd()).and_then(|seen| {
+            let noted = watch::note_date(n.dir, n.id).and_then(|seen| {
                 // A date in the future counts as now: a note can never stretch the yield.
                 let ago = wall.duration_since(seen).unwrap_or(Duration::ZERO);
                 now.checked_sub(ago)
