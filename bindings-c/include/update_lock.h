@@ -601,7 +601,8 @@ typedef struct ul_holder_record {
 typedef struct ul_holder {
   /**
    * `UL_STATE_HELD_BY_SUPERVISOR`, `UL_STATE_HELD_BY_APP`, `UL_STATE_STALE`,
-   * `UL_STATE_FOREIGN`, `UL_STATE_CHANGING`; `UL_STATE_FREE` when there is no holder.
+   * `UL_STATE_FOREIGN`, `UL_STATE_CHANGING`, `UL_STATE_UPDATE_WAITING`; `UL_STATE_FREE`
+   * when there is no holder.
    */
   enum ul_lock_state state;
   /**
@@ -1750,7 +1751,8 @@ enum ul_result ul_status(const struct ul_options *locks,
 
 /**
  * The name of a lock state as in `lockctl status --json`: "free", "held-by-supervisor",
- * "held-by-app", "stale", "foreign", "changing", "unknown" (also for other numbers). Static
+ * "held-by-app", "stale", "foreign", "changing", "update-waiting", "unknown" (also for
+ * other numbers). Static
  * string: never free it. Thread-safe.
  */
 const char *ul_state_name(int state);

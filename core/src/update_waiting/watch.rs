@@ -185,6 +185,18 @@ fn started() -> MutexGuard<'static, Option<Registry>> {
     lock(&cell().registry)
 }
 
+/// Apply `f` to the watched directories among `ids` (none if nothing was started), and
+/// return what it gave for the last one.
+fn with_dirs<T>(ids: &[FileId], mut f: impl FnMut(&mut DirWatch) -> T) -> Option<T> {
+    let mut reg = started();
+    let reg = reg.as_mut()?;
+    let mut last = None;
+    for d in reg.dirs.iter_mut().filter(|d| ids.contains(&d.id)) {
+        last = Some(f(d));
+    }
+    last
+}
+
 fn start(_c: &'static Cell) -> Option<Registry> {
     let flags = InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK;
     Some(Registry {
@@ -363,13 +375,9 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut reg = started();
-        let Some(reg) = reg.as_mut() else {
-            return;
-        };
-        for d in reg.dirs.iter_mut().filter(|d| self.dirs.contains(&d.id)) {
-            d.holds.retain(|h| !Arc::ptr_eq(h, &self.hold));
-        }
+        with_dirs(&self.dirs, |d| {
+            d.holds.retain(|h| !Arc::ptr_eq(h, &self.hold))
+        });
     }
 }
 
@@ -410,13 +418,7 @@ pub(crate) struct Yielding {
 
 impl Drop for Yielding {
     fn drop(&mut self) {
-        let mut reg = started();
-        let Some(reg) = reg.as_mut() else {
-            return;
-        };
-        for d in reg.dirs.iter_mut().filter(|d| self.dirs.contains(&d.id)) {
-            d.yielders = d.yielders.saturating_sub(1);
-        }
+        with_dirs(&self.dirs, |d| d.yielders = d.yielders.saturating_sub(1));
     }
 }
 
@@ -441,48 +443,29 @@ pub(crate) fn yielding(names: &[WatchedName<'_>]) -> Yielding {
 /// lock there (not yet followed by the Supervisor's lock), and when the Supervisor's lock
 /// last appeared.
 pub(crate) fn known(id: FileId) -> (Option<Instant>, Option<Instant>) {
-    let reg = started();
-    reg.as_ref()
-        .and_then(|r| r.dirs.iter().find(|d| d.id == id))
-        .map(|d| (d.pending, d.supervisor_in))
-        .unwrap_or((None, None))
+    with_dirs(&[id], |d| (d.pending, d.supervisor_in)).unwrap_or((None, None))
 }
 
 /// The date of the `update-waiting` note in this directory, if a well-formed one stands
 /// there. Not looked for while this process's watch says none has appeared since the last
 /// look found none.
 pub(crate) fn note_date(dir: &Arc<OwnedFd>, id: FileId) -> Option<SystemTime> {
-    let known_absent = started()
-        .as_ref()
-        .and_then(|r| r.dirs.iter().find(|d| d.id == id))
-        .is_some_and(|d| !d.note_maybe);
-    if known_absent {
+    if with_dirs(&[id], |d| !d.note_maybe) == Some(true) {
         return None;
     }
     let date = note::read(dir.as_fd());
     if date.is_none() {
-        if let Some(d) = started()
-            .as_mut()
-            .and_then(|r| r.dirs.iter_mut().find(|d| d.id == id))
-        {
-            d.note_maybe = false;
-        }
+        with_dirs(&[id], |d| d.note_maybe = false);
     }
     date
 }
 
 /// The Supervisor's lock was seen in this directory (by an acquisition's own look).
 pub(crate) fn supervisor_seen(dir: &Arc<OwnedFd>, id: FileId) {
-    {
-        let mut reg = started();
-        if let Some(d) = reg
-            .as_mut()
-            .and_then(|r| r.dirs.iter_mut().find(|d| d.id == id))
-        {
-            d.pending = None;
-            d.supervisor_in = Some(Instant::now());
-        }
-    }
+    with_dirs(&[id], |d| {
+        d.pending = None;
+        d.supervisor_in = Some(Instant::now());
+    });
     note::clear_before(dir.as_fd(), SystemTime::now());
 }
 
