@@ -405,7 +405,11 @@ impl Acquirer {
                 Some(k) => self.still_blocked(k)?.map(|h| (k, h)),
                 None => None,
             };
-            let (index, holder) = match recheck.or(self.yielding()?) {
+            let conflict = match recheck {
+                Some(c) => Some(c),
+                None => self.yielding()?,
+            };
+            let (index, holder) = match conflict {
                 Some(conflict) => conflict,
                 None => match self.attempt()? {
                     Attempt::Taken(held) => return Ok(Some(self.make_lock(held))),

@@ -98,6 +98,8 @@ struct DirWatch {
     pending: Option<Instant>,
     /// When the Supervisor's lock last appeared here.
     supervisor_in: Option<Instant>,
+    /// When this process last wrote the `update-waiting` note here.
+    noted: Option<Instant>,
     /// An `update-waiting` note may stand here (unknown at first; set again when one is
     /// created, or a writer's private name for one): while false, acquisitions need not
     /// look for one. (A note renamed in from another name goes unseen: it can only delay
@@ -255,11 +257,13 @@ fn drain(c: &Cell, inotify: &Inotify) {
 }
 
 fn drain_into(c: &Cell, inotify: &Inotify, buf: &mut [u8], due: &mut Vec<Arc<HoldWatch>>) {
-    while let Ok(n) = nix::unistd::read(inotify.as_fd(), buf) {
-        if n == 0 {
-            return;
+    for _ in 0..READS_PER_DRAIN {
+        match nix::unistd::read(inotify.as_fd(), buf) {
+            Ok(n) if n > 0 => {
+                for_each_event(&buf[..n], |wd, mask, name| on_event(c, wd, mask, name, due))
+            }
+            _ => return,
         }
-        for_each_event(&buf[..n], |wd, mask, name| on_event(c, wd, mask, name, due));
     }
 }
 
@@ -317,6 +321,7 @@ fn dir_entry<'r>(
                 yielders: 0,
                 pending: None,
                 supervisor_in: None,
+                noted: None,
                 note_maybe: true,
             });
             reg.dirs.len() - 1
@@ -328,6 +333,14 @@ fn dir_entry<'r>(
     }
     Some(d)
 }
+
+/// How often the note is rewritten at most while attempts go on (the Supervisor retries
+/// after 0.5 s at the soonest).
+const NOTE_EVERY: Duration = Duration::from_millis(500);
+
+/// Reads per drain at most: a directory flooded with events (a co-tenant making names
+/// without end) cannot keep whoever drains from returning; the rest waits for the next.
+const READS_PER_DRAIN: usize = 8;
 
 /// Directories watched at most before the idle ones are dropped (a process that locks in
 /// many directories, such as a test suite, does not collect watches).
@@ -507,7 +520,7 @@ fn forget(c: &Cell, wd: i32) {
 
 /// A `lockfile` temp file appeared: while we hold a lock here, an update is waiting.
 fn on_attempt(c: &Cell, wd: i32, name: &CStr, due: &mut Vec<Arc<HoldWatch>>) {
-    let (holds, dir) = {
+    let (holds, dir, write_note) = {
         let mut reg = lock(&c.registry);
         let Some(d) = reg
             .as_mut()
@@ -516,7 +529,15 @@ fn on_attempt(c: &Cell, wd: i32, name: &CStr, due: &mut Vec<Arc<HoldWatch>>) {
             return;
         };
         // Without a hold here the attempt is not kept from its lock (or is not about us).
+        // Holds that already heard need nothing more but the remembered time (a flood of
+        // such names, real or not, costs no more than that).
         if d.holds.is_empty() {
+            return;
+        }
+        let all_heard = d.holds.iter().all(|h| h.update_waiting());
+        let write_note = d.noted.is_none_or(|t| t.elapsed() >= NOTE_EVERY);
+        if all_heard && !write_note {
+            d.pending = Some(Instant::now());
             return;
         }
         let proven = match attempt::look(d.dir.as_fd(), name) {
@@ -525,6 +546,9 @@ fn on_attempt(c: &Cell, wd: i32, name: &CStr, due: &mut Vec<Arc<HoldWatch>>) {
             Sighting::NotTheSupervisors => return,
         };
         d.pending = Some(Instant::now());
+        if write_note {
+            d.noted = Some(Instant::now());
+        }
         let what = UpdateWaiting {
             path: PathBuf::new(),
             seen_at: SystemTime::now(),
@@ -539,9 +563,12 @@ fn on_attempt(c: &Cell, wd: i32, name: &CStr, due: &mut Vec<Arc<HoldWatch>>) {
                 .map(|h| (h.clone(), what.clone()))
                 .collect::<Vec<_>>(),
             d.dir.clone(),
+            write_note,
         )
     };
-    note::write(dir.as_fd(), SystemTime::now());
+    if write_note {
+        note::write(dir.as_fd(), SystemTime::now());
+    }
     for (h, what) in holds {
         if h.mark(&what) && h.hook.is_some() {
             due.push(h);
