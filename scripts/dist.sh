@@ -3,16 +3,34 @@
 # in dist/ (ELF machine, static linking) and runs each foreign-architecture binary under
 # qemu-user. Not part of the test command (it builds release binaries for every target).
 #
-# Built so far (issue 19 is in progress): the static `lockctl` for
-#   x86_64-unknown-linux-musl, aarch64-unknown-linux-musl (linked with rust-lld) and
-#   armv7-unknown-linux-gnueabihf (Debian's cross gcc, crt-static: the Rust toolchain
-#   registry serves no armv7 musl standard library).
-# Not yet: the Python wheels, the npm packages and the C tarballs.
+# Built so far (issue 19 is in progress):
+#   * the static `lockctl` for x86_64-unknown-linux-musl, aarch64-unknown-linux-musl (linked
+#     with rust-lld) and armv7-unknown-linux-gnueabihf (Debian's cross gcc, crt-static: the
+#     Rust toolchain registry serves no armv7 musl standard library);
+#   * the Python package: abi3 wheels (cp39-abi3) built with maturin and zig, manylinux2014
+#     for x86_64, aarch64 and armv7, musllinux_1_2 for x86_64 and aarch64, and the sdist.
+#     `--check` verifies each wheel's tags, ELF machine and glibc symbol floor (<= 2.31, what
+#     Debian bullseye has), and imports the gnu wheels and takes a lock under Python of that
+#     architecture: the host's, and Debian bookworm's arm64 and armhf python3.11 run with
+#     qemu-user (`apt-get download` into target/dist-sysroot). No musl Python is reachable
+#     here (Alpine's packages are not served): the musllinux wheels are checked for tags, ELF
+#     machine and that they need no glibc, not imported.
+# Not yet: the npm packages and the C tarballs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VERSION=$(python3 -c 'import tomllib;print(tomllib.load(open("Cargo.toml","rb"))["workspace"]["package"]["version"])')
 TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
+# Python wheels: Rust target and the platform tag it is built for.
+WHEELS=(
+  x86_64-unknown-linux-gnu:manylinux2014
+  aarch64-unknown-linux-gnu:manylinux2014
+  armv7-unknown-linux-gnueabihf:manylinux2014
+  x86_64-unknown-linux-musl:musllinux_1_2
+  aarch64-unknown-linux-musl:musllinux_1_2
+)
+VENV=$ROOT/target/dist-venv
+SYSROOTS=$ROOT/target/dist-sysroot
 DIST=$ROOT/dist
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -26,7 +44,120 @@ need_tools() {
     step "installing ${apt[*]} (apt)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt[@]}" >/dev/null
   fi
-  rustup target add "${TARGETS[@]}" >/dev/null
+  rustup target add "${TARGETS[@]}" aarch64-unknown-linux-gnu x86_64-unknown-linux-gnu >/dev/null
+  if [ ! -x "$VENV/bin/maturin" ] || ! "$VENV/bin/python" -m ziglang version >/dev/null 2>&1; then
+    step "maturin and zig (pip, into $VENV)"
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip --disable-pip-version-check -q install "maturin>=1.5,<2" ziglang
+  fi
+}
+
+# The platform tag maturin gives a wheel for a target and compatibility.
+wheel_platform() {
+  local arch
+  case "$1" in
+    x86_64-*) arch=x86_64 ;;
+    aarch64-*) arch=aarch64 ;;
+    armv7-*) arch=armv7l ;;
+  esac
+  case "$2" in
+    manylinux2014) echo "manylinux2014_$arch.manylinux_2_17_$arch" ;;
+    musllinux_1_2) echo "musllinux_1_2_$arch" ;;
+  esac
+}
+
+build_wheels() {
+  local spec t c
+  for spec in "${WHEELS[@]}"; do
+    t=${spec%%:*} c=${spec##*:}
+    step "Python wheel for $t ($c)"
+    PATH=$VENV/bin:$PATH "$VENV/bin/maturin" build --release --strip --zig --target "$t" \
+      --compatibility "$c" -m bindings-python/Cargo.toml -o "$DIST" 2>&1 | grep -E "Built wheel|error" || true
+  done
+  step "Python sdist"
+  "$VENV/bin/maturin" sdist -m bindings-python/Cargo.toml -o "$DIST" 2>&1 | grep -E "Built source|error" || true
+}
+
+# A Debian bookworm root with python3.11 for a foreign architecture (arm64, armhf), made
+# once from `apt-get download` + `dpkg -x`; prints its path.
+python_sysroot() {
+  local arch=$1 root=$SYSROOTS/$1 debs
+  if [ ! -x "$root/usr/bin/python3.11" ]; then
+    dpkg --print-foreign-architectures | grep -qx "$arch" || { dpkg --add-architecture "$arch"; apt-get update -qq; }
+    debs=$(mktemp -d)
+    (cd "$debs" && apt-get download -qq python3.11-minimal:"$arch" libpython3.11-minimal:"$arch" \
+      libpython3.11-stdlib:"$arch" libc6:"$arch" libgcc-s1:"$arch" zlib1g:"$arch" \
+      libexpat1:"$arch" libffi8:"$arch" 2>/dev/null)
+    mkdir -p "$root/tmp"
+    for d in "$debs"/*.deb; do dpkg -x "$d" "$root"; done
+    rm -rf "$debs"
+  fi
+  echo "$root"
+}
+
+# Import the unpacked wheel in $2 and take and release a lock in $3 with the Python given.
+WHEEL_PROBE='
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import platform, update_lock
+p = os.path.join(sys.argv[2], "updates.lock")
+with update_lock.lock(p, timeout=5) as lk:
+    assert lk.held and os.path.exists(p)
+    print("held", platform.machine())
+assert not os.path.exists(p)
+print("released")
+'
+
+check_wheels() {
+  local failed=0 spec t c plat whl dir so info glibc run="" out d sysroot how
+  for spec in "${WHEELS[@]}"; do
+    t=${spec%%:*} c=${spec##*:}
+    plat=$(wheel_platform "$t" "$c")
+    whl="$DIST/update_lock-$VERSION-cp39-abi3-$plat.whl"
+    [ -f "$whl" ] || { echo "not ok  wheel for $t: missing $(basename "$whl")" >&2; failed=1; continue; }
+    dir=$(mktemp -d)
+    python3 -m zipfile -e "$whl" "$dir"
+    so="$dir/update_lock/_update_lock.abi3.so"
+    info=$(file -b "$so")
+    if [[ "$info" != *"$(machine_for "$t")"* ]] || ! grep -q "^Tag: cp39-abi3-" "$dir"/update_lock-*.dist-info/WHEEL; then
+      echo "not ok  wheel for $t: $info; $(grep ^Tag "$dir"/update_lock-*.dist-info/WHEEL)" >&2; failed=1; rm -rf "$dir"; continue
+    fi
+    glibc=$(objdump -T "$so" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
+    if [[ $c == musllinux* ]]; then
+      if [ -n "$glibc" ]; then echo "not ok  wheel for $t: a musl wheel needs glibc $glibc" >&2; failed=1; rm -rf "$dir"; continue; fi
+      echo "ok      wheel $t: $(stat -c %s "$whl") bytes, ${info%%,*}, tag cp39-abi3-$plat, no glibc (not imported: no musl Python here)"
+      rm -rf "$dir"; continue
+    fi
+    if [ "$(printf '%s\n2.31\n' "$glibc" | sort -V | tail -1)" != 2.31 ]; then
+      echo "not ok  wheel for $t: needs glibc $glibc, above Debian bullseye's 2.31" >&2; failed=1; rm -rf "$dir"; continue
+    fi
+    d=$(mktemp -d /tmp/dist-check.XXXXXX)
+    chmod 1777 "$d"
+    case "$t" in
+      x86_64-*)
+        how="pip-installed, "
+        # As a user installs it: pip picks the wheel only if its tags fit this platform.
+        out=$("$VENV/bin/python" -m pip --disable-pip-version-check install -q --no-deps --no-index \
+          --target "$dir/pip" "$whl" 2>&1 && "$VENV/bin/python" -c "$WHEEL_PROBE" "$dir/pip" "$d" 2>&1) ;;
+      *)
+        how=""
+        case "$t" in aarch64-*) sysroot=$(python_sysroot arm64) ;; *) sysroot=$(python_sysroot armhf) ;; esac
+        run=$(qemu_for "$t")
+        # The lock path is opened one component at a time from "/", which qemu maps to the
+        # sysroot: the real /tmp is bound into it (in a private mount namespace).
+        out=$(unshare -m sh -c 'mount --bind /tmp "$1/tmp" && exec "$2" -L "$1" "$1/usr/bin/python3.11" -c "$3" "$4" "$5"' \
+          sh "$sysroot" "$run" "$WHEEL_PROBE" "$dir" "$d" 2>&1) ;;
+    esac
+    if [[ "$out" == *released* ]]; then
+      echo "ok      wheel $t: $(stat -c %s "$whl") bytes, ${info%%,*}, tag cp39-abi3-$plat, glibc >= $glibc; ${how}imported, lock taken and released (${out%%$'\n'*})${run:+ under $run}"
+    else
+      echo "not ok  wheel for $t: $out" >&2; failed=1
+    fi
+    run=""
+    rm -rf "$dir" "$d"
+  done
+  [ -f "$DIST/update_lock-$VERSION.tar.gz" ] && echo "ok      sdist update_lock-$VERSION.tar.gz" || { echo "not ok  sdist missing" >&2; failed=1; }
+  return $failed
 }
 
 # The environment that links a static lockctl for one target.
@@ -92,9 +223,10 @@ check() {
     fi
     run=$(qemu_for "$t")
     d=$(mktemp -d /tmp/dist-check.XXXXXX)
-    # A real cycle in a temporary directory, the reboot probe (flock -nx) as the reader.
+    # A real cycle in a temporary directory: `status` exits 73 (held), the reboot probe
+    # (flock -nx) as the reader.
     if $run "$bin" acquire --path "$d/updates.lock" >/dev/null 2>&1 \
-      && $run "$bin" status --path "$d/updates.lock" | grep -q "HELD by an app" \
+      && { $run "$bin" status -q --path "$d/updates.lock"; [ $? -eq 73 ]; } \
       && ! flock -nx "$d/updates.lock" true \
       && kill "$(sed -n 's/^pid=//p' "$d/updates.lock")" \
       && timeout 10 $run "$bin" run --path "$d/updates.lock" -- true \
@@ -111,14 +243,20 @@ check() {
 mkdir -p "$DIST"
 if [ "${1:-}" = "--check" ]; then
   need_tools
-  check
-  exit $?
+  rc=0
+  check || rc=1
+  check_wheels || rc=1
+  exit $rc
 fi
 need_tools
 start=$(date +%s)
 for t in "${TARGETS[@]}"; do build_lockctl "$t"; done
-(cd "$DIST" && sha256sum ./*.tar.gz | sed 's| \./| |' > SHA256SUMS)
+build_wheels
+(cd "$DIST" && sha256sum ./*.tar.gz ./*.whl | sed 's| \./| |' > SHA256SUMS)
 step "artefacts ($(( $(date +%s) - start )) s)"
 ls -l "$DIST"
 step "check"
-check
+rc=0
+check || rc=1
+check_wheels || rc=1
+exit $rc
