@@ -15,7 +15,13 @@
 #     qemu-user (`apt-get download` into target/dist-sysroot). No musl Python is reachable
 #     here (Alpine's packages are not served): the musllinux wheels are checked for tags, ELF
 #     machine and that they need no glibc, not imported.
-# Not yet: the npm packages and the C tarballs.
+#   * the C library: `update-lock-c-VERSION-TARGET.tar.gz` (header, shared library with its
+#     soname links, static library, a relocatable pkg-config file, LICENSE, README) for the
+#     same five targets, built with cargo-zigbuild (glibc 2.17 floor for the gnu ones).
+#     `--check` compiles a C program against each (zig cc for that target: dynamically for
+#     gnu, statically for musl) and runs it, taking and releasing a lock, under qemu for
+#     the foreign ones (with the Debian sysroots above for the gnu ones).
+# Not yet: the npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -28,6 +34,14 @@ WHEELS=(
   armv7-unknown-linux-gnueabihf:manylinux2014
   x86_64-unknown-linux-musl:musllinux_1_2
   aarch64-unknown-linux-musl:musllinux_1_2
+)
+# C library: Rust target, the zig target to build and check it with.
+CLIBS=(
+  x86_64-unknown-linux-gnu:x86_64-linux-gnu.2.17
+  aarch64-unknown-linux-gnu:aarch64-linux-gnu.2.17
+  armv7-unknown-linux-gnueabihf:arm-linux-gnueabihf.2.17
+  x86_64-unknown-linux-musl:x86_64-linux-musl
+  aarch64-unknown-linux-musl:aarch64-linux-musl
 )
 VENV=$ROOT/target/dist-venv
 SYSROOTS=$ROOT/target/dist-sysroot
@@ -50,6 +64,7 @@ need_tools() {
     python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip --disable-pip-version-check -q install "maturin>=1.5,<2" ziglang
   fi
+  [ -x "$VENV/bin/cargo-zigbuild" ] || "$VENV/bin/python" -m pip --disable-pip-version-check -q install cargo-zigbuild
 }
 
 # The platform tag maturin gives a wheel for a target and compatibility.
@@ -76,6 +91,115 @@ build_wheels() {
   done
   step "Python sdist"
   "$VENV/bin/maturin" sdist -m bindings-python/Cargo.toml -o "$DIST" 2>&1 | grep -E "Built source|error" || true
+}
+
+build_clib() {
+  local t=${1%%:*} name="update-lock-c-$VERSION-${1%%:*}" stage out major=${VERSION%%.*}
+  local zt=$t
+  [[ $t == *-gnu || $t == *-gnueabihf ]] && zt=$t.2.17
+  step "C library for $t"
+  # musl targets link statically by default, and then build no shared library at all.
+  local flags=()
+  [[ $t == *musl ]] && flags=(--config "target.$t.rustflags=[\"-C\", \"target-feature=-crt-static\"]")
+  PATH=$VENV/bin:$PATH cargo zigbuild -q -p update-lock-c --release \
+    --config 'profile.release.panic="unwind"' "${flags[@]}" --target "$zt"
+  out=target/$t/release
+  stage=$(mktemp -d)
+  mkdir -p "$stage/$name/include" "$stage/$name/lib/pkgconfig"
+  cp bindings-c/include/update_lock.h "$stage/$name/include/"
+  cp "$out/libupdate_lock.so" "$stage/$name/lib/libupdate_lock.so.$VERSION"
+  ln -s "libupdate_lock.so.$VERSION" "$stage/$name/lib/libupdate_lock.so.$major"
+  ln -s "libupdate_lock.so.$major" "$stage/$name/lib/libupdate_lock.so"
+  cp "$out/libupdate_lock.a" "$stage/$name/lib/"
+  # Relocatable: the prefix is wherever the tarball was unpacked.
+  sed -e 's|@PREFIX@|${pcfiledir}/../..|' -e 's|@LIBDIR@|${prefix}/lib|' \
+    -e 's|@INCLUDEDIR@|${prefix}/include|' -e "s|@VERSION@|$VERSION|" \
+    bindings-c/update_lock.pc.in > "$stage/$name/lib/pkgconfig/update_lock.pc"
+  cp LICENSE "$stage/$name/"
+  cat > "$stage/$name/README" <<TXT
+libupdate_lock $VERSION (the C API of update-lock) for $t.
+
+include/update_lock.h, lib/libupdate_lock.so (soname libupdate_lock.so.$major), lib/libupdate_lock.a
+and lib/pkgconfig/update_lock.pc, which finds them wherever this directory is:
+  PKG_CONFIG_PATH=\$PWD/lib/pkgconfig pkg-config --cflags --libs update_lock
+Copy lib/ and include/ under /usr/local (or any prefix) in an image, or link the static
+library (pkg-config --static). Documentation: bindings-c/README.md in the update-lock
+repository.
+TXT
+  tar -C "$stage" -czf "$DIST/$name.tar.gz" "$name"
+  rm -rf "$stage"
+}
+
+# Takes and releases a lock through the C API in the directory given.
+C_PROBE='
+#include <stdio.h>
+#include <unistd.h>
+#include "update_lock.h"
+int main(int argc, char **argv) {
+    char path[4096];
+    const char *paths[1] = { path };
+    ul_options o;
+    ul_lock *lock = NULL;
+    if (argc != 2) return 2;
+    snprintf(path, sizeof path, "%s/updates.lock", argv[1]);
+    ul_options_init(&o, sizeof o);
+    o.paths = paths;
+    o.path_count = 1;
+    o.timeout_ms = 5000;
+    if (ul_acquire(&o, &lock) != UL_OK) { fprintf(stderr, "acquire failed\n"); return 1; }
+    if (access(path, F_OK) != 0) return 1;
+    puts("held");
+    if (ul_release(lock) != UL_OK || access(path, F_OK) == 0) return 1;
+    puts("released");
+    return 0;
+}
+'
+
+check_clibs() {
+  local failed=0 spec t zt tgz dir top so info glibc prog out run sysroot d
+  for spec in "${CLIBS[@]}"; do
+    t=${spec%%:*} zt=${spec##*:}
+    tgz="$DIST/update-lock-c-$VERSION-$t.tar.gz"
+    [ -f "$tgz" ] || { echo "not ok  C library for $t: missing $(basename "$tgz")" >&2; failed=1; continue; }
+    dir=$(mktemp -d)
+    tar -C "$dir" -xzf "$tgz"
+    top="$dir/update-lock-c-$VERSION-$t"
+    so="$top/lib/libupdate_lock.so.$VERSION"
+    info=$(file -b "$so")
+    glibc=$(objdump -T "$so" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
+    if [[ "$info" != *"$(machine_for "$t")"* ]] || [ "$(PKG_CONFIG_PATH=$top/lib/pkgconfig pkg-config --cflags update_lock | xargs)" != "-I$top/lib/pkgconfig/../../include" ] \
+      || { [ -n "$glibc" ] && [ "$(printf '%s\n2.31\n' "$glibc" | sort -V | tail -1)" != 2.31 ]; }; then
+      echo "not ok  C library for $t: $info; glibc ${glibc:-none}; pkg-config $(PKG_CONFIG_PATH=$top/lib/pkgconfig pkg-config --cflags update_lock)" >&2
+      failed=1; rm -rf "$dir"; continue
+    fi
+    printf '%s' "$C_PROBE" > "$dir/probe.c"
+    prog="$dir/probe"
+    if [[ $t == *musl ]]; then
+      "$VENV/bin/python" -m ziglang cc -target "$zt" -static -I"$top/include" "$dir/probe.c" \
+        "$top/lib/libupdate_lock.a" -lunwind -o "$prog" 2>"$dir/cc.err"
+    else
+      "$VENV/bin/python" -m ziglang cc -target "$zt" -I"$top/include" "$dir/probe.c" \
+        -L"$top/lib" -lupdate_lock -o "$prog" 2>"$dir/cc.err"
+    fi || { echo "not ok  C library for $t: the probe does not build: $(head -3 "$dir/cc.err")" >&2; failed=1; rm -rf "$dir"; continue; }
+    d=$(mktemp -d /tmp/dist-check.XXXXXX)
+    run=$(qemu_for "$t")
+    case "$t" in
+      x86_64-*-gnu) out=$(LD_LIBRARY_PATH="$top/lib" "$prog" "$d" 2>&1) ;;
+      x86_64-*) out=$("$prog" "$d" 2>&1) ;;
+      *-musl) out=$("$run" "$prog" "$d" 2>&1) ;;
+      *)
+        case "$t" in aarch64-*) sysroot=$(python_sysroot arm64) ;; *) sysroot=$(python_sysroot armhf) ;; esac
+        out=$(unshare -m sh -c 'mount --bind /tmp "$1/tmp" && exec "$2" -L "$1" -E LD_LIBRARY_PATH="$3" "$4" "$5"' \
+          sh "$sysroot" "$run" "$top/lib" "$prog" "$d" 2>&1) ;;
+    esac
+    if [[ "$out" == *released* ]]; then
+      echo "ok      C library $t: $(stat -c %s "$tgz") bytes, ${info%%,*}, $([[ $t == *musl ]] && echo musl || echo "glibc >= $glibc"); pkg-config relocatable; a C program $([[ $t == *musl ]] && echo "linked statically" || echo "linked to the .so") took and released a lock${run:+ under $run}"
+    else
+      echo "not ok  C library for $t: $out" >&2; failed=1
+    fi
+    rm -rf "$dir" "$d"
+  done
+  return $failed
 }
 
 # A Debian bookworm root with python3.11 for a foreign architecture (arm64, armhf), made
@@ -246,12 +370,14 @@ if [ "${1:-}" = "--check" ]; then
   rc=0
   check || rc=1
   check_wheels || rc=1
+  check_clibs || rc=1
   exit $rc
 fi
 need_tools
 start=$(date +%s)
 for t in "${TARGETS[@]}"; do build_lockctl "$t"; done
 build_wheels
+for spec in "${CLIBS[@]}"; do build_clib "$spec"; done
 (cd "$DIST" && sha256sum ./*.tar.gz ./*.whl | sed 's| \./| |' > SHA256SUMS)
 step "artefacts ($(( $(date +%s) - start )) s)"
 ls -l "$DIST"
@@ -259,4 +385,5 @@ step "check"
 rc=0
 check || rc=1
 check_wheels || rc=1
+check_clibs || rc=1
 exit $rc
