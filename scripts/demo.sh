@@ -69,7 +69,8 @@ device_view
 
 say "2. The app takes the lock inside its container: lockctl acquire (default paths)"
 in_container "$LOCKCTL" acquire
-in_container "$LOCKCTL" status
+rc=0; in_container "$LOCKCTL" status || rc=$?
+echo "  (lockctl status: exit $rc; 73 = something holds off application updates, as lockfile says)"
 echo "  host view of the service directory:"; ls -l "$SVC" | sed 's/^/    /'
 device_view
 
@@ -77,10 +78,28 @@ say "3. The app releases: lockctl release"
 in_container "$LOCKCTL" release
 device_view
 
+say "3b. An update was waiting: the Supervisor tried while the app held the lock (step 2), so the app lets it in first"
+# The holder saw that attempt and left the dated note update-waiting beside the lock; the
+# app's next lock yields to it (up to 60 s) until the Supervisor's lock appears.
+rc=0; in_container "$LOCKCTL" run --no-wait -- true 2>/dev/null || rc=$?
+echo "  lockctl run --no-wait: exit $rc (73: the lock is free, but kept for the Supervisor)"
+in_container "$LOCKCTL" run -q -- sh -c 'echo "  the app took the lock again, after the Supervisor"' &
+APP=$!
+while ! in_container sh -c 'for f in /proc/[0-9]*/fd/*; do [ "$(readlink "$f" 2>/dev/null)" = anon_inode:inotify ] && exit 0; done; exit 1'; do
+  sleep 0.05   # until the app is waiting (it watches the lock directory)
+done
+setpriv --reuid=65534 --regid=65534 --clear-groups lockfile -r 0 "$SVC/updates.lock"
+echo "  Supervisor  (lockfile -r 0 as uid 65534): got the lock while the app waited"
+sleep 0.3
+setpriv --reuid=65534 --regid=65534 --clear-groups rm -f "$SVC/updates.lock"
+echo "  Supervisor  released its lock (the update is done)"
+wait "$APP"
+
 say "4. A crashed app: the holder is killed with SIGKILL"
 in_container "$LOCKCTL" acquire
 pkill -9 --ns "$SLEEPER" --nslist pid -f "lockctl acquire"
-in_container "$LOCKCTL" status --no-legacy
+rc=0; in_container "$LOCKCTL" status --no-legacy || rc=$?
+echo "  (lockctl status: exit $rc)"
 device_view
 echo "  -> the Supervisor stays blocked until the stale lock is cleared; the next lock takes it over:"
 in_container "$LOCKCTL" run -- sh -c 'echo "  critical section runs with the lock"'

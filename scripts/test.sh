@@ -63,5 +63,9 @@ bash scripts/test-rehearse.sh
 step "torture: every language at once under chaos, the Supervisor, reboot probes, overrides"
 bash scripts/test-torture.sh
 
+step "demo: the README's main job runs to its end (it stopped once, unnoticed, when a status exit code changed)"
+bash scripts/demo.sh > "${CARGO_TARGET_DIR:-target}/demo.log" 2>&1 || { tail -40 "${CARGO_TARGET_DIR:-target}/demo.log"; echo "demo failed" >&2; exit 1; }
+tail -1 "${CARGO_TARGET_DIR:-target}/demo.log"
+
 echo
 echo "all tests passed"
