@@ -10,11 +10,15 @@
 use std::ffi::CStr;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{openat, renameat, OFlag};
 use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
 use nix::unistd::{geteuid, unlinkat, UnlinkatFlags};
+
+use crate::inspection::FileId;
+use crate::lock::removal::remove_exact;
 
 /// The note's file name, beside the lock files.
 pub const UPDATE_WAITING_NOTE_NAME: &str = "update-waiting";
@@ -58,10 +62,10 @@ pub(crate) fn write(dir: BorrowedFd<'_>, seen: SystemTime) {
 
 /// When the note says the Supervisor tried, if there is a well-formed note.
 pub(crate) fn read(dir: BorrowedFd<'_>) -> Option<SystemTime> {
-    read_with_owner(dir).map(|(seen, _)| seen)
+    read_with_owner(dir).map(|(seen, _, _)| seen)
 }
 
-fn read_with_owner(dir: BorrowedFd<'_>) -> Option<(SystemTime, u32)> {
+fn read_with_owner(dir: BorrowedFd<'_>) -> Option<(SystemTime, u32, FileId)> {
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
     let fd = openat(dir, NAME, flags, Mode::empty()).ok()?;
     let st = fstat(fd.as_fd()).ok()?;
@@ -74,7 +78,7 @@ fn read_with_owner(dir: BorrowedFd<'_>) -> Option<(SystemTime, u32)> {
     let file = unsafe { std::fs::File::from_raw_fd(fd.into_raw_fd()) };
     let mut text = String::new();
     file.take(MAX_LEN as u64).read_to_string(&mut text).ok()?;
-    Some((parse(&text)?, st.st_uid))
+    Some((parse(&text)?, st.st_uid, FileId::from(&st)))
 }
 
 /// The date in a note's text; `None` unless it is exactly what [`write`] writes.
@@ -92,15 +96,16 @@ fn parse(text: &str) -> Option<SystemTime> {
 }
 
 /// The Supervisor took its lock at `supervisor_in`: remove a note dated before that, if we
-/// may (ours, or we are root). A note written meanwhile by another process could be hit
-/// by this unlink; then a later acquirer yields less, which only favours the app.
+/// may (ours, or we are root), with the same atomic removal as a lock file (only the inode
+/// that was read goes; a note written meanwhile stays).
 pub(crate) fn clear_before(dir: BorrowedFd<'_>, supervisor_in: SystemTime) {
-    let Some((seen, owner)) = read_with_owner(dir) else {
+    let Some((seen, owner, id)) = read_with_owner(dir) else {
         return;
     };
     let me = geteuid().as_raw();
     if seen <= supervisor_in && (owner == me || me == 0) {
-        let _ = unlinkat(dir, NAME, UnlinkatFlags::NoRemoveDir);
+        // Only the very note that was read: a newer one written meanwhile stays.
+        let _ = remove_exact(dir, NAME, Path::new(UPDATE_WAITING_NOTE_NAME), id);
     }
 }
 

@@ -511,6 +511,11 @@ fn on_event(c: &Cell, wd: i32, mask: u32, name: Option<&CStr>, due: &mut Vec<Arc
     }
 }
 
+/// The watched directory behind an event's watch descriptor.
+fn by_wd(reg: &mut Option<Registry>, wd: i32) -> Option<&mut DirWatch> {
+    reg.as_mut()?.dirs.iter_mut().find(|d| d.wd.as_raw() == wd)
+}
+
 fn forget(c: &Cell, wd: i32) {
     let mut reg = lock(&c.registry);
     if let Some(reg) = reg.as_mut() {
@@ -522,10 +527,7 @@ fn forget(c: &Cell, wd: i32) {
 fn on_attempt(c: &Cell, wd: i32, name: &CStr, due: &mut Vec<Arc<HoldWatch>>) {
     let (holds, dir, write_note) = {
         let mut reg = lock(&c.registry);
-        let Some(d) = reg
-            .as_mut()
-            .and_then(|r| r.dirs.iter_mut().find(|d| d.wd.as_raw() == wd))
-        else {
+        let Some(d) = by_wd(&mut reg, wd) else {
             return;
         };
         // Without a hold here the attempt is not kept from its lock (or is not about us).
@@ -580,10 +582,7 @@ fn on_attempt(c: &Cell, wd: i32, name: &CStr, due: &mut Vec<Arc<HoldWatch>>) {
 fn on_create(c: &Cell, wd: i32, name: &CStr) {
     let dir = {
         let mut reg = lock(&c.registry);
-        let Some(d) = reg
-            .as_mut()
-            .and_then(|r| r.dirs.iter_mut().find(|d| d.wd.as_raw() == wd))
-        else {
+        let Some(d) = by_wd(&mut reg, wd) else {
             return;
         };
         // A note is written under a private name (`.update-waiting.*`, created) and renamed
