@@ -18,6 +18,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# PyYAML: the check of examples/balena reads its docker-compose.yml.
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  echo "setup: installing PyYAML" >&2
+  { [ "$(id -u)" -eq 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-yaml >/dev/null 2>&1; } || true
+  python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
+fi
+
 # The minimum supported Rust version (rust-version in Cargo.toml), checked by the test command.
 MSRV=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.toml")
 if ! rustup run "$MSRV" rustc --version >/dev/null 2>&1; then

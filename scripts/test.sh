@@ -19,6 +19,7 @@ cargo fmt --all -- --check
 step "lint"
 python3 scripts/module-cycles.py
 python3 scripts/check-versions.py
+python3 scripts/check-examples.py --parse-only   # examples/balena (built and run by dist.sh --check)
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 # The lock-only builds: core without the Supervisor API client, lockctl as a lock-only
 # entrypoint (no HTTP client; `lockctl rehearse` is a companion binary in any build).
