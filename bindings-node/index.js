@@ -8,7 +8,29 @@
 
 const { AsyncLocalStorage } = require('node:async_hooks')
 const nodePath = require('node:path')
-const native = require('./native.js')
+const native = loadNative()
+
+// The addon comes as an optional dependency (update-lock-linux-x64-gnu, ...), which npm leaves
+// out without an error: say which one is missing, the likely reasons, and what to do.
+function loadNative() {
+  try {
+    return require('./native.js')
+  } catch (e) {
+    const { engines } = require('./package.json')
+    const error = new Error(
+      `update-lock: no native addon loaded for ${process.platform}-${process.arch} ` +
+        `(Node.js ${process.version}). npm installs it as the optional dependency ` +
+        `update-lock-${process.platform}-${process.arch}-<gnu|musl|gnueabihf> and leaves it out ` +
+        `without an error when Node.js does not meet the engines range (${engines.node}), ` +
+        'when no prebuilt addon exists for the platform (linux x64 and arm64 with glibc or musl, ' +
+        'arm with glibc), or with --omit=optional. See `npm ls --all | grep update-lock-`, ' +
+        'upgrade Node.js, or build the addon from source (README: "Install and build").',
+    )
+    error.code = 'MODULE_NOT_FOUND'
+    error.cause = e
+    throw error
+  }
+}
 
 /** Every stable error code and its number: { held: 1, timeout: 2, ... } (from the core). */
 const codes = Object.freeze(Object.fromEntries(native.errorCodes()))

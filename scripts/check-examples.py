@@ -13,7 +13,7 @@ Always (`--parse-only` stops here; the test command runs this part):
 With `--dist DIR` (run by `scripts/dist.sh --check`, as root in a private mount namespace:
 `unshare -m --propagation private`), each example whose stages are all Debian is built and
 run in a Debian bookworm root made with debootstrap, for each `--arch` (amd64 natively;
-aarch64 through qemu-user registered with binfmt_misc). Each stage is an overlay on that
+aarch64 and armv7hf through qemu-user registered with binfmt_misc). Each stage is an overlay on that
 root; the official image a stage starts FROM is stood in for by a layer made once (Python
 3.11: Debian's python3 in a venv at /usr/local; Node.js 20: the official build from the npm
 registry's node-linux-ARCH and npm packages, at /usr/local as in the node image). RUN steps
@@ -53,7 +53,10 @@ SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 ARCHES = {"amd64": "amd64", "aarch64": "arm64", "armv7hf": "armhf"}  # balena arch -> Debian
 MACHINES = {"amd64": "genericx86-64-ext", "aarch64": "raspberrypi4-64", "armv7hf": "raspberrypi3"}
-NODE_VERSION = "20.20.2"  # the official build the node:20 image carries (stand-in layer)
+# The official Node.js builds that stand in for the node:20 image (npm's node-linux-ARCH):
+# the newest 20.x there, which for armv7l is 20.11.0 (the image has a newer 20.x; npm warns
+# that 20.11.0 is below the package's engines, and installs it).
+NODE_VERSIONS = {"x64": "20.20.2", "arm64": "20.20.2", "armv7l": "20.11.0"}
 NPM_VERSION = "10.8.2"
 # Base images the examples may start from: which libc family, and the stand-in layer.
 BASES = {
@@ -359,7 +362,7 @@ def chroot_sh(root: pathlib.Path, script: str, env: dict[str, str], cwd: str = "
     done = subprocess.run(["chroot", str(root), "/bin/sh", "-c", f"cd {shlex.quote(cwd)} || exit 1\n{script}"],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if done.returncode != 0:
-        tail = "\n".join(done.stdout.splitlines()[-15:])
+        tail = "\n".join(done.stdout.splitlines()[-40:])
         raise CheckError(f"exit status {done.returncode} of: {script[:200]}\n{tail}")
 
 
@@ -381,7 +384,7 @@ def layer(name: str, deb_arch: str, base: pathlib.Path, mounts: Mounts) -> pathl
         elif name == "node":
             node_arch = {"amd64": "x64", "arm64": "arm64", "armhf": "armv7l"}[deb_arch]
             packs = pathlib.Path(tempfile.mkdtemp(dir=WORK))
-            run(["npm", "pack", "--silent", "--pack-destination", str(packs), f"node-linux-{node_arch}@{NODE_VERSION}", f"npm@{NPM_VERSION}"],
+            run(["npm", "pack", "--silent", "--pack-destination", str(packs), f"node-linux-{node_arch}@{NODE_VERSIONS[node_arch]}", f"npm@{NPM_VERSION}"],
                 stdout=subprocess.DEVNULL)
             local = root / "usr" / "local"
             run(["tar", "-xzf", str(next(packs.glob("node-linux-*.tgz"))), "-C", str(local), "--strip-components=1",
@@ -391,6 +394,10 @@ def layer(name: str, deb_arch: str, base: pathlib.Path, mounts: Mounts) -> pathl
             for tool in ("npm", "npx"):
                 (local / "bin" / tool).symlink_to(f"../lib/node_modules/npm/bin/{tool}-cli.js")
             shutil.rmtree(packs)
+            if deb_arch == "armhf":
+                # The armv7l build needs libatomic, which the node image keeps installed there.
+                chroot_sh(root, "apt-get update -qq && apt-get install -y -qq --no-install-recommends libatomic1 >/dev/null"
+                          " && rm -rf /var/lib/apt/lists/*", env)
             chroot_sh(root, "node --version && npm --version", env)
         mounts.undo()
         (scratch / "upper").rename(path)
@@ -439,8 +446,7 @@ def build(df: Dockerfile, deb_arch: str, build_args: dict[str, str], inject: dic
         lowers = [layer(extra, deb_arch, base, mounts), base] if extra else [base]
         root = overlay(lowers, scratch / f"stage{index}", mounts)
         env = {"PATH": DEFAULT_PATH, "HOME": "/root"}
-        if extra == "node":
-            env["NODE_VERSION"] = NODE_VERSION
+
         args: dict[str, str] = {}
         workdir = "/"
         entrypoint: list[str] = []
@@ -608,7 +614,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parse-only", action="store_true", help="only the checks that need no root and no dist/")
     parser.add_argument("--dist", type=pathlib.Path, help="the built artefacts (dist/) to install in the examples")
-    parser.add_argument("--arch", default="amd64,aarch64", help="balena architectures to build and run for (amd64, aarch64, armv7hf)")
+    parser.add_argument("--arch", default="amd64,aarch64,armv7hf", help="balena architectures to build and run for (amd64, aarch64, armv7hf)")
     parser.add_argument("--service", action="append", help="only these services of docker-compose.yml")
     opts = parser.parse_args()
     try:

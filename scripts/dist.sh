@@ -20,7 +20,8 @@
 #     same five targets, built with cargo-zigbuild (glibc 2.17 floor for the gnu ones).
 #     `--check` compiles a C program against each (zig cc for that target: dynamically for
 #     gnu, statically for musl) and runs it, taking and releasing a lock, under qemu for
-#     the foreign ones (with the Debian sysroots above for the gnu ones).
+#     the foreign ones (with the Debian sysroots above for the gnu ones); for x86_64 musl
+#     also one built by Debian's musl-gcc against the shared library, run by musl's loader.
 #   * the npm packages: `update-lock-VERSION.tgz` (JavaScript and types, the platform
 #     packages as optionalDependencies) and `update-lock-PLATFORM-VERSION.tgz` for
 #     linux-x64-gnu, linux-arm64-gnu, linux-arm-gnueabihf, linux-x64-musl, linux-arm64-musl
@@ -72,6 +73,8 @@ need_tools() {
   command -v qemu-aarch64-static >/dev/null || apt+=(qemu-user-static)
   command -v arm-linux-gnueabihf-gcc >/dev/null || apt+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
   command -v file >/dev/null || apt+=(file)
+  command -v musl-gcc >/dev/null || apt+=(musl-tools)
+  command -v debootstrap >/dev/null || apt+=(debootstrap)
   if [ ${#apt[@]} -gt 0 ]; then
     step "installing ${apt[*]} (apt)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt[@]}" >/dev/null
@@ -174,7 +177,7 @@ int main(int argc, char **argv) {
 '
 
 check_clibs() {
-  local failed=0 spec t zt tgz dir top so info glibc prog out run sysroot d
+  local failed=0 spec t zt tgz dir top so info glibc prog out run sysroot d how
   for spec in "${CLIBS[@]}"; do
     t=${spec%%:*} zt=${spec##*:}
     tgz="$DIST/update-lock-c-$VERSION-$t.tar.gz"
@@ -184,7 +187,7 @@ check_clibs() {
     top="$dir/update-lock-c-$VERSION-$t"
     so="$top/lib/libupdate_lock.so.$VERSION"
     info=$(file -b "$so")
-    glibc=$(objdump -T "$so" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
+    glibc=$(objdump -T "$so" | { grep -o 'GLIBC_[0-9.]*' || true; } | sed 's/GLIBC_//' | sort -V | tail -1)
     if [[ "$info" != *"$(machine_for "$t")"* ]] || [ "$(PKG_CONFIG_PATH=$top/lib/pkgconfig pkg-config --cflags update_lock | xargs)" != "-I$top/lib/pkgconfig/../../include" ] \
       || { [ -n "$glibc" ] && [ "$(printf '%s\n2.31\n' "$glibc" | sort -V | tail -1)" != 2.31 ]; }; then
       echo "not ok  C library for $t: $info; glibc ${glibc:-none}; pkg-config $(PKG_CONFIG_PATH=$top/lib/pkgconfig pkg-config --cflags update_lock)" >&2
@@ -200,10 +203,19 @@ check_clibs() {
         -L"$top/lib" -lupdate_lock -o "$prog" 2>"$dir/cc.err"
     fi || { echo "not ok  C library for $t: the probe does not build: $(head -3 "$dir/cc.err")" >&2; failed=1; rm -rf "$dir"; continue; }
     d=$(mktemp -d /tmp/dist-check.XXXXXX)
-    run=$(qemu_for "$t")
+    run=$(qemu_for "$t") how=""
     case "$t" in
       x86_64-*-gnu) out=$(LD_LIBRARY_PATH="$top/lib" "$prog" "$d" 2>&1) ;;
-      x86_64-*) out=$("$prog" "$d" 2>&1) ;;
+      x86_64-*)
+        out=$("$prog" "$d" 2>&1)
+        # The musl shared library too: a program built by Debian's musl-gcc (musl 1.2.3, older
+        # than zig's, whose start files need statx) and run by Debian's musl loader.
+        if [[ "$out" == *released* ]]; then
+          how="; and one built with musl-gcc, linked to the .so, run by musl's loader"
+          musl-gcc -I"$top/include" "$dir/probe.c" -L"$top/lib" -lupdate_lock -o "$prog.so-linked" 2>"$dir/cc.err" \
+            && out=$(LD_LIBRARY_PATH="$top/lib" "$prog.so-linked" "$d" 2>&1) \
+            || out="the musl-gcc probe linked to the .so failed: $(head -3 "$dir/cc.err") $out"
+        fi ;;
       *-musl) out=$("$run" "$prog" "$d" 2>&1) ;;
       *)
         case "$t" in aarch64-*) sysroot=$(python_sysroot arm64) ;; *) sysroot=$(python_sysroot armhf) ;; esac
@@ -211,7 +223,7 @@ check_clibs() {
           sh "$sysroot" "$run" "$top/lib" "$prog" "$d" 2>&1) ;;
     esac
     if [[ "$out" == *released* ]]; then
-      echo "ok      C library $t: $(stat -c %s "$tgz") bytes, ${info%%,*}, $([[ $t == *musl ]] && echo musl || echo "glibc >= $glibc"); pkg-config relocatable; a C program $([[ $t == *musl ]] && echo "linked statically" || echo "linked to the .so") took and released a lock${run:+ under $run}"
+      echo "ok      C library $t: $(stat -c %s "$tgz") bytes, ${info%%,*}, $([[ $t == *musl ]] && echo musl || echo "glibc >= $glibc"); pkg-config relocatable; a C program $([[ $t == *musl ]] && echo "linked statically" || echo "linked to the .so") took and released a lock${run:+ under $run}$how"
     else
       echo "not ok  C library for $t: $out" >&2; failed=1
     fi
@@ -264,7 +276,7 @@ check_wheels() {
     if [[ "$info" != *"$(machine_for "$t")"* ]] || ! grep -q "^Tag: cp39-abi3-" "$dir"/update_lock-*.dist-info/WHEEL; then
       echo "not ok  wheel for $t: $info; $(grep ^Tag "$dir"/update_lock-*.dist-info/WHEEL)" >&2; failed=1; rm -rf "$dir"; continue
     fi
-    glibc=$(objdump -T "$so" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
+    glibc=$(objdump -T "$so" | { grep -o 'GLIBC_[0-9.]*' || true; } | sed 's/GLIBC_//' | sort -V | tail -1)
     if [[ $c == musllinux* ]]; then
       if [ -n "$glibc" ]; then echo "not ok  wheel for $t: a musl wheel needs glibc $glibc" >&2; failed=1; rm -rf "$dir"; continue; fi
       echo "ok      wheel $t: $(stat -c %s "$whl") bytes, ${info%%,*}, tag cp39-abi3-$plat, no glibc (not imported: no musl Python here)"
@@ -330,7 +342,9 @@ else:
         "main": f"{src['napi']['binaryName']}.{plat}.node",
         "files": [f"{src['napi']['binaryName']}.{plat}.node", "LICENSE"],
         "os": ["linux"], "cpu": [os.environ["PKG_CPU"]], "libc": [os.environ["PKG_LIBC"]],
-        "engines": src["engines"],
+        # No `engines` here: npm silently leaves out an optional dependency whose engines the
+        # running Node.js does not meet, and the main package then cannot load. The supported
+        # range is on the main package, where npm warns; the addon itself needs N-API 8.
     })
 if os.environ.get("PKG_REPOSITORY"):
     pkg["repository"] = {"type": "git", "url": os.environ["PKG_REPOSITORY"], "directory": "bindings-node"}
@@ -476,9 +490,9 @@ check_node() {
 }
 
 # examples/balena: parsed, and the Debian ones built and run in debootstrap roots (amd64, and
-# arm64 through qemu-user registered with binfmt_misc), installing from dist/.
+# arm64 and armhf through qemu-user registered with binfmt_misc), installing from dist/.
 check_examples() {
-  unshare -m --propagation private python3 scripts/check-examples.py --dist "$DIST" --arch amd64,aarch64
+  unshare -m --propagation private python3 scripts/check-examples.py --dist "$DIST" --arch amd64,aarch64,armv7hf
 }
 
 # The environment that links a static lockctl for one target.

@@ -78,3 +78,23 @@ main()
   assert.equal(r.status, 0, r.stderr)
   assert.equal(r.stdout, 'inside true true\nafter false\n')
 })
+
+test('a package whose addon npm left out says which one, the likely reasons and what to do', (t) => {
+  // The package's JavaScript without any addon beside it or in node_modules above it: what
+  // an install gets when npm skips the optional dependency (old Node.js, --omit=optional).
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'ul-no-addon-'))
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const pkg = path.join(__dirname, '..')
+  for (const f of ['index.js', 'native.js', 'package.json']) fs.copyFileSync(path.join(pkg, f), path.join(dir, f))
+  const r = spawnSync(process.execPath, ['-e', `try { require(${JSON.stringify(dir)}) } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message, cause: String(e.cause) })) }`], {
+    encoding: 'utf8',
+  })
+  assert.equal(r.status, 0, r.stderr)
+  const e = JSON.parse(r.stdout)
+  assert.equal(e.code, 'MODULE_NOT_FOUND')
+  assert.match(e.message, new RegExp(`no native addon loaded for ${process.platform}-${process.arch} \\(Node\\.js ${process.version.replace(/\./g, '\\.')}\\)`))
+  assert.ok(e.message.includes(`optional dependency update-lock-${process.platform}-${process.arch}-<gnu|musl|gnueabihf>`), e.message)
+  assert.match(e.message, /engines range \(\^20\.17\.0/)
+  assert.match(e.message, /upgrade Node\.js, or build the addon from source/)
+  assert.match(e.cause, /Cannot find native binding/)
+})
