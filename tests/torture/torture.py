@@ -252,10 +252,11 @@ def override() -> None:
             fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             continue  # nothing there, or a symlink
+        st = os.fstat(fd)
+        if st.st_uid == 65534 or not stat.S_ISREG(st.st_mode):
+            os.close(fd)  # (os.fdopen refuses a directory)
+            continue  # the Supervisor's own lock, or a remover's placeholder directory
         with os.fdopen(fd) as f:
-            st = os.fstat(fd)
-            if st.st_uid == 65534 or not stat.S_ISREG(st.st_mode):
-                continue  # the Supervisor's own lock, or a remover's placeholder directory
             held = flocked_by_another(fd)
             record = f.read()
             dest = os.path.join(TRASH, f"{time.monotonic_ns()}")
@@ -360,6 +361,8 @@ def main() -> int:
     for lang in COMMANDS:
         holders.append(Holder(lang))
     actors = [supervisor, probe] + ([] if os.environ.get("TORTURE_NO_CHAOS") else [chaos])
+    # A stand-in thread that dies would leave the run weaker without a word: it fails it.
+    threading.excepthook = lambda a: violation(f"the harness thread {a.thread.name if a.thread else '?'} died: {a.exc_type.__name__}: {a.exc_value}")
     threads = [threading.Thread(target=t, daemon=True) for t in actors]
     for t in threads:
         t.start()
