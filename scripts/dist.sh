@@ -79,6 +79,9 @@ need_tools() {
     step "installing ${apt[*]} (apt)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt[@]}" >/dev/null
   fi
+  # PyYAML for scripts/check-examples.py (scripts/setup.sh does the same for the test command).
+  python3 -c 'import yaml' 2>/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-yaml >/dev/null 2>&1 || true; }
+  python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
   rustup target add "${TARGETS[@]}" aarch64-unknown-linux-gnu x86_64-unknown-linux-gnu >/dev/null
   if [ ! -x "$VENV/bin/maturin" ] || ! "$VENV/bin/python" -m ziglang version >/dev/null 2>&1; then
     step "maturin and zig (pip, into $VENV)"
